@@ -1,0 +1,1 @@
+//! vibe-e2e (under construction)

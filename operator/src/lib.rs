@@ -1,0 +1,1 @@
+//! vibe-operator (under construction)
