@@ -1,1 +1,116 @@
-//! vibe-dataplane (under construction)
+//! `vibe-dataplane`: the per-tenant Vibe Cloud service (one instance serves one owner DID).
+//!
+//! # Layout
+//! - [`config`]: `clap`/env configuration ([`config::Cli`] → [`config::Config`]).
+//! - [`state`]: [`AppState`], the `Arc`-backed state every handler receives.
+//! - [`error`]: [`ApiError`], the one error enum mapped to HTTP (`{error, details?}`).
+//! - [`couch`]: the pooled CouchDB client ([`couch::CouchClient`], [`couch::Database`],
+//!   `_changes` helpers).
+//! - [`auth`]: owner login (challenge/login/refresh/logout), the owner claim, and the
+//!   [`auth::Caller`] extractor with [`auth::Caller::require`] for grants.
+//! - [`apps`]: app registrations and the in-memory grants cache.
+//! - [`documents`]: document CRUD and reads with our own paging cursor.
+//! - [`health`], [`openapi`].
+//!
+//! # Where features plug in
+//! A feature (blobs, realtime, sync) lives in its own module `src/<feature>/` and exposes
+//! `pub fn routes() -> axum::Router<AppState>`, merged in [`router`] with one line. Its
+//! handlers take `State(state): State<AppState>` and a [`auth::Caller`] (or call
+//! [`auth::authenticate`] for tokens that do not arrive in a header), check grants with
+//! `caller.require("blob:write:<c>")?`, reach CouchDB through `state.data_db().await?`
+//! (owner data) or `state.couch` (raw), and return `Result<_, ApiError>`. Feature state
+//! (an S3 client, a realtime hub) is one field in [`state::StateInner`] initialised in
+//! [`AppState::new`]; a backing service adds a [`state::ReadinessProbe`]. Routes must
+//! also be described in `dataplane/openapi.json` (a test enforces it). Request bodies
+//! are capped by `DefaultBodyLimit` (`VIBE_MAX_BODY_BYTES`); a streaming route overrides
+//! it with its own `DefaultBodyLimit` layer.
+
+pub mod apps;
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod couch;
+pub mod dbnames;
+pub mod documents;
+pub mod error;
+pub mod health;
+pub mod json;
+pub mod openapi;
+pub mod state;
+
+pub use error::{ApiError, ApiResult};
+pub use state::AppState;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+/// The complete HTTP application of one instance.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(health::routes())
+        .merge(auth::routes())
+        .merge(apps::routes())
+        .merge(documents::routes())
+        .merge(openapi::routes());
+    // Features: .merge(blobs::routes()) / .merge(realtime::routes()) / .merge(sync::routes())
+
+    let mut app = api
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes));
+    if let Some(cors) = cors_layer(&state.config.allowed_origins) {
+        app = app.layer(cors);
+    }
+    app.layer(
+        // Log the path only: query strings can carry tokens (WebSocket `?token=`).
+        TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+            )
+        }),
+    )
+    .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("Not found.".into())
+}
+
+async fn method_not_allowed() -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({ "error": "Method not allowed." })),
+    )
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static(auth::APP_ID_HEADER),
+        ]);
+    if origins.iter().any(|o| o == "*") {
+        return Some(layer.allow_origin(AllowOrigin::any()));
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(layer.allow_origin(AllowOrigin::list(list)))
+}

@@ -1,0 +1,292 @@
+//! Owner-only app routes: register/update with grants, status, list, delete, and minting
+//! app-bound tokens.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use serde_json::{Value, json};
+
+use super::{APP_DOC_PREFIX, AppRecord, GrantSetting, is_valid_permission};
+use crate::auth::Caller;
+use crate::couch::CouchError;
+use crate::error::{ApiError, ApiResult};
+use crate::json::StrictJson;
+use crate::state::AppState;
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/apps", get(list))
+        .route("/api/v1/apps/upsert", post(upsert))
+        .route("/api/v1/apps/status", get(status))
+        .route("/api/v1/apps/token", post(app_token))
+        .route("/api/v1/apps/{app_id}", delete(remove))
+}
+
+fn doc_id(app_id: &str) -> String {
+    format!("{APP_DOC_PREFIX}{app_id}")
+}
+
+fn validate_app_id(app_id: &str) -> bool {
+    !app_id.trim().is_empty() && app_id.len() <= 512 && !app_id.chars().any(char::is_control)
+}
+
+fn manifest_json(app: &AppRecord) -> Value {
+    let mut manifest = json!({
+        "appId": app.app_id,
+        "name": app.name,
+        "permissions": app.permissions,
+    });
+    if let Some(d) = &app.description {
+        manifest["description"] = json!(d);
+    }
+    if let Some(p) = &app.picture_url {
+        manifest["pictureUrl"] = json!(p);
+    }
+    manifest
+}
+
+/// Parse and validate an upsert body into (app id, name, description, picture, permissions, grants).
+fn parse_upsert(body: &Value) -> ApiResult<AppRecord> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| ApiError::Validation("Body must be a JSON object.".into()))?;
+    for key in object.keys() {
+        if !matches!(
+            key.as_str(),
+            "appId" | "name" | "description" | "pictureUrl" | "permissions" | "grants"
+        ) {
+            return Err(ApiError::Validation(format!("Unknown field '{key}'.")));
+        }
+    }
+    let app_id = match object.get("appId") {
+        Some(Value::String(s)) if validate_app_id(s) => s.clone(),
+        _ => {
+            return Err(ApiError::Validation(
+                "'appId' is required and must be a non-empty string of at most 512 characters."
+                    .into(),
+            ));
+        }
+    };
+    let name = match object.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => s.clone(),
+        _ => {
+            return Err(ApiError::Validation(
+                "'name' is required and must be a non-empty string.".into(),
+            ));
+        }
+    };
+    let optional_string = |key: &str| -> ApiResult<Option<String>> {
+        match object.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.len() <= 2048 => Ok(Some(s.clone())),
+            _ => Err(ApiError::Validation(format!("'{key}' must be a string."))),
+        }
+    };
+    let description = optional_string("description")?;
+    let picture_url = optional_string("pictureUrl")?;
+    if picture_url
+        .as_deref()
+        .is_some_and(|url| url::Url::parse(url).is_err())
+    {
+        return Err(ApiError::Validation("'pictureUrl' must be a URI.".into()));
+    }
+    let permissions: Vec<String> = match object.get("permissions") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|p| match p.as_str() {
+                Some(p) if is_valid_permission(p) => Ok(p.to_string()),
+                _ => Err(ApiError::Validation(format!(
+                    "Invalid permission {p}: expected read:<c>, write:<c>, blob:read:<c>, blob:write:<c>, blob:delete:<c> or sync."
+                ))),
+            })
+            .collect::<ApiResult<_>>()?,
+        _ => return Err(ApiError::Validation("'permissions' is required and must be an array of strings.".into())),
+    };
+    let grants: BTreeMap<String, GrantSetting> = match object.get("grants") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(permission, setting)| {
+                if !is_valid_permission(permission) {
+                    return Err(ApiError::Validation(format!(
+                        "Invalid permission '{permission}' in grants."
+                    )));
+                }
+                let setting =
+                    serde_json::from_value::<GrantSetting>(setting.clone()).map_err(|_| {
+                        ApiError::Validation(format!(
+                            "Grant for '{permission}' must be one of always, ask, never."
+                        ))
+                    })?;
+                Ok((permission.clone(), setting))
+            })
+            .collect::<ApiResult<_>>()?,
+        _ => return Err(ApiError::Validation("'grants' must be an object.".into())),
+    };
+    Ok(AppRecord {
+        app_id,
+        name,
+        description,
+        picture_url,
+        permissions,
+        grants,
+        registered_at: String::new(),
+        grants_updated_at: String::new(),
+    })
+}
+
+/// `POST /api/v1/apps/upsert` → 201 on create, 200 on update, `{ok, id, rev}`.
+async fn upsert(
+    State(state): State<AppState>,
+    caller: Caller,
+    StrictJson(body): StrictJson,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_owner()?;
+    let mut app = parse_upsert(&body)?;
+    let db = state.system_db().await?;
+    let id = doc_id(&app.app_id);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let existing = db.get(&id).await?;
+    app.registered_at = existing
+        .as_ref()
+        .and_then(|d| d.get("registeredAt"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| now.clone());
+    app.grants_updated_at = now;
+    let mut doc = serde_json::to_value(&app).map_err(ApiError::internal)?;
+    doc["collection"] = json!("apps");
+    doc["userDid"] = json!(caller.did.to_string());
+    if let Some(rev) = existing.as_ref().and_then(|d| d.get("_rev")) {
+        doc["_rev"] = rev.clone();
+    }
+    let result = match db.put(&id, &doc).await {
+        Ok(result) => result,
+        Err(CouchError::Conflict) => {
+            return Err(ApiError::Conflict(
+                "App registration changed concurrently; retry.".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.grants.put(app);
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(json!({ "ok": true, "id": result.id, "rev": result.rev })),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    #[serde(rename = "appId")]
+    app_id: Option<String>,
+}
+
+/// `GET /api/v1/apps/status?appId=` → `{isRegistered, manifest?, grants?}`.
+async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    caller.require_owner()?;
+    let app_id = query
+        .ok()
+        .and_then(|Query(q)| q.app_id)
+        .filter(|a| validate_app_id(a))
+        .ok_or_else(|| {
+            ApiError::BadRequest("Bad Request: Missing or invalid 'appId' query parameter.".into())
+        })?;
+    state.system_db().await?;
+    Ok(Json(match state.grants.get(&app_id) {
+        Some(app) => json!({
+            "isRegistered": true,
+            "manifest": manifest_json(&app),
+            "grants": app.grants,
+            "registeredAt": app.registered_at,
+            "grantsUpdatedAt": app.grants_updated_at,
+        }),
+        None => json!({ "isRegistered": false }),
+    }))
+}
+
+/// `GET /api/v1/apps` → `{apps: [...]}`.
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require_owner()?;
+    state.system_db().await?;
+    let apps: Vec<Value> = state
+        .grants
+        .all()
+        .iter()
+        .map(|app| {
+            let mut entry = manifest_json(app);
+            entry["grants"] = json!(app.grants);
+            entry["registeredAt"] = json!(app.registered_at);
+            entry["grantsUpdatedAt"] = json!(app.grants_updated_at);
+            entry
+        })
+        .collect();
+    Ok(Json(json!({ "apps": apps })))
+}
+
+/// `DELETE /api/v1/apps/{appId}` → 204; 404 when not registered.
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_owner()?;
+    let db = state.system_db().await?;
+    let id = doc_id(&app_id);
+    let Some(doc) = db.get(&id).await? else {
+        return Err(ApiError::NotFound("App not registered.".into()));
+    };
+    let rev = doc.get("_rev").and_then(Value::as_str).unwrap_or_default();
+    match db.delete(&id, rev).await {
+        Ok(_) | Err(CouchError::NotFound { .. }) => {}
+        Err(CouchError::Conflict) => {
+            return Err(ApiError::Conflict(
+                "App registration changed concurrently; retry.".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state.grants.remove(&app_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/apps/token` `{appId}` → `{accessToken, accessTokenExpiresIn, tokenType}`.
+async fn app_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    StrictJson(body): StrictJson,
+) -> ApiResult<Json<Value>> {
+    caller.require_owner()?;
+    let app_id = match body.get("appId") {
+        Some(Value::String(s)) if validate_app_id(s) => s.clone(),
+        _ => {
+            return Err(ApiError::Validation(
+                "'appId' is required and must be a non-empty string.".into(),
+            ));
+        }
+    };
+    state.system_db().await?;
+    if state.grants.get(&app_id).is_none() {
+        return Err(ApiError::NotFound("App not registered.".into()));
+    }
+    let issued = state.tokens.issue_app(&caller.did, &app_id)?;
+    Ok(Json(json!({
+        "accessToken": issued.token,
+        "accessTokenExpiresIn": issued.claims.exp,
+        "tokenType": "Bearer",
+    })))
+}

@@ -1,0 +1,170 @@
+//! Owner authentication routes: challenge, login, refresh, logout, and the owner claim.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use chrono::Utc;
+use serde_json::{Value, json};
+use vibe_identity::Did;
+
+use super::{Caller, claim, nonces, refresh};
+use crate::error::{ApiError, ApiResult};
+use crate::json::StrictJson;
+use crate::state::AppState;
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auth/challenge", post(challenge))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh_tokens))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/admin/claim", post(claim::claim))
+}
+
+fn string_field(body: &Value, name: &str) -> ApiResult<String> {
+    match body.get(name) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 4096 => Ok(s.clone()),
+        _ => Err(ApiError::Validation(format!(
+            "'{name}' is required and must be a non-empty string."
+        ))),
+    }
+}
+
+fn object(body: &Value) -> ApiResult<()> {
+    if body.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation("Body must be a JSON object.".into()))
+    }
+}
+
+/// `POST /api/v1/auth/challenge` → `{nonce, expiresAt}` (UNIX seconds).
+async fn challenge(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let db = state.system_db().await?;
+    let (nonce, expires_at) = nonces::issue(&db, state.config.limits.nonce_ttl.as_secs()).await?;
+    Ok(Json(json!({ "nonce": nonce, "expiresAt": expires_at })))
+}
+
+fn token_response(
+    access: &vibe_identity::IssuedToken,
+    refresh: &refresh::IssuedRefresh,
+) -> Json<Value> {
+    Json(json!({
+        "accessToken": access.token,
+        "accessTokenExpiresIn": access.claims.exp,
+        "refreshToken": refresh.token,
+        "refreshTokenExpiresAt": refresh.expires_at,
+        "tokenType": "Bearer",
+    }))
+}
+
+/// `POST /api/v1/auth/login` `{did, nonce, timestamp, signature}` → token response.
+async fn login(
+    State(state): State<AppState>,
+    StrictJson(body): StrictJson,
+) -> ApiResult<Json<Value>> {
+    object(&body)?;
+    let did_text = string_field(&body, "did")?;
+    let nonce = string_field(&body, "nonce")?;
+    let timestamp = string_field(&body, "timestamp")?;
+    let signature = string_field(&body, "signature")?;
+    let did = Did::parse(&did_text)
+        .map_err(|_| ApiError::Validation("'did' must be a did:vibe DID.".into()))?;
+
+    let db = state.system_db().await?;
+    let owner = state
+        .owner()
+        .ok_or_else(|| ApiError::Unauthorized("This instance has no owner yet.".into()))?;
+    if did != owner {
+        return Err(ApiError::Unauthorized(
+            "Identity is not the owner of this instance.".into(),
+        ));
+    }
+    let message = vibe_identity::signed::login_message(&did_text, &nonce, &timestamp);
+    if vibe_identity::signed::verify_signature(&did, &message, &signature).is_err() {
+        return Err(ApiError::Unauthorized(
+            "Invalid signature or authentication failed.".into(),
+        ));
+    }
+    let skew = chrono::Duration::from_std(state.config.limits.login_skew)
+        .unwrap_or(vibe_identity::signed::DEFAULT_CLOCK_SKEW);
+    if vibe_identity::signed::check_timestamp(&timestamp, Utc::now(), skew).is_err() {
+        return Err(ApiError::BadRequest(
+            "Request timestamp is invalid or expired.".into(),
+        ));
+    }
+    if !nonces::spend(&db, &nonce).await? {
+        return Err(ApiError::Unauthorized(
+            "Invalid, expired or already used nonce.".into(),
+        ));
+    }
+    let refresh = refresh::start_family(
+        &db,
+        &did_text,
+        state.config.limits.refresh_token_ttl.as_secs(),
+    )
+    .await?;
+    let access = state.tokens.issue_access(&owner, &refresh.family)?;
+    tracing::info!("owner logged in");
+    Ok(token_response(&access, &refresh))
+}
+
+/// `POST /api/v1/auth/refresh` `{refreshToken}` → token response (rotation).
+async fn refresh_tokens(
+    State(state): State<AppState>,
+    StrictJson(body): StrictJson,
+) -> ApiResult<Json<Value>> {
+    object(&body)?;
+    let token = string_field(&body, "refreshToken")?;
+    let db = state.system_db().await?;
+    let owner = state
+        .owner()
+        .ok_or_else(|| ApiError::Unauthorized("Invalid refresh token.".into()))?;
+    let rotated = refresh::rotate(
+        &db,
+        &token,
+        state.config.limits.refresh_token_ttl.as_secs(),
+        |family| state.tokens.revoke_family(family),
+    )
+    .await?;
+    let access = state.tokens.issue_access(&owner, &rotated.refresh.family)?;
+    Ok(token_response(&access, &rotated.refresh))
+}
+
+/// `POST /api/v1/auth/logout` `{refreshToken}` with the owner's bearer token → 204.
+/// Revokes the refresh token's family and every access token issued in it.
+async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+    StrictJson(body): StrictJson,
+) -> ApiResult<StatusCode> {
+    caller.require_owner()?;
+    object(&body)?;
+    let token = string_field(&body, "refreshToken")?;
+    let db = state.system_db().await?;
+    if let Some(family) = refresh::family_of(&db, &token).await? {
+        refresh::revoke_family(&db, &family).await?;
+        state.tokens.revoke_family(&family);
+        tracing::info!("refresh family revoked by logout");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete expired nonces now and then (spawned by `main`).
+pub async fn sweep_nonces_forever(state: AppState) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(300));
+    loop {
+        interval.tick().await;
+        let Ok(db) = state.system_db().await else {
+            continue;
+        };
+        match nonces::sweep(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "expired nonces swept"),
+            Err(e) => tracing::debug!(error = %e, "nonce sweep failed"),
+        }
+    }
+}

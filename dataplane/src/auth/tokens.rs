@@ -1,0 +1,104 @@
+//! Access and app tokens (EdDSA JWTs from `vibe-identity`, `iss` = `aud` = the public URL)
+//! and revocation of refresh families for access tokens already issued.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use vibe_identity::{Claims, Did, IssuedToken, TokenIssuer, TokenKind, TokenSpec, TokenVerifier};
+
+use crate::config::Config;
+use crate::error::{ApiError, UNAUTHORIZED_TOKEN};
+
+/// Mints and verifies this instance's tokens.
+pub struct TokenService {
+    issuer: TokenIssuer,
+    verifier: TokenVerifier,
+    access_ttl: Duration,
+    /// Families revoked by logout or refresh reuse → when the entry may be forgotten
+    /// (after every access token of the family has expired).
+    revoked_families: RwLock<HashMap<String, Instant>>,
+}
+
+impl TokenService {
+    /// Tokens for `config.public_url`, signed with `config.signing_key`.
+    pub fn new(config: &Config) -> Self {
+        let key = &config.signing_key;
+        Self {
+            issuer: TokenIssuer::new(key, &config.public_url, &config.public_url),
+            verifier: TokenVerifier::new(&key.public_key(), &config.public_url, &config.public_url),
+            access_ttl: config.limits.access_token_ttl,
+            revoked_families: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Lifetime of access and app tokens.
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    /// An owner access token in refresh family `family`.
+    pub fn issue_access(&self, owner: &Did, family: &str) -> Result<IssuedToken, ApiError> {
+        let spec =
+            TokenSpec::new(owner.to_string(), TokenKind::Access, self.chrono_ttl()).family(family);
+        self.issuer.issue(spec).map_err(ApiError::internal)
+    }
+
+    /// An app-bound token: acts only as `app_id`.
+    pub fn issue_app(&self, owner: &Did, app_id: &str) -> Result<IssuedToken, ApiError> {
+        let spec = TokenSpec::new(owner.to_string(), TokenKind::App, self.chrono_ttl()).app(app_id);
+        self.issuer.issue(spec).map_err(ApiError::internal)
+    }
+
+    fn chrono_ttl(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.access_ttl).unwrap_or(chrono::Duration::minutes(15))
+    }
+
+    /// Verify an owner access token or an app token. Any failure (bad signature, other
+    /// instance, expired, revoked family) is a 401 with the original's message; the reason
+    /// is logged at debug level without the token.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let claims = match self.verifier.verify(token, TokenKind::Access) {
+            Ok(claims) => claims,
+            Err(_) => self.verifier.verify(token, TokenKind::App).map_err(|e| {
+                tracing::debug!(reason = %e, "bearer token rejected");
+                ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into())
+            })?,
+        };
+        if claims.kind == TokenKind::App && claims.app.as_deref().is_none_or(str::is_empty) {
+            return Err(ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()));
+        }
+        if claims
+            .family
+            .as_deref()
+            .is_some_and(|family| self.is_family_revoked(family))
+        {
+            tracing::debug!("bearer token of a revoked family");
+            return Err(ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()));
+        }
+        Ok(claims)
+    }
+
+    /// Make access tokens of `family` invalid immediately (refresh tokens are revoked
+    /// in the system database by the caller).
+    pub fn revoke_family(&self, family: &str) {
+        let mut revoked = self
+            .revoked_families
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        revoked.retain(|_, until| *until > now);
+        revoked.insert(
+            family.to_string(),
+            now + self.access_ttl + Duration::from_secs(60),
+        );
+    }
+
+    fn is_family_revoked(&self, family: &str) -> bool {
+        self.revoked_families
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(family)
+            .is_some_and(|until| *until > Instant::now())
+    }
+}

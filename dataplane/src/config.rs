@@ -1,0 +1,537 @@
+//! Configuration: `clap` flags with environment fallbacks ([`Cli`]), validated into a
+//! typed [`Config`]. Every variable is documented in `dataplane/README.md`; names are a
+//! contract with the operator and `deploy/` — do not rename them.
+//!
+//! Secrets (CouchDB password, signing key, claim code, S3 secret key) are marked
+//! `hide_env_values` so `--help` never prints them, and [`Config`]'s `Debug` redacts them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use url::Url;
+use vibe_identity::{Did, Keypair};
+
+use crate::couch::CouchSettings;
+
+/// Command line and environment of `vibe-dataplane`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vibe-dataplane",
+    version,
+    about = "The per-tenant Vibe Cloud data plane: DID login and tokens, documents over CouchDB, apps and grants, blobs and realtime.",
+    long_about = None
+)]
+pub struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Public base URL of this instance (e.g. https://alice.vibe.example). It is the
+    /// issuer and audience of every token this instance mints and accepts.
+    #[arg(long, env = "PUBLIC_INSTANCE_URL")]
+    pub public_url: Option<String>,
+
+    /// DID of the owner (`did:vibe:z6Mk…`). Leave unset to let the first holder of the
+    /// claim code become the owner through `POST /api/v1/admin/claim`.
+    #[arg(long, env = "TARGET_USER_DID")]
+    pub owner_did: Option<String>,
+
+    /// CouchDB base URL (without credentials), e.g. http://couchdb:5984.
+    #[arg(long, env = "COUCHDB_URL")]
+    pub couchdb_url: Option<String>,
+
+    /// CouchDB server-admin user.
+    #[arg(long, env = "COUCHDB_USER")]
+    pub couchdb_user: Option<String>,
+
+    /// CouchDB server-admin password.
+    #[arg(long, env = "COUCHDB_PASSWORD", hide_env_values = true)]
+    pub couchdb_password: Option<String>,
+
+    /// Name of the system database (apps and grants, refresh tokens, nonces, claim state).
+    #[arg(long, env = "VIBE_SYSTEM_DB", default_value = "vibe_system")]
+    pub system_db: String,
+
+    /// File holding the Ed25519 token-signing key: PKCS#8 PEM, a base64/hex 32-byte seed,
+    /// or 32 raw bytes.
+    #[arg(long, env = "VIBE_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// The token-signing key itself (PEM or base64/hex seed), when no file is given.
+    #[arg(long, env = "VIBE_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+
+    /// One-time owner claim code, accepted only while the instance has no owner. Stored
+    /// hashed in the system database.
+    #[arg(long, env = "VIBE_CLAIM_CODE", hide_env_values = true)]
+    pub claim_code: Option<String>,
+
+    /// Expiry of the claim code (RFC 3339). Unset: no expiry.
+    #[arg(long, env = "VIBE_CLAIM_CODE_EXPIRES_AT")]
+    pub claim_code_expires_at: Option<String>,
+
+    /// Restrict the claim code to this DID. Unset: any DID may claim.
+    #[arg(long, env = "VIBE_CLAIM_CODE_FOR_DID")]
+    pub claim_code_for_did: Option<String>,
+
+    /// Maximum size of a request body in bytes (larger → 413).
+    #[arg(long, env = "VIBE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Lifetime of refresh tokens in seconds.
+    #[arg(long, env = "VIBE_REFRESH_TOKEN_TTL_SECONDS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_seconds: u64,
+
+    /// Allowed clock skew of signed login timestamps, in seconds.
+    #[arg(long, env = "VIBE_LOGIN_SKEW_SECONDS", default_value_t = 300)]
+    pub login_skew_seconds: u64,
+
+    /// Lifetime of login nonces issued by /api/v1/auth/challenge, in seconds.
+    #[arg(long, env = "VIBE_NONCE_TTL_SECONDS", default_value_t = 300)]
+    pub nonce_ttl_seconds: u64,
+
+    /// Comma-separated browser origins allowed by CORS and by the WebSocket Origin check
+    /// (e.g. https://app.example,https://agent.example). `*` allows any origin without
+    /// credentials. Empty: no cross-origin browser access.
+    #[arg(long, env = "VIBE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// S3 endpoint URL (e.g. http://minio:9000). Blobs are enabled when this and
+    /// S3_BUCKET_NAME are set.
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region.
+    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// S3 access key id.
+    #[arg(long, env = "S3_ACCESS_KEY")]
+    pub s3_access_key: Option<String>,
+
+    /// S3 secret access key.
+    #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+
+    /// S3 bucket of this instance.
+    #[arg(long, env = "S3_BUCKET_NAME")]
+    pub s3_bucket: Option<String>,
+
+    /// Use path-style S3 addressing (MinIO and most self-hosted stores need it).
+    #[arg(long, env = "S3_FORCE_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub s3_force_path_style: bool,
+
+    /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "VIBE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// A configuration problem, naming the setting. Printed as one line at start.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {setting}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable (or flag) at fault.
+    pub setting: &'static str,
+    /// What is wrong with it (never contains the secret value).
+    pub problem: String,
+}
+
+fn config_error(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+/// S3 settings used by the blob feature. Present only when S3 is configured.
+#[derive(Clone)]
+pub struct S3Config {
+    /// Endpoint URL.
+    pub endpoint: Url,
+    /// Region.
+    pub region: String,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret access key.
+    pub secret_key: String,
+    /// Bucket of this instance.
+    pub bucket: String,
+    /// Path-style addressing.
+    pub force_path_style: bool,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("force_path_style", &self.force_path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The one-time owner claim code given at start.
+#[derive(Clone)]
+pub struct ClaimCodeConfig {
+    /// The code (hashed before it is stored).
+    pub code: String,
+    /// Expiry, if any.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Only this DID may claim, if set.
+    pub for_did: Option<Did>,
+}
+
+impl std::fmt::Debug for ClaimCodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimCodeConfig")
+            .field("expires_at", &self.expires_at)
+            .field("for_did", &self.for_did)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Limits and lifetimes.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Maximum request body size in bytes.
+    pub max_body_bytes: usize,
+    /// Access-token lifetime (15 minutes).
+    pub access_token_ttl: Duration,
+    /// Refresh-token lifetime.
+    pub refresh_token_ttl: Duration,
+    /// Allowed login timestamp skew.
+    pub login_skew: Duration,
+    /// Nonce lifetime.
+    pub nonce_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            login_skew: Duration::from_secs(300),
+            nonce_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Validated configuration of one data-plane instance.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Public URL: token issuer and audience (no trailing slash).
+    pub public_url: String,
+    /// Owner from configuration; `None` = claimable (or claimed earlier, see the system db).
+    pub owner: Option<Did>,
+    /// CouchDB connection.
+    pub couch: CouchSettings,
+    /// System database name.
+    pub system_db: String,
+    /// Token-signing key.
+    pub signing_key: Keypair,
+    /// Claim code, if any.
+    pub claim_code: Option<ClaimCodeConfig>,
+    /// Limits.
+    pub limits: Limits,
+    /// Allowed browser origins (CORS, WebSocket Origin check).
+    pub allowed_origins: Vec<String>,
+    /// S3, when configured.
+    pub s3: Option<S3Config>,
+}
+
+impl Config {
+    /// A configuration with defaults, for embedding and tests.
+    pub fn new(public_url: &str, couch: CouchSettings, signing_key: Keypair) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_url: public_url.trim_end_matches('/').to_string(),
+            owner: None,
+            couch,
+            system_db: "vibe_system".to_string(),
+            signing_key,
+            claim_code: None,
+            limits: Limits::default(),
+            allowed_origins: Vec::new(),
+            s3: None,
+        }
+    }
+}
+
+fn required<T>(value: Option<T>, setting: &'static str) -> Result<T, ConfigError> {
+    value.ok_or_else(|| config_error(setting, "is required but not set"))
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+impl Cli {
+    /// Validate into a [`Config`]; the error names the first bad setting.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let public_url = required(non_empty(self.public_url), "PUBLIC_INSTANCE_URL")?;
+        let parsed = Url::parse(&public_url)
+            .map_err(|e| config_error("PUBLIC_INSTANCE_URL", format!("not a URL ({e})")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(config_error(
+                "PUBLIC_INSTANCE_URL",
+                "must be an http(s) URL with a host",
+            ));
+        }
+
+        let owner = non_empty(self.owner_did)
+            .map(|d| Did::parse(d.trim()))
+            .transpose()
+            .map_err(|e| config_error("TARGET_USER_DID", format!("not a did:vibe DID ({e})")))?;
+
+        let couch_url = required(non_empty(self.couchdb_url), "COUCHDB_URL")?;
+        let couch_url = Url::parse(&couch_url)
+            .map_err(|e| config_error("COUCHDB_URL", format!("not a URL ({e})")))?;
+        if !matches!(couch_url.scheme(), "http" | "https") {
+            return Err(config_error("COUCHDB_URL", "must be an http(s) URL"));
+        }
+        if !couch_url.username().is_empty() || couch_url.password().is_some() {
+            return Err(config_error(
+                "COUCHDB_URL",
+                "must not contain credentials; use COUCHDB_USER and COUCHDB_PASSWORD",
+            ));
+        }
+        let couchdb_user = non_empty(self.couchdb_user);
+        let couchdb_password = self.couchdb_password;
+        if couchdb_user.is_some() && couchdb_password.is_none() {
+            return Err(config_error(
+                "COUCHDB_PASSWORD",
+                "is required when COUCHDB_USER is set",
+            ));
+        }
+
+        let signing_key = match (self.signing_key_file, non_empty(self.signing_key)) {
+            (Some(path), _) => Keypair::from_file(&path)
+                .map_err(|e| config_error("VIBE_SIGNING_KEY_FILE", e.to_string()))?,
+            (None, Some(text)) => Keypair::from_text(&text)
+                .map_err(|e| config_error("VIBE_SIGNING_KEY", e.to_string()))?,
+            (None, None) => {
+                return Err(config_error(
+                    "VIBE_SIGNING_KEY_FILE",
+                    "a token-signing key is required (VIBE_SIGNING_KEY_FILE or VIBE_SIGNING_KEY)",
+                ));
+            }
+        };
+
+        let claim_code = match non_empty(self.claim_code) {
+            None => None,
+            Some(code) => {
+                if code.trim().len() < 8 {
+                    return Err(config_error(
+                        "VIBE_CLAIM_CODE",
+                        "must be at least 8 characters",
+                    ));
+                }
+                let expires_at = non_empty(self.claim_code_expires_at)
+                    .map(|t| DateTime::parse_from_rfc3339(t.trim()).map(|d| d.with_timezone(&Utc)))
+                    .transpose()
+                    .map_err(|e| {
+                        config_error("VIBE_CLAIM_CODE_EXPIRES_AT", format!("not RFC 3339 ({e})"))
+                    })?;
+                let for_did = non_empty(self.claim_code_for_did)
+                    .map(|d| Did::parse(d.trim()))
+                    .transpose()
+                    .map_err(|e| {
+                        config_error(
+                            "VIBE_CLAIM_CODE_FOR_DID",
+                            format!("not a did:vibe DID ({e})"),
+                        )
+                    })?;
+                Some(ClaimCodeConfig {
+                    code: code.trim().to_string(),
+                    expires_at,
+                    for_did,
+                })
+            }
+        };
+
+        if !crate::dbnames::is_valid_db_name(&self.system_db) {
+            return Err(config_error(
+                "VIBE_SYSTEM_DB",
+                "must match ^[a-z][a-z0-9_$()+/-]*$",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(config_error("VIBE_MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(config_error("VIBE_LOG_FORMAT", "must be `text` or `json`"));
+        }
+
+        let s3 = match (non_empty(self.s3_endpoint), non_empty(self.s3_bucket)) {
+            (None, None) => None,
+            (Some(endpoint), Some(bucket)) => {
+                let endpoint = Url::parse(&endpoint)
+                    .map_err(|e| config_error("S3_ENDPOINT", format!("not a URL ({e})")))?;
+                Some(S3Config {
+                    endpoint,
+                    region: self.s3_region,
+                    access_key: required(non_empty(self.s3_access_key), "S3_ACCESS_KEY")?,
+                    secret_key: required(non_empty(self.s3_secret_key), "S3_SECRET_KEY")?,
+                    bucket,
+                    force_path_style: self.s3_force_path_style,
+                })
+            }
+            (None, Some(_)) => {
+                return Err(config_error(
+                    "S3_ENDPOINT",
+                    "is required when S3_BUCKET_NAME is set",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(config_error(
+                    "S3_BUCKET_NAME",
+                    "is required when S3_ENDPOINT is set",
+                ));
+            }
+        };
+
+        let allowed_origins = self
+            .allowed_origins
+            .into_iter()
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+
+        Ok(Config {
+            listen: SocketAddr::new(self.host, self.port),
+            public_url: public_url.trim_end_matches('/').to_string(),
+            owner,
+            couch: CouchSettings {
+                url: couch_url,
+                user: couchdb_user,
+                password: couchdb_password,
+            },
+            system_db: self.system_db,
+            signing_key,
+            claim_code,
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                access_token_ttl: Duration::from_secs(15 * 60),
+                refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_seconds),
+                login_skew: Duration::from_secs(self.login_skew_seconds),
+                nonce_ttl: Duration::from_secs(self.nonce_ttl_seconds),
+            },
+            allowed_origins,
+            s3,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["vibe-dataplane"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("parses")
+    }
+
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    #[test]
+    fn missing_public_url_is_named() {
+        let err = cli(&[
+            "--couchdb-url",
+            "http://127.0.0.1:5984",
+            "--signing-key",
+            KEY,
+        ])
+        .into_config()
+        .unwrap_err();
+        assert_eq!(err.setting, "PUBLIC_INSTANCE_URL");
+    }
+
+    #[test]
+    fn bad_owner_did_is_named() {
+        let err = cli(&[
+            "--public-url",
+            "https://a.example",
+            "--couchdb-url",
+            "http://127.0.0.1:5984",
+            "--signing-key",
+            KEY,
+            "--owner-did",
+            "did:web:nope",
+        ])
+        .into_config()
+        .unwrap_err();
+        assert_eq!(err.setting, "TARGET_USER_DID");
+    }
+
+    #[test]
+    fn credentials_in_couch_url_are_refused() {
+        let err = cli(&[
+            "--public-url",
+            "https://a.example",
+            "--couchdb-url",
+            "http://admin:secret@127.0.0.1:5984",
+            "--signing-key",
+            KEY,
+        ])
+        .into_config()
+        .unwrap_err();
+        assert_eq!(err.setting, "COUCHDB_URL");
+        assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn missing_key_is_named_and_minimal_config_is_valid() {
+        let err = cli(&[
+            "--public-url",
+            "https://a.example/",
+            "--couchdb-url",
+            "http://c:5984",
+        ])
+        .into_config()
+        .unwrap_err();
+        assert_eq!(err.setting, "VIBE_SIGNING_KEY_FILE");
+        let config = cli(&[
+            "--public-url",
+            "https://a.example/",
+            "--couchdb-url",
+            "http://c:5984",
+            "--signing-key",
+            KEY,
+        ])
+        .into_config()
+        .expect("valid");
+        assert_eq!(config.public_url, "https://a.example");
+        assert_eq!(config.listen.port(), 3000);
+        assert!(config.s3.is_none());
+        assert!(config.owner.is_none());
+    }
+
+    #[test]
+    fn half_configured_s3_is_named() {
+        let err = cli(&[
+            "--public-url",
+            "https://a.example",
+            "--couchdb-url",
+            "http://c:5984",
+            "--signing-key",
+            KEY,
+            "--s3-bucket",
+            "b",
+        ])
+        .into_config()
+        .unwrap_err();
+        assert_eq!(err.setting, "S3_ENDPOINT");
+    }
+}

@@ -1,0 +1,216 @@
+//! Document routes over the owner's CouchDB database:
+//! `POST /api/v1/data/read`, `POST /api/v1/data/write`,
+//! `GET|DELETE /api/v1/data/{collection}/{id}`.
+//!
+//! Every document carries `collection` and an id `<collection>/<…>`; apps reach a
+//! collection only with the `read:<c>` / `write:<c>` grant.
+
+pub mod query;
+pub mod validate;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use self::query::{ReadRequest, collection_of};
+use self::validate::{check_collection, prepare_document};
+use crate::auth::Caller;
+use crate::couch::{CouchError, Database};
+use crate::error::{ApiError, ApiResult};
+use crate::json::StrictJson;
+use crate::state::{AppState, INDEX_DESIGN_DOC};
+
+/// Most documents accepted in one write.
+pub const MAX_BULK_DOCS: usize = 1000;
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/data/read", post(read))
+        .route("/api/v1/data/write", post(write))
+        .route(
+            "/api/v1/data/{collection}/{*id}",
+            get(get_document).delete(delete_document),
+        )
+}
+
+fn validation(details: String) -> ApiError {
+    ApiError::Validation(details)
+}
+
+async fn ensure_index(state: &AppState, db: &Database, request: &ReadRequest) -> ApiResult<()> {
+    let name = request.index_name();
+    if request.sort.is_empty() || state.has_index(&name) {
+        return Ok(());
+    }
+    let fields = request.index_fields();
+    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    db.create_index(&name, INDEX_DESIGN_DOC, &fields).await?;
+    state.remember_index(name);
+    Ok(())
+}
+
+/// `POST /api/v1/data/read` → `{docs, doc?, bookmark}`.
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    StrictJson(body): StrictJson,
+) -> ApiResult<Json<Value>> {
+    let collection = collection_of(&body).map_err(validation)?;
+    caller.require(&format!("read:{collection}"))?;
+    let request = ReadRequest::parse(&body).map_err(validation)?;
+    let db = state.data_db().await?;
+    ensure_index(&state, &db, &request).await?;
+    let found = match db.find(&request.mango_query()).await {
+        Ok(found) => found,
+        Err(CouchError::BadRequest { reason, .. }) => {
+            return Err(ApiError::Validation(format!("Invalid query: {reason}")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (docs, bookmark) = request.finish_page(found.docs);
+    let mut answer = json!({ "docs": docs, "bookmark": bookmark });
+    if let Some(first) = docs.first() {
+        answer["doc"] = first.clone();
+    }
+    Ok(Json(answer))
+}
+
+/// `POST /api/v1/data/write` `{collection, data}` → `{ok,id,rev}` or bulk results.
+async fn write(
+    State(state): State<AppState>,
+    caller: Caller,
+    StrictJson(body): StrictJson,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| validation("Body must be a JSON object.".into()))?;
+    let collection = collection_of(&body).map_err(validation)?;
+    caller.require(&format!("write:{collection}"))?;
+    if let Some(key) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "collection" | "data"))
+    {
+        return Err(validation(format!(
+            "Unknown field '{}'.",
+            key.chars().take(64).collect::<String>()
+        )));
+    }
+    let data_error = || validation("Data must be a single object or an array of objects.".into());
+    match object.get("data") {
+        Some(doc @ Value::Object(_)) => {
+            let doc = prepare_document(&collection, doc, &[]).map_err(validation)?;
+            let id = doc["_id"].as_str().unwrap_or_default().to_string();
+            let db = state.data_db().await?;
+            let result = db.put(&id, &doc).await?;
+            Ok((
+                StatusCode::OK,
+                Json(json!({ "ok": true, "id": result.id, "rev": result.rev })),
+            ))
+        }
+        Some(Value::Array(items)) => {
+            if items.len() > MAX_BULK_DOCS {
+                return Err(validation(format!(
+                    "At most {MAX_BULK_DOCS} documents per write."
+                )));
+            }
+            if items.iter().any(|d| !d.is_object()) {
+                return Err(data_error());
+            }
+            let docs = items
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    prepare_document(&collection, d, &[]).map_err(|e| format!("Item {i}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(validation)?;
+            if docs.is_empty() {
+                return Ok((StatusCode::OK, Json(json!([]))));
+            }
+            let db = state.data_db().await?;
+            let results = db.bulk_docs(&docs).await?;
+            let failed = results.iter().any(|r| r.get("error").is_some());
+            let results: Vec<Value> = results
+                .into_iter()
+                .map(|mut r| {
+                    if r.get("error").is_none() && r.get("ok").is_none() {
+                        r["ok"] = json!(true);
+                    }
+                    r
+                })
+                .collect();
+            let status = if failed {
+                StatusCode::MULTI_STATUS
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(Value::Array(results))))
+        }
+        _ => Err(data_error()),
+    }
+}
+
+fn full_id(collection: &str, id: &str) -> ApiResult<String> {
+    check_collection(collection).map_err(validation)?;
+    let full = format!("{collection}/{id}");
+    validate::check_id(collection, &full).map_err(validation)?;
+    Ok(full)
+}
+
+/// `GET /api/v1/data/{collection}/{id}` → the document.
+async fn get_document(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((collection, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    check_collection(&collection).map_err(validation)?;
+    caller.require(&format!("read:{collection}"))?;
+    let full = full_id(&collection, &id)?;
+    let db = state.data_db().await?;
+    match db.get(&full).await? {
+        Some(doc) if doc.get("collection").and_then(Value::as_str) == Some(&collection) => {
+            Ok(Json(doc))
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "Document with id \"{full}\" not found."
+        ))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RevQuery {
+    rev: Option<String>,
+}
+
+/// `DELETE /api/v1/data/{collection}/{id}?rev=` → `{ok, id, rev}` (the deletion's rev).
+async fn delete_document(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((collection, id)): Path<(String, String)>,
+    query: Result<Query<RevQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    check_collection(&collection).map_err(validation)?;
+    caller.require(&format!("write:{collection}"))?;
+    let full = full_id(&collection, &id)?;
+    let rev = query
+        .ok()
+        .and_then(|Query(q)| q.rev)
+        .filter(|r| !r.is_empty() && r.len() <= 256)
+        .ok_or_else(|| validation("Query parameter 'rev' is required.".into()))?;
+    let db = state.data_db().await?;
+    match db.delete(&full, &rev).await {
+        Ok(result) => Ok(Json(
+            json!({ "ok": true, "id": result.id, "rev": result.rev }),
+        )),
+        Err(CouchError::NotFound { .. }) => Err(ApiError::NotFound(format!(
+            "Document with id \"{full}\" not found."
+        ))),
+        // pouchdb-server answers 400 for a malformed rev; CouchDB 409 for a stale one.
+        Err(CouchError::BadRequest { .. }) => Err(ApiError::Conflict("Revision conflict".into())),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,392 @@
+//! Reads: turning a `/api/v1/data/read` body into a Mango query and paging it with our own
+//! opaque cursor.
+//!
+//! Paging is keyset-based, so it works the same on CouchDB 3 (which has its own Mango
+//! bookmark) and pouchdb-server (which has none), and returns every document exactly once
+//! even while others are written: results are ordered by `(sort fields…, _id)` and the
+//! cursor holds the last row's key; the next page asks for keys strictly after it.
+//! Documents lacking a sort field are not returned by a sorted read (CouchDB JSON indexes
+//! leave them out).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::validate::check_collection;
+use crate::state::{COLLECTION_INDEX, INDEX_DESIGN_DOC};
+
+/// Default page size.
+pub const DEFAULT_LIMIT: u64 = 100;
+/// Largest page size.
+pub const MAX_LIMIT: u64 = 1000;
+
+/// Sort direction (uniform over all sort fields, as CouchDB requires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Ascending.
+    Asc,
+    /// Descending.
+    Desc,
+}
+
+/// A validated read request.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    /// Collection.
+    pub collection: String,
+    /// Client selector (without `collection`).
+    pub filter: Map<String, Value>,
+    /// Page size.
+    pub limit: u64,
+    /// Client sort fields.
+    pub sort: Vec<String>,
+    /// Direction of all sort fields.
+    pub direction: Direction,
+    /// Requested projection.
+    pub fields: Option<Vec<String>>,
+    /// Position after which to continue.
+    pub after: Option<Vec<Value>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    c: String,
+    s: Vec<String>,
+    d: Direction,
+    k: Vec<Value>,
+}
+
+fn invalid(message: impl Into<String>) -> String {
+    message.into()
+}
+
+/// The collection of a read or write body: `Collection name is required.` when absent.
+pub fn collection_of(body: &Value) -> Result<String, String> {
+    match body.get("collection") {
+        Some(Value::String(c)) if !c.is_empty() => {
+            check_collection(c)?;
+            Ok(c.clone())
+        }
+        _ => Err("Collection name is required.".into()),
+    }
+}
+
+fn check_field_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 || name.starts_with('_') || name == "collection" {
+        return Err(format!(
+            "Invalid field name '{}' in sort or fields.",
+            name.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+impl ReadRequest {
+    /// Validate a read body. Errors are `details` of a 400 `Validation failed`.
+    pub fn parse(body: &Value) -> Result<Self, String> {
+        let object = body
+            .as_object()
+            .ok_or_else(|| invalid("Body must be a JSON object."))?;
+        for key in object.keys() {
+            if !matches!(
+                key.as_str(),
+                "collection" | "filter" | "limit" | "sort" | "fields" | "bookmark"
+            ) {
+                return Err(format!(
+                    "Unknown field '{}'.",
+                    key.chars().take(64).collect::<String>()
+                ));
+            }
+        }
+        let collection = collection_of(body)?;
+        let filter = match object.get("filter") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(f)) => f.clone(),
+            Some(_) => return Err("Filter must be an object.".into()),
+        };
+        let limit = match object.get("limit") {
+            None | Some(Value::Null) => DEFAULT_LIMIT,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(format!(
+                        "limit must be an integer between 1 and {MAX_LIMIT}."
+                    ));
+                }
+            },
+        };
+        let (sort, direction) = parse_sort(object.get("sort"))?;
+        let fields = match object.get("fields") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|f| match f.as_str() {
+                        Some(name) if name == "_id" || name == "_rev" => Ok(name.to_string()),
+                        Some(name) if name == "collection" => Ok(name.to_string()),
+                        Some(name) => check_field_name(name).map(|_| name.to_string()),
+                        None => Err("fields must be an array of strings.".to_string()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => return Err("fields must be an array of strings.".into()),
+        };
+        let after = match object.get("bookmark") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(b)) if b.is_empty() => None,
+            Some(Value::String(b)) => {
+                let cursor = decode_cursor(b).ok_or_else(|| invalid("Invalid bookmark."))?;
+                if cursor.c != collection
+                    || cursor.s != sort
+                    || cursor.d != direction
+                    || cursor.k.len() != sort.len() + 1
+                {
+                    return Err("Invalid bookmark: it belongs to another query.".into());
+                }
+                Some(cursor.k)
+            }
+            Some(_) => return Err("bookmark must be a string.".into()),
+        };
+        Ok(Self {
+            collection,
+            filter,
+            limit,
+            sort,
+            direction,
+            fields,
+            after,
+        })
+    }
+
+    /// Name of the index this read uses.
+    pub fn index_name(&self) -> String {
+        if self.sort.is_empty() {
+            COLLECTION_INDEX.to_string()
+        } else {
+            let digest = Sha256::digest(self.sort.join("\u{1}").as_bytes());
+            format!("idx-sort-{}", &hex::encode(digest)[..16])
+        }
+    }
+
+    /// Fields of the index this read uses.
+    pub fn index_fields(&self) -> Vec<String> {
+        let mut fields = vec!["collection".to_string()];
+        fields.extend(self.sort.iter().cloned());
+        fields.push("_id".into());
+        fields
+    }
+
+    /// The Mango query for one page (asks for one row more than `limit` to learn whether
+    /// another page exists).
+    pub fn mango_query(&self) -> Value {
+        let dir = match self.direction {
+            Direction::Asc => "asc",
+            Direction::Desc => "desc",
+        };
+        let mut clauses = vec![json!({ "collection": { "$eq": self.collection } })];
+        if !self.filter.is_empty() {
+            let mut filter = self.filter.clone();
+            filter.remove("collection");
+            if !filter.is_empty() {
+                clauses.push(Value::Object(filter));
+            }
+        }
+        for field in &self.sort {
+            clauses.push(json!({ field: { "$exists": true } }));
+        }
+        match &self.after {
+            None => clauses.push(json!({ "_id": { "$gt": null } })),
+            Some(key) => {
+                let op = match self.direction {
+                    Direction::Asc => "$gt",
+                    Direction::Desc => "$lt",
+                };
+                let mut names: Vec<&str> = self.sort.iter().map(String::as_str).collect();
+                names.push("_id");
+                let mut alternatives = Vec::new();
+                for i in 0..names.len() {
+                    let mut branch = Map::new();
+                    for j in 0..i {
+                        branch.insert(names[j].to_string(), json!({ "$eq": key[j] }));
+                    }
+                    branch.insert(names[i].to_string(), json!({ op: key[i] }));
+                    alternatives.push(Value::Object(branch));
+                }
+                if names.len() == 1 {
+                    clauses.push(alternatives.remove(0));
+                } else {
+                    clauses.push(json!({ "_id": { "$gt": null } }));
+                    clauses.push(json!({ "$or": alternatives }));
+                }
+            }
+        }
+        let sort: Vec<Value> = self
+            .index_fields()
+            .iter()
+            .map(|f| json!({ f: dir }))
+            .collect();
+        let mut query = json!({
+            "selector": { "$and": clauses },
+            "sort": sort,
+            "limit": self.limit + 1,
+            "use_index": [INDEX_DESIGN_DOC, self.index_name()],
+        });
+        if let Some(fields) = &self.fields {
+            let mut all = fields.clone();
+            for needed in self.sort.iter().chain(std::iter::once(&"_id".to_string())) {
+                if !all.contains(needed) {
+                    all.push(needed.clone());
+                }
+            }
+            query["fields"] = json!(all);
+        }
+        query
+    }
+
+    /// Shape one page: trim the look-ahead row, strip fields added for paging, and make
+    /// the bookmark of the next page (None on the last page).
+    pub fn finish_page(&self, mut docs: Vec<Value>) -> (Vec<Value>, Option<String>) {
+        let more = docs.len() as u64 > self.limit;
+        docs.truncate(self.limit as usize);
+        let bookmark = if more {
+            docs.last().map(|last| {
+                let mut key: Vec<Value> = self
+                    .sort
+                    .iter()
+                    .map(|f| last.get(f).cloned().unwrap_or(Value::Null))
+                    .collect();
+                key.push(last.get("_id").cloned().unwrap_or(Value::Null));
+                encode_cursor(&Cursor {
+                    c: self.collection.clone(),
+                    s: self.sort.clone(),
+                    d: self.direction,
+                    k: key,
+                })
+            })
+        } else {
+            None
+        };
+        if let Some(fields) = &self.fields {
+            for doc in &mut docs {
+                if let Value::Object(map) = doc {
+                    map.retain(|k, _| fields.contains(k));
+                }
+            }
+        }
+        (docs, bookmark)
+    }
+}
+
+fn parse_sort(sort: Option<&Value>) -> Result<(Vec<String>, Direction), String> {
+    let items = match sort {
+        None | Some(Value::Null) => return Ok((Vec::new(), Direction::Asc)),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(sort_error()),
+    };
+    let mut fields = Vec::new();
+    let mut direction = None;
+    for item in items {
+        let (name, dir) = match item {
+            Value::String(name) => (name.clone(), Direction::Asc),
+            Value::Object(map) if map.len() == 1 => {
+                let (name, dir) = map.iter().next().expect("one entry");
+                let dir = match dir.as_str() {
+                    Some("asc") => Direction::Asc,
+                    Some("desc") => Direction::Desc,
+                    _ => return Err(sort_error()),
+                };
+                (name.clone(), dir)
+            }
+            _ => return Err(sort_error()),
+        };
+        if name == "_id" {
+            // `_id` is always the last sort key; accept it explicitly too.
+            if direction.is_some_and(|d| d != dir) {
+                return Err("All sort fields must use the same direction.".into());
+            }
+            direction = Some(dir);
+            continue;
+        }
+        check_field_name(&name)?;
+        if direction.is_some_and(|d| d != dir) {
+            return Err("All sort fields must use the same direction.".into());
+        }
+        direction = Some(dir);
+        if !fields.contains(&name) {
+            fields.push(name);
+        }
+    }
+    if fields.len() > 4 {
+        return Err("At most 4 sort fields are supported.".into());
+    }
+    Ok((fields, direction.unwrap_or(Direction::Asc)))
+}
+
+fn sort_error() -> String {
+    "sort must be an array of field names or {\"field\": \"asc\"|\"desc\"} objects.".into()
+}
+
+fn encode_cursor(cursor: &Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).expect("cursor serialises"))
+}
+
+fn decode_cursor(text: &str) -> Option<Cursor> {
+    if text.len() > 8192 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_limits() {
+        let r = ReadRequest::parse(&json!({"collection": "notes"})).unwrap();
+        assert_eq!(r.limit, DEFAULT_LIMIT);
+        assert!(ReadRequest::parse(&json!({"collection": "notes", "limit": 1001})).is_err());
+        assert!(ReadRequest::parse(&json!({"collection": "notes", "limit": 0})).is_err());
+        assert!(ReadRequest::parse(&json!({"collection": "notes", "limit": 1000})).is_ok());
+        assert_eq!(
+            ReadRequest::parse(&json!({"filter": {}})).unwrap_err(),
+            "Collection name is required."
+        );
+        assert_eq!(
+            ReadRequest::parse(&json!({"collection": "n", "filter": 3})).unwrap_err(),
+            "Filter must be an object."
+        );
+    }
+
+    #[test]
+    fn cursor_round_trip_and_binding() {
+        let r = ReadRequest::parse(&json!({"collection": "notes", "limit": 1})).unwrap();
+        let docs = vec![json!({"_id": "notes/a"}), json!({"_id": "notes/b"})];
+        let (page, bookmark) = r.finish_page(docs);
+        assert_eq!(page.len(), 1);
+        let bookmark = bookmark.unwrap();
+        let next =
+            ReadRequest::parse(&json!({"collection": "notes", "limit": 1, "bookmark": bookmark}))
+                .unwrap();
+        assert_eq!(next.after, Some(vec![json!("notes/a")]));
+        assert!(ReadRequest::parse(&json!({"collection": "other", "bookmark": bookmark})).is_err());
+        assert!(
+            ReadRequest::parse(&json!({"collection": "notes", "bookmark": "garbage!"})).is_err()
+        );
+    }
+
+    #[test]
+    fn sort_directions_must_agree() {
+        assert!(
+            ReadRequest::parse(&json!({"collection": "n", "sort": [{"a": "asc"}, {"b": "desc"}]}))
+                .is_err()
+        );
+        let r = ReadRequest::parse(&json!({"collection": "n", "sort": [{"a": "desc"}]})).unwrap();
+        assert_eq!(r.direction, Direction::Desc);
+        assert_eq!(r.index_fields(), vec!["collection", "a", "_id"]);
+    }
+}

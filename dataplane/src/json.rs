@@ -1,0 +1,154 @@
+//! A strict JSON body extractor.
+//!
+//! [`StrictJson`] reads the body (bounded by the router's `DefaultBodyLimit`, over → 413),
+//! refuses JSON objects with duplicate keys (which CouchDB and other parsers resolve
+//! differently), and yields a `serde_json::Value`. Handlers then validate the shape and
+//! answer `400 {"error":"Validation failed","details":…}` on mismatch.
+
+use std::fmt;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// The 400 message of a body that is not JSON (kept from the original API).
+pub const PARSE_ERROR: &str = "Failed to parse request body.";
+
+/// A JSON request body without duplicate keys.
+#[derive(Debug, Clone)]
+pub struct StrictJson(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for StrictJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("Request body is too large.".into())
+            } else {
+                ApiError::BadRequest(PARSE_ERROR.into())
+            }
+        })?;
+        parse_strict(&bytes).map(StrictJson)
+    }
+}
+
+/// Parse JSON, refusing duplicate object keys.
+pub fn parse_strict(bytes: &[u8]) -> Result<Value, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = StrictValue
+        .deserialize(&mut deserializer)
+        .map_err(|e| match e.to_string() {
+            m if m.starts_with(DUPLICATE) => {
+                ApiError::Validation(m.split(" at line").next().unwrap_or(DUPLICATE).to_string())
+            }
+            _ => ApiError::BadRequest(PARSE_ERROR.into()),
+        })?;
+    deserializer
+        .end()
+        .map_err(|_| ApiError::BadRequest(PARSE_ERROR.into()))?;
+    Ok(value)
+}
+
+const DUPLICATE: &str = "Duplicate key";
+
+struct StrictValue;
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictValue)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                let shown: String = key.chars().take(64).collect();
+                return Err(de::Error::custom(format!(
+                    "{DUPLICATE} '{shown}' in a JSON object."
+                )));
+            }
+            let value = map.next_value_seed(StrictValue)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_normal_json() {
+        let v = parse_strict(br#"{"a":[1,2.5,"x",null,true,{"b":{}}]}"#).unwrap();
+        assert_eq!(v["a"][1], 2.5);
+    }
+
+    #[test]
+    fn refuses_duplicate_keys_at_any_depth() {
+        for body in [&br#"{"a":1,"a":2}"#[..], br#"{"x":[{"b":1,"b":1}]}"#] {
+            match parse_strict(body) {
+                Err(ApiError::Validation(details)) => assert!(details.contains("Duplicate key")),
+                other => panic!("expected validation error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_garbage_and_trailing_data() {
+        assert!(matches!(parse_strict(b"{"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            parse_strict(b"{} {}"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(parse_strict(b""), Err(ApiError::BadRequest(_))));
+    }
+}

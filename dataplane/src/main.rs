@@ -1,0 +1,98 @@
+//! `vibe-dataplane` binary: parse configuration, serve the router, shut down gracefully.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use vibe_dataplane::config::Cli;
+use vibe_dataplane::{AppState, auth, router};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json_logs = cli.log_format == "json";
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("vibe-dataplane: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if json_logs {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+
+    let listen = config.listen;
+    let state = match AppState::new(config) {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("vibe-dataplane: cannot build the CouchDB client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("vibe-dataplane: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // Warm up: create the system database and load the owner and grants as soon as
+    // CouchDB answers (requests would do it lazily otherwise).
+    let warm = state.clone();
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(250);
+        loop {
+            match warm.system_db().await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "CouchDB not ready yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(10));
+                }
+            }
+        }
+    });
+    tokio::spawn(auth::sweep_nonces_forever(state.clone()));
+
+    tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "vibe-dataplane listening");
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vibe-dataplane: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
