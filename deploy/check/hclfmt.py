@@ -11,14 +11,31 @@ from pathlib import Path
 ATTR = re.compile(r"^(\s*)([A-Za-z_][A-Za-z0-9_-]*|\"[^\"]+\")(\s*)=(\s*)(\S.*)?$")
 
 
-def _scan(line: str, depth: int, in_heredoc: str | None) -> tuple[int, int, str | None]:
-    """Returns (depth change at line start, depth after the line, heredoc terminator)."""
+def _scan(line: str, stack: list[int]) -> tuple[int, str | None]:
+    """Walks one line's brackets outside strings and comments, updating `stack` (one entry per
+    indentation level: how many brackets the line that opened it left open; several openers on
+    one line make one level, as in terraform fmt). Returns (levels after the line's leading
+    closers, heredoc terminator if the line starts one)."""
     i, n = 0, len(line)
-    leading_closers = 0
     seen_code = False
+    indent_levels = None
+    pending = 0
+
+    def close() -> None:
+        nonlocal pending
+        if pending:
+            pending -= 1
+        elif stack:
+            stack[-1] -= 1
+            if stack[-1] == 0:
+                stack.pop()
+
+    heredoc = None
     while i < n:
         c = line[i]
         if c == '"':
+            if indent_levels is None:
+                indent_levels = len(stack)
             seen_code = True
             i += 1
             nest = 0
@@ -41,18 +58,25 @@ def _scan(line: str, depth: int, in_heredoc: str | None) -> tuple[int, int, str 
             break
         m = re.match(r"<<-?([A-Z_]+)\s*$", line[i:])
         if m:
-            return leading_closers, depth, m.group(1)
+            heredoc = m.group(1)
+            break
         if c in "{[(":
-            depth += 1
+            if indent_levels is None:
+                indent_levels = len(stack)
             seen_code = True
+            pending += 1
         elif c in "}])":
-            depth -= 1
-            if not seen_code:
-                leading_closers += 1
+            close()
         elif not c.isspace():
+            if indent_levels is None:
+                indent_levels = len(stack)
             seen_code = True
         i += 1
-    return leading_closers, depth, in_heredoc
+    if indent_levels is None:
+        indent_levels = len(stack)
+    if pending:
+        stack.append(pending)
+    return indent_levels, heredoc
 
 
 def check(text: str) -> list[str]:
@@ -60,7 +84,6 @@ def check(text: str) -> list[str]:
     if not text.endswith("\n") or text.endswith("\n\n"):
         problems.append("must end with exactly one newline")
     lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
-    depth = 0
     heredoc: str | None = None
     group: list[tuple[int, int, int]] = []  # (line number, name end column, '=' column)
     group_indent = -1
@@ -78,6 +101,7 @@ def check(text: str) -> list[str]:
                 problems.append(f"line {no}: one space before `=`")
         group = []
 
+    stack: list[int] = []
     for no, line in enumerate(lines, 1):
         if heredoc:
             if line.strip() == heredoc:
@@ -88,17 +112,19 @@ def check(text: str) -> list[str]:
         if line != line.rstrip():
             problems.append(f"line {no}: trailing whitespace")
         stripped = line.strip()
-        closers, new_depth, heredoc = _scan(line, depth, None)
+        levels_before = len(stack)
+        levels, heredoc = _scan(line, stack)
         if not stripped:
             close_group()
-            depth = new_depth
+            group_indent = -1
             continue
-        want_indent = 2 * (depth - closers)
+        want_indent = 2 * levels
         indent = len(line) - len(line.lstrip(" "))
-        if indent != want_indent:
+        if indent != want_indent and not stripped.startswith("#"):
             problems.append(f"line {no}: indented {indent} spaces, want {want_indent}")
         m = ATTR.match(line)
-        if m and not stripped.startswith("#"):
+        opens_block = len(stack) > levels_before or heredoc is not None
+        if m and not stripped.startswith("#") and not opens_block:
             if indent != group_indent:
                 close_group()
                 group_indent = indent
@@ -107,17 +133,15 @@ def check(text: str) -> list[str]:
             if m.group(5) is not None and m.group(4) != " ":
                 problems.append(f"line {no}: one space after `=`")
             group.append((no, name_end, eq))
-            # A value that opens a multi-line expression ends the group after this line.
-            if new_depth > depth:
-                close_group()
-                group_indent = -1
         else:
+            # Blocks, comments and attributes whose value spans lines end an alignment group.
+            if m and opens_block and len(m.group(3)) != 1:
+                problems.append(f"line {no}: one space before `=`")
             close_group()
             group_indent = -1
-        depth = new_depth
     close_group()
-    if depth != 0:
-        problems.append(f"unbalanced brackets (depth {depth} at end)")
+    if stack:
+        problems.append("unbalanced brackets at end of file")
     return problems
 
 
@@ -142,19 +166,19 @@ def check_module_contract(root: Path) -> list[str]:
             if "required_version" not in t:
                 problems.append(f"{where}: terraform block without required_version")
             for rp in t.get("required_providers", []):
-                for name, spec in rp.items():
+                for name, spec in ((k, v) for k, v in rp.items() if not k.startswith("__")):
                     version = spec.get("version") if isinstance(spec, dict) else None
                     if not version or not re.search(r"(~>|=)\s*\d", str(version)):
                         problems.append(f"{where}: provider {name} is not pinned (version = \"~> X.Y\")")
         for v in blocks["variable"]:
-            for name, body in v.items():
+            for name, body in ((k, b) for k, b in v.items() if not k.startswith("__")):
                 name = name.strip('"')
                 if not body.get("description"):
                     problems.append(f"{where}: variable {name} has no description")
                 if "type" not in body:
                     problems.append(f"{where}: variable {name} has no type")
         for o in blocks["output"]:
-            for name, body in o.items():
+            for name, body in ((k, b) for k, b in o.items() if not k.startswith("__")):
                 name = name.strip('"')
                 if not body.get("description"):
                     problems.append(f"{where}: output {name} has no description")
