@@ -99,7 +99,8 @@ def rel(p: Path) -> str:
 
 
 def crd_files() -> list[Path]:
-    return sorted(CRDS.glob("*.yaml"))
+    """The CRDs in crds/ (an empty file, as crdgen leaves while it writes, does not count)."""
+    return sorted(f for f in CRDS.glob("*.yaml") if f.stat().st_size > 0)
 
 
 def render_chart(values: dict | None, namespace: str = "vibe-system", name: str = "vibe-operator") -> dict[str, str]:
@@ -149,7 +150,7 @@ def expected_generated() -> dict[Path, str]:
 def generate() -> int:
     for dir_ in (CHART / "files" / "crds", BASE / "crds"):
         for stale in dir_.glob("*.yaml"):
-            if not (CRDS / stale.name).exists():
+            if stale not in [d / c.name for c in crd_files() for d in (dir_,)]:
                 stale.unlink()
                 print(f"removed {rel(stale)}")
     for path, text in expected_generated().items():
@@ -174,7 +175,7 @@ def check_generated(p: Problems) -> None:
             p.add(rel(path), "stale; run deploy/generate-manifests and commit the result")
     for dir_ in (CHART / "files" / "crds", BASE / "crds"):
         for f in dir_.glob("*.yaml"):
-            if not (CRDS / f.name).exists():
+            if f.name not in {c.name for c in crd_files()}:
                 p.add(rel(f), "copy of a CRD that crds/ no longer has; run deploy/generate-manifests")
     p.ok("generated files (CRD copies, kustomize operator base) are up to date")
 
