@@ -1,0 +1,707 @@
+//! What each `vibe` command does.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vibe_identity::Keypair;
+
+use super::args::{AppsCommand, BlobCommand, Cli, Command, SyncArgs};
+use super::output::{Out, pretty};
+use crate::client::{Client, Instance, ReadQuery, TokenSource};
+use crate::error::{ClientError, Result};
+use crate::keyfile;
+use crate::session::{ConfigDir, StoredSession};
+use crate::sync::FolderSync;
+use crate::watch::{Event, Watch};
+
+struct Context {
+    cli_instance: Option<String>,
+    config: ConfigDir,
+    key_path: PathBuf,
+    app: Option<String>,
+    app_token: Option<String>,
+    out: Out,
+}
+
+impl Context {
+    fn key(&self) -> Result<Keypair> {
+        keyfile::load(&self.key_path)
+    }
+
+    fn instance(&self) -> Result<Instance> {
+        Instance::new(&self.config.instance_url(self.cli_instance.as_deref())?)
+    }
+
+    /// The owner's client from the stored session.
+    fn owner(&self) -> Result<Client> {
+        self.config.client(&self.instance()?)
+    }
+
+    /// A client acting as an app: an app token, or the owner session with --app.
+    fn acting(&self) -> Result<Client> {
+        if let Some(token) = &self.app_token {
+            return Ok(Client::new(
+                self.instance()?,
+                TokenSource::fixed(token.clone()),
+            ));
+        }
+        let owner = self.owner()?;
+        match &self.app {
+            Some(app) => Ok(owner.as_app(app)),
+            None => Err(ClientError::Usage(
+                "this command acts as an app: pass --app APP_ID (or set VIBE_APP), after \
+                 granting it, e.g. `vibe apps grant APP_ID read:notes write:notes`"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Owner session, acting as --app when given (for sync).
+    fn owner_or_app(&self) -> Result<Client> {
+        if self.app_token.is_some() || self.app.is_some() {
+            self.acting()
+        } else {
+            self.owner()
+        }
+    }
+}
+
+/// Run the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let config = ConfigDir::resolve(cli.config_dir.clone())?;
+    let key_path = cli.key.clone().unwrap_or_else(|| config.key_path());
+    let context = Context {
+        cli_instance: cli.instance.clone(),
+        config,
+        key_path,
+        app: cli.app.clone(),
+        app_token: cli.app_token.clone(),
+        out: Out {
+            json: cli.json,
+            progress: !cli.no_progress,
+        },
+    };
+    match cli.command {
+        Command::Keygen { force } => keygen(&context, force),
+        Command::Whoami => whoami(&context),
+        Command::Status => status(&context).await,
+        Command::Claim { code } => claim(&context, &code).await,
+        Command::Login => login(&context).await,
+        Command::Logout => logout(&context).await,
+        Command::Apps(command) => apps(&context, command).await,
+        Command::Put { collection, data } => put(&context, &collection, data).await,
+        Command::Get { collection, id } => {
+            let doc = context.acting()?.get(&collection, &id).await?;
+            context.out.result(|| pretty(&doc), &doc);
+            Ok(())
+        }
+        Command::Find {
+            collection,
+            filter,
+            limit,
+            sort,
+            fields,
+            bookmark,
+            all,
+        } => {
+            let query = ReadQuery {
+                collection,
+                filter: filter.map(|f| parse_json("--filter", &f)).transpose()?,
+                limit,
+                sort: sort.map(|s| parse_json("--sort", &s)).transpose()?,
+                fields: (!fields.is_empty()).then_some(fields),
+                bookmark,
+            };
+            find(&context, query, all).await
+        }
+        Command::Delete {
+            collection,
+            id,
+            rev,
+        } => delete(&context, &collection, &id, rev).await,
+        Command::Blob(command) => blob(&context, command).await,
+        Command::Watch {
+            collection,
+            since,
+            count,
+            reconnect_for,
+        } => watch(&context, &collection, since, count, reconnect_for).await,
+        Command::Sync(args) => sync(&context, args).await,
+    }
+}
+
+fn parse_json(what: &str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| ClientError::Usage(format!("{what} is not JSON: {e}")))
+}
+
+fn keygen(context: &Context, force: bool) -> Result<()> {
+    let key = keyfile::generate(&context.key_path, force)?;
+    let did = key.did().to_string();
+    context.out.result(
+        || {
+            format!(
+                "{did}\n(key stored in {}, mode 0600)",
+                context.key_path.display()
+            )
+        },
+        &json!({ "did": did, "keyFile": context.key_path }),
+    );
+    Ok(())
+}
+
+fn whoami(context: &Context) -> Result<()> {
+    let did = context.key().ok().map(|k| k.did().to_string());
+    let sessions = context.config.load_sessions()?;
+    let instances: Vec<Value> = sessions
+        .instances
+        .iter()
+        .map(|(url, s)| {
+            json!({
+                "instance": url,
+                "did": s.did,
+                "default": sessions.default_instance.as_deref() == Some(url),
+                "refreshTokenExpiresAt": s.tokens.refresh_token_expires_at,
+            })
+        })
+        .collect();
+    let value = json!({ "did": did, "keyFile": context.key_path, "sessions": instances });
+    context.out.result(
+        || {
+            let mut lines = vec![match &did {
+                Some(did) => format!("DID: {did}"),
+                None => format!(
+                    "no key at {} (run `vibe keygen`)",
+                    context.key_path.display()
+                ),
+            }];
+            for s in &instances {
+                lines.push(format!(
+                    "logged in to {}{}",
+                    s["instance"].as_str().unwrap_or_default(),
+                    if s["default"] == true {
+                        " (default)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            lines.join("\n")
+        },
+        &value,
+    );
+    Ok(())
+}
+
+async fn status(context: &Context) -> Result<()> {
+    let instance = context.instance()?;
+    let health = instance.health().await?;
+    let ready = match instance.ready().await {
+        Ok(body) => json!({ "ready": true, "body": body }),
+        Err(ClientError::Api {
+            status,
+            body,
+            message,
+        }) => {
+            json!({ "ready": false, "status": status, "body": body, "message": message })
+        }
+        Err(e) => return Err(e),
+    };
+    let value = json!({ "instance": instance.url(), "health": health, "ready": ready });
+    context.out.result(
+        || {
+            format!(
+                "{}: {} {} — {}",
+                instance.url(),
+                health["service"].as_str().unwrap_or("?"),
+                health["version"].as_str().unwrap_or("?"),
+                if ready["ready"] == true {
+                    "ready".to_string()
+                } else {
+                    format!("NOT ready: {}", ready["message"].as_str().unwrap_or("?"))
+                }
+            )
+        },
+        &value,
+    );
+    if ready["ready"] == true {
+        Ok(())
+    } else {
+        Err(ClientError::Usage("the instance is not ready".into()))
+    }
+}
+
+async fn store_login(context: &Context, instance: &Instance, key: &Keypair) -> Result<String> {
+    let tokens = instance.login(key).await?;
+    let did = key.did().to_string();
+    context.config.store_session(
+        &instance.url(),
+        StoredSession {
+            did: did.clone(),
+            tokens,
+        },
+    )?;
+    Ok(did)
+}
+
+async fn claim(context: &Context, code: &str) -> Result<()> {
+    let key = context.key()?;
+    let Some(url) = &context.cli_instance else {
+        return Err(ClientError::Usage(
+            "claim needs the instance: pass --instance URL or set VIBE_INSTANCE".into(),
+        ));
+    };
+    let instance = Instance::new(url)?;
+    let claimed = instance.claim(&key, code).await?;
+    let did = store_login(context, &instance, &key).await?;
+    context.out.result(
+        || format!("{did} now owns {} and is logged in", instance.url()),
+        &json!({ "instance": instance.url(), "did": did, "claim": claimed }),
+    );
+    Ok(())
+}
+
+async fn login(context: &Context) -> Result<()> {
+    let key = context.key()?;
+    let instance = context.instance()?;
+    let did = store_login(context, &instance, &key).await?;
+    context.out.result(
+        || format!("logged in to {} as {did}", instance.url()),
+        &json!({ "instance": instance.url(), "did": did }),
+    );
+    Ok(())
+}
+
+async fn logout(context: &Context) -> Result<()> {
+    let instance = context.instance()?;
+    let client = context.owner()?;
+    if let Some(mut tokens) = client.tokens().current().await {
+        // Make sure the access token is valid so the revocation is authorised.
+        tokens.access_token = client.access_token().await.unwrap_or(tokens.access_token);
+        if let Some(current) = client.tokens().current().await {
+            tokens = current;
+        }
+        if let Err(e) = instance.logout(&tokens).await {
+            context.out.note(&format!(
+                "warning: the instance did not confirm the logout: {e}"
+            ));
+        }
+    }
+    context.config.remove_session(&instance.url())?;
+    context.out.result(
+        || format!("logged out of {}", instance.url()),
+        &json!({ "instance": instance.url(), "loggedOut": true }),
+    );
+    Ok(())
+}
+
+async fn apps(context: &Context, command: AppsCommand) -> Result<()> {
+    let client = context.owner()?;
+    match command {
+        AppsCommand::List => {
+            let apps = client.list_apps().await?;
+            context.out.result(
+                || {
+                    let list = apps["apps"].as_array().cloned().unwrap_or_default();
+                    if list.is_empty() {
+                        return "no apps registered".into();
+                    }
+                    list.iter()
+                        .map(|app| {
+                            let id = app["appId"]
+                                .as_str()
+                                .or(app["manifest"]["appId"].as_str())
+                                .unwrap_or("?");
+                            format!("{id}: {}", grants_line(&app["grants"]))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+                &apps,
+            );
+        }
+        AppsCommand::Status { app_id } => {
+            let status = client.app_status(&app_id).await?;
+            let value = serde_json::to_value(&status).expect("serializes");
+            context.out.result(
+                || {
+                    if status.is_registered {
+                        format!("{app_id}: {}", grants_line(&value["grants"]))
+                    } else {
+                        format!("{app_id} is not registered")
+                    }
+                },
+                &value,
+            );
+        }
+        AppsCommand::Grant {
+            app_id,
+            permissions,
+            name,
+            setting,
+        } => {
+            let status = client
+                .set_grants(&app_id, name.as_deref(), &permissions, &setting)
+                .await?;
+            let value = serde_json::to_value(&status).expect("serializes");
+            context.out.result(
+                || format!("{app_id}: {}", grants_line(&value["grants"])),
+                &value,
+            );
+        }
+        AppsCommand::Revoke {
+            app_id,
+            permissions,
+        } => {
+            let status = client.app_status(&app_id).await?;
+            if !status.is_registered {
+                return Err(ClientError::Usage(format!("{app_id} is not registered")));
+            }
+            let status = client
+                .set_grants(&app_id, None, &permissions, "never")
+                .await?;
+            let value = serde_json::to_value(&status).expect("serializes");
+            context.out.result(
+                || format!("{app_id}: {}", grants_line(&value["grants"])),
+                &value,
+            );
+        }
+        AppsCommand::Rm { app_id } => {
+            client.remove_app(&app_id).await?;
+            context.out.result(
+                || format!("{app_id} removed"),
+                &json!({ "appId": app_id, "removed": true }),
+            );
+        }
+        AppsCommand::Token { app_id } => {
+            let token = client.app_token(&app_id).await?;
+            let value = serde_json::to_value(&token).expect("serializes");
+            context.out.result(|| token.access_token.clone(), &value);
+        }
+    }
+    Ok(())
+}
+
+fn grants_line(grants: &Value) -> String {
+    match grants.as_object() {
+        Some(map) if !map.is_empty() => map
+            .iter()
+            .map(|(p, s)| format!("{p}={}", s.as_str().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => "no grants".into(),
+    }
+}
+
+async fn put(context: &Context, collection: &str, data: Option<String>) -> Result<()> {
+    let text = match data.as_deref() {
+        None | Some("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| ClientError::io("stdin", e))?;
+            text
+        }
+        Some(text) => text.to_string(),
+    };
+    let value = parse_json("the document", &text)?;
+    let client = context.acting()?;
+    match &value {
+        Value::Array(docs) => {
+            let (status, results) = client.write_bulk(collection, docs).await?;
+            let failed = results.iter().filter(|r| !r["error"].is_null()).count();
+            let body = json!({ "status": status, "results": results });
+            context.out.result(
+                || {
+                    results
+                        .iter()
+                        .map(|r| match r["error"].as_str() {
+                            None => format!(
+                                "{} {}",
+                                r["id"].as_str().unwrap_or("?"),
+                                r["rev"].as_str().unwrap_or("?")
+                            ),
+                            Some(e) => format!(
+                                "{} FAILED {e}: {}",
+                                r["id"].as_str().unwrap_or("?"),
+                                r["reason"].as_str().unwrap_or("")
+                            ),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+                &body,
+            );
+            if failed > 0 {
+                return Err(ClientError::Api {
+                    status,
+                    message: format!("{failed} of {} documents were not written", results.len()),
+                    body,
+                });
+            }
+        }
+        Value::Object(_) => {
+            let written = client.write(collection, &value).await?;
+            let body = serde_json::to_value(&written).expect("serializes");
+            context
+                .out
+                .result(|| format!("{} {}", written.id, written.rev), &body);
+        }
+        _ => {
+            return Err(ClientError::Usage(
+                "a document must be a JSON object, or an array of objects".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn find(context: &Context, mut query: ReadQuery, all: bool) -> Result<()> {
+    let client = context.acting()?;
+    loop {
+        let page = client.read(&query).await?;
+        let value = serde_json::to_value(&page).expect("serializes");
+        context.out.result(
+            || {
+                page.docs
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+            &value,
+        );
+        let next = page
+            .bookmark
+            .filter(|b| !b.is_empty() && !page.docs.is_empty());
+        match next {
+            Some(bookmark) if all && query.bookmark.as_ref() != Some(&bookmark) => {
+                query.bookmark = Some(bookmark)
+            }
+            Some(bookmark) => {
+                context
+                    .out
+                    .note(&format!("next page: --bookmark {bookmark}"));
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn delete(context: &Context, collection: &str, id: &str, rev: Option<String>) -> Result<()> {
+    let client = context.acting()?;
+    let rev = match rev {
+        Some(rev) => rev,
+        None => {
+            let doc = client.get(collection, id).await?;
+            doc["_rev"].as_str().map(str::to_string).ok_or_else(|| {
+                ClientError::InvalidResponse {
+                    what: "GET document".into(),
+                    problem: "no _rev".into(),
+                }
+            })?
+        }
+    };
+    let body = client.delete(collection, id, &rev).await?;
+    context.out.result(
+        || {
+            format!(
+                "deleted {collection}/{}",
+                crate::client::local_id(collection, id)
+            )
+        },
+        &json!({ "deleted": true, "collection": collection, "id": id, "response": body }),
+    );
+    Ok(())
+}
+
+async fn blob(context: &Context, command: BlobCommand) -> Result<()> {
+    let client = context.acting()?;
+    match command {
+        BlobCommand::Put {
+            collection,
+            file,
+            content_type,
+            stream,
+        } => {
+            let size = std::fs::metadata(&file)
+                .map_err(|e| ClientError::io(&file, e))?
+                .len();
+            let name = file.display().to_string();
+            let (bar, progress) = context.out.bar(Some(size), &format!("uploading {name}"));
+            let meta = if stream {
+                client
+                    .blob_stream_file(&collection, &file, content_type.as_deref(), Some(progress))
+                    .await
+            } else {
+                client
+                    .blob_put_file(&collection, &file, content_type.as_deref(), Some(progress))
+                    .await
+            };
+            bar.finish_and_clear();
+            let meta = meta?;
+            let key = meta["_id"]
+                .as_str()
+                .or(meta["objectKey"].as_str())
+                .unwrap_or("?")
+                .to_string();
+            context
+                .out
+                .result(|| format!("{key} ({size} bytes)"), &meta);
+        }
+        BlobCommand::Get { object_key, output } => {
+            let output = output
+                .unwrap_or_else(|| PathBuf::from(object_key.rsplit('/').next().unwrap_or("blob")));
+            let out = context.out;
+            let bar_slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let slot = bar_slot.clone();
+            let progress: crate::client::Progress = std::sync::Arc::new(move |n| {
+                if let Some(bar) = slot.lock().expect("bar lock").as_ref() {
+                    let bar: &indicatif::ProgressBar = bar;
+                    bar.inc(n);
+                }
+            });
+            let name = output.display().to_string();
+            let total = client
+                .blob_get_to_file(
+                    &object_key,
+                    &output,
+                    |length| {
+                        let (bar, _) = out.bar(length, &format!("downloading {name}"));
+                        *bar_slot.lock().expect("bar lock") = Some(bar);
+                    },
+                    Some(progress),
+                )
+                .await;
+            if let Some(bar) = bar_slot.lock().expect("bar lock").take() {
+                bar.finish_and_clear();
+            }
+            let total = total?;
+            context.out.result(
+                || format!("{} ({total} bytes)", output.display()),
+                &json!({ "objectKey": object_key, "file": output, "bytes": total }),
+            );
+        }
+        BlobCommand::Rm { object_key } => {
+            client.blob_delete(&object_key).await?;
+            context.out.result(
+                || format!("deleted {object_key}"),
+                &json!({ "objectKey": object_key, "deleted": true }),
+            );
+        }
+        BlobCommand::Ls { collection } => {
+            let mut bookmark: Option<String> = None;
+            loop {
+                let page = client.blob_list(&collection, bookmark.as_deref()).await?;
+                let items = page["blobs"]
+                    .as_array()
+                    .or(page["docs"].as_array())
+                    .or(page["items"].as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                context.out.result(
+                    || {
+                        items
+                            .iter()
+                            .map(|b| {
+                                format!(
+                                    "{}\t{}\t{}",
+                                    b["_id"].as_str().or(b["objectKey"].as_str()).unwrap_or("?"),
+                                    b["size"],
+                                    b["contentType"].as_str().unwrap_or("")
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    },
+                    &page,
+                );
+                match page["bookmark"].as_str().filter(|b| !b.is_empty()) {
+                    Some(next) if !items.is_empty() && bookmark.as_deref() != Some(next) => {
+                        bookmark = Some(next.to_string())
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn watch(
+    context: &Context,
+    collection: &str,
+    since: Option<String>,
+    count: Option<usize>,
+    reconnect_for: u64,
+) -> Result<()> {
+    let client = context.acting()?;
+    let since = since.map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)));
+    let mut watch = Watch::start(&client, collection, since).await?;
+    // Always on stderr so scripts (and the e2e suite) know when events can flow.
+    eprintln!("subscribed to {collection}");
+    let mut seen = 0usize;
+    while count.is_none_or(|n| seen < n) {
+        let event = watch.next(Duration::from_secs(reconnect_for)).await?;
+        seen += 1;
+        context.out.result(
+            || match &event {
+                Event::Update { data, seq, .. } => format!(
+                    "update {} {} seq={seq}",
+                    data["_id"].as_str().unwrap_or("?"),
+                    data["_rev"].as_str().unwrap_or("?")
+                ),
+                Event::Delete { id, rev, seq, .. } => format!("delete {id} {rev} seq={seq}"),
+            },
+            &event.to_json(),
+        );
+    }
+    Ok(())
+}
+
+async fn sync(context: &Context, args: SyncArgs) -> Result<()> {
+    let client = context.owner_or_app()?;
+    if args.endpoint {
+        let token = client.access_token().await?;
+        let url = format!("{}/", client.instance().endpoint("api/v1/sync"));
+        context.out.result(
+            || format!("{url}\nAuthorization: Bearer {token}"),
+            &json!({ "url": url, "authorization": format!("Bearer {token}") }),
+        );
+        return Ok(());
+    }
+    let folder = args
+        .folder
+        .expect("clap requires a folder without --endpoint");
+    let report = FolderSync::new(&client, &folder, &args.collections)?
+        .run()
+        .await?;
+    let value = serde_json::to_value(&report).expect("serializes");
+    context.out.result(
+        || {
+            let mut lines = vec![format!(
+                "pulled {}, pushed {}, deleted here {}, deleted there {}, conflicts {}, errors {}",
+                report.pulled.len(),
+                report.pushed.len(),
+                report.deleted_locally.len(),
+                report.deleted_remotely.len(),
+                report.conflicts.len(),
+                report.errors.len()
+            )];
+            lines.extend(report.conflicts.iter().map(|c| format!("conflict: {c}")));
+            lines.extend(report.errors.iter().map(|e| format!("error: {e}")));
+            lines.join("\n")
+        },
+        &value,
+    );
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ClientError::Usage(format!(
+            "{} document(s) could not be synced",
+            report.errors.len()
+        )))
+    }
+}
