@@ -1,0 +1,188 @@
+//! The CouchDB-compatible test server: starts, needs credentials, keeps data across restarts,
+//! and goes away when stopped or dropped.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use vibe_test_support::CouchServer;
+
+async fn put_doc(couch: &CouchServer, db: &str, id: &str, body: Value) -> Value {
+    let response = couch
+        .request(Method::PUT, &format!("/{db}/{id}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.unwrap()
+}
+
+async fn get_doc(couch: &CouchServer, db: &str, id: &str) -> (StatusCode, Value) {
+    let response = couch
+        .request(Method::GET, &format!("/{db}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .contains("State:\tZ")
+}
+
+#[tokio::test]
+async fn starts_with_a_server_admin_and_refuses_anonymous_admin_work() {
+    let couch = CouchServer::start().await.unwrap();
+    assert!(couch.url.starts_with("http://127.0.0.1:"));
+
+    let session: Value = couch
+        .request(Method::GET, "/_session")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["userCtx"]["name"], couch.user.as_str());
+    assert!(
+        session["userCtx"]["roles"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("_admin"))
+    );
+
+    let http = reqwest::Client::new();
+    // No admin party: an anonymous client cannot make itself an admin …
+    let anonymous = http
+        .put(format!("{}/_config/admins/intruder", couch.url))
+        .json(&"secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // … and a wrong password is refused.
+    let wrong = http
+        .get(format!("{}/_session", couch.url))
+        .basic_auth(&couch.user, Some("not-the-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn restart_keeps_port_and_data() {
+    let mut couch = CouchServer::start().await.unwrap();
+    let url = couch.url.clone();
+    couch.create_db("notes").await.unwrap();
+    put_doc(
+        &couch,
+        "notes",
+        "first",
+        json!({"text": "kept across restarts"}),
+    )
+    .await;
+
+    couch.restart().await.unwrap();
+
+    assert_eq!(couch.url, url);
+    let (status, doc) = get_doc(&couch, "notes", "first").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["text"], "kept across restarts");
+}
+
+#[tokio::test]
+async fn a_killed_server_restarts_with_its_data() {
+    let mut couch = CouchServer::start().await.unwrap();
+    couch.create_db("crash").await.unwrap();
+    put_doc(&couch, "crash", "doc", json!({"n": 1})).await;
+
+    couch.kill();
+    assert!(!couch.is_running());
+    couch.restart().await.unwrap();
+
+    let (status, doc) = get_doc(&couch, "crash", "doc").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["n"], 1);
+}
+
+#[tokio::test]
+async fn stop_closes_the_port_until_restart() {
+    let mut couch = CouchServer::start().await.unwrap();
+    let pid = couch.pid().unwrap();
+
+    couch.stop().await;
+
+    assert!(!couch.is_running());
+    assert!(!process_exists(pid));
+    let refused = reqwest::Client::new().get(&couch.url).send().await;
+    assert!(refused.is_err(), "nothing listens after stop");
+
+    couch.restart().await.unwrap();
+    let welcome: Value = reqwest::get(&couch.url)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(welcome.get("version").is_some());
+}
+
+#[tokio::test]
+async fn dropping_the_server_kills_the_process_and_removes_its_folder() {
+    let couch = CouchServer::start().await.unwrap();
+    let pid = couch.pid().unwrap();
+    let dir = couch.dir().to_path_buf();
+    assert!(process_exists(pid));
+
+    drop(couch);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_exists(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !process_exists(pid),
+        "pouchdb-server {pid} still runs after drop"
+    );
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn two_servers_are_independent() {
+    let (a, b) = tokio::join!(CouchServer::start(), CouchServer::start());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_ne!(a.url, b.url);
+    assert_ne!(a.password, b.password);
+
+    a.create_db("only_in_a").await.unwrap();
+    let in_b = b.request(Method::GET, "/only_in_a").send().await.unwrap();
+    assert_eq!(in_b.status(), StatusCode::NOT_FOUND);
+    // One server's admin is a stranger to the other.
+    let cross = reqwest::Client::new()
+        .get(format!("{}/_session", b.url))
+        .basic_auth(&a.user, Some(&a.password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn url_with_credentials_authenticates() {
+    let couch = CouchServer::start().await.unwrap();
+    let url = reqwest::Url::parse(&couch.url_with_credentials()).unwrap();
+    assert_eq!(url.username(), couch.user);
+    let response = reqwest::Client::new()
+        .get(format!("{}/_session", couch.url))
+        .basic_auth(url.username(), url.password())
+        .send()
+        .await
+        .unwrap();
+    let session: Value = response.json().await.unwrap();
+    assert_eq!(session["userCtx"]["name"], couch.user.as_str());
+}
