@@ -381,6 +381,12 @@ def check_chart(p: Problems) -> None:
             p.add("chart", f"values with {what} were accepted: {values}")
         except helm.HelmError:
             pass
+    issuer = TERRAFORM / "modules" / "vibe-platform" / "charts" / "cluster-issuer"
+    report = helm.lint(str(issuer), {"email": "ops@example.org"}, strict=True, kube_version=f"v{KUBE_VERSION}")
+    for m in report.get("messages", []):
+        if m.get("severity", 0) >= 2:
+            p.add("helm lint (terraform cluster-issuer chart)", f"{m.get('path')}: {m.get('error')}")
+    lint_total += 1
     p.ok(f"helm lint --strict (Helm SDK {helm.helm_sdk_version()}): {lint_total} value sets; "
          f"{len(CHART_REFUSED)} bad value sets refused")
 
