@@ -206,9 +206,14 @@ async fn delete_document(
         Ok(result) => Ok(Json(
             json!({ "ok": true, "id": result.id, "rev": result.rev }),
         )),
-        Err(CouchError::NotFound { .. }) => Err(ApiError::NotFound(format!(
-            "Document with id \"{full}\" not found."
-        ))),
+        // A rev that is not a leaf of an existing document is a conflict (CouchDB says
+        // 409; pouchdb-server says 404, so look).
+        Err(CouchError::NotFound { .. }) => match db.get(&full).await? {
+            Some(_) => Err(ApiError::Conflict("Revision conflict".into())),
+            None => Err(ApiError::NotFound(format!(
+                "Document with id \"{full}\" not found."
+            ))),
+        },
         // pouchdb-server answers 400 for a malformed rev; CouchDB 409 for a stale one.
         Err(CouchError::BadRequest { .. }) => Err(ApiError::Conflict("Revision conflict".into())),
         Err(e) => Err(e.into()),

@@ -104,7 +104,10 @@ impl ReadRequest {
         let collection = collection_of(body)?;
         let filter = match object.get("filter") {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(f)) => f.clone(),
+            Some(Value::Object(f)) => {
+                check_selector(&Value::Object(f.clone()), 0)?;
+                f.clone()
+            }
             Some(_) => return Err("Filter must be an object.".into()),
         };
         let limit = match object.get("limit") {
@@ -179,8 +182,10 @@ impl ReadRequest {
         fields
     }
 
-    /// The Mango query for one page (asks for one row more than `limit` to learn whether
-    /// another page exists).
+    /// The Mango query for one page. It asks for two rows more than `limit`: one to learn
+    /// whether another page exists, and one because some servers (pouchdb-server) treat
+    /// the exclusive bound on `_id` as inclusive and return the cursor's own row, which
+    /// [`ReadRequest::finish_page`] drops.
     pub fn mango_query(&self) -> Value {
         let dir = match self.direction {
             Direction::Asc => "asc",
@@ -231,7 +236,7 @@ impl ReadRequest {
         let mut query = json!({
             "selector": { "$and": clauses },
             "sort": sort,
-            "limit": self.limit + 1,
+            "limit": self.limit + 2,
             "use_index": [INDEX_DESIGN_DOC, self.index_name()],
         });
         if let Some(fields) = &self.fields {
@@ -249,6 +254,9 @@ impl ReadRequest {
     /// Shape one page: trim the look-ahead row, strip fields added for paging, and make
     /// the bookmark of the next page (None on the last page).
     pub fn finish_page(&self, mut docs: Vec<Value>) -> (Vec<Value>, Option<String>) {
+        if let Some(last_id) = self.after.as_ref().and_then(|k| k.last()) {
+            docs.retain(|d| d.get("_id") != Some(last_id));
+        }
         let more = docs.len() as u64 > self.limit;
         docs.truncate(self.limit as usize);
         let bookmark = if more {
@@ -277,6 +285,56 @@ impl ReadRequest {
             }
         }
         (docs, bookmark)
+    }
+}
+
+/// Mango operators a filter may use (CouchDB 3.5).
+const MANGO_OPERATORS: [&str; 22] = [
+    "$and",
+    "$or",
+    "$not",
+    "$nor",
+    "$all",
+    "$elemMatch",
+    "$allMatch",
+    "$keyMapMatch",
+    "$lt",
+    "$lte",
+    "$eq",
+    "$ne",
+    "$gte",
+    "$gt",
+    "$exists",
+    "$type",
+    "$in",
+    "$nin",
+    "$size",
+    "$mod",
+    "$regex",
+    "$beginsWith",
+];
+
+/// Refuse unknown operators (CouchDB answers 400, pouchdb-server silently matches
+/// nothing) and absurd nesting.
+fn check_selector(value: &Value, depth: usize) -> Result<(), String> {
+    if depth > 32 {
+        return Err("Filter is nested too deeply.".into());
+    }
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                if key.starts_with('$') && !MANGO_OPERATORS.contains(&key.as_str()) {
+                    return Err(format!(
+                        "Invalid filter: unknown operator '{}'.",
+                        key.chars().take(32).collect::<String>()
+                    ));
+                }
+                check_selector(inner, depth + 1)?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| check_selector(v, depth + 1)),
+        _ => Ok(()),
     }
 }
 
@@ -355,6 +413,13 @@ mod tests {
         assert_eq!(
             ReadRequest::parse(&json!({"filter": {}})).unwrap_err(),
             "Collection name is required."
+        );
+        assert!(
+            ReadRequest::parse(&json!({"collection": "n", "filter": {"a": {"$nope": 1}}})).is_err()
+        );
+        assert!(
+            ReadRequest::parse(&json!({"collection": "n", "filter": {"$or": [{"a": {"$gt": 1}}]}}))
+                .is_ok()
         );
         assert_eq!(
             ReadRequest::parse(&json!({"collection": "n", "filter": 3})).unwrap_err(),

@@ -1,0 +1,183 @@
+//! The owner claim (`POST /api/v1/admin/claim`): every case of the original
+//! `tests/auth.test.ts`, with its status codes and error strings, plus persistence of the
+//! claimed owner across restarts.
+
+mod common;
+
+use common::TestInstance;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use vibe_dataplane::config::{ClaimCodeConfig, Config};
+use vibe_identity::Keypair;
+
+const CODE: &str = "TESTCODE-7f3c9a51-claim";
+
+fn claimable(config: &mut Config) {
+    config.owner = None;
+    config.claim_code = Some(ClaimCodeConfig {
+        code: CODE.into(),
+        expires_at: None,
+        for_did: None,
+    });
+}
+
+fn claim_body(key: &Keypair, code: &str) -> Value {
+    json!({
+        "did": key.did().to_string(),
+        "claimCode": code,
+        "signature": key.sign_base64(&vibe_identity::signed::admin_claim_message(code)),
+    })
+}
+
+async fn claim_doc(t: &TestInstance) -> Value {
+    let db = t.state.system_db().await.unwrap();
+    db.get("claim/owner")
+        .await
+        .unwrap()
+        .expect("claim state stored")
+}
+
+#[tokio::test]
+async fn claim_flow_as_the_original_tests_and_persistence() {
+    let mut t = TestInstance::start_with(claimable).await;
+    let admin = Keypair::generate();
+
+    // Nobody can log in before the claim.
+    let body = t.login_body(&admin).await;
+    let (s, b) = t.post("/api/v1/auth/login", None, None, body).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+
+    // Unknown code.
+    let (s, b) = t
+        .post(
+            "/api/v1/admin/claim",
+            None,
+            None,
+            claim_body(&admin, "WRONG-CODE-123"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b, json!({"error": "Invalid or unknown claim code."}));
+
+    // Signature by another key: refused, and the code stays unspent.
+    let mut body = claim_body(&admin, CODE);
+    body["signature"] = json!(Keypair::generate().sign_base64(CODE));
+    let (s, b) = t.post("/api/v1/admin/claim", None, None, body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b, json!({"error": "Invalid signature."}));
+    assert!(claim_doc(&t).await["spentAt"].is_null());
+
+    // Success: 201, userDid echoed, code spent, stored only as a hash.
+    let (s, b) = t
+        .post("/api/v1/admin/claim", None, None, claim_body(&admin, CODE))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["userDid"], admin.did().to_string());
+    let doc = claim_doc(&t).await;
+    assert!(doc["spentAt"].is_i64());
+    assert_eq!(doc["claimedByDid"], admin.did().to_string());
+    assert!(
+        !doc.to_string().contains(CODE),
+        "claim code stored in clear"
+    );
+
+    // The claimer is the owner now.
+    let body = t.login_body(&admin).await;
+    let (s, b) = t.post("/api/v1/auth/login", None, None, body).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // Reused code.
+    let other = Keypair::generate();
+    let (s, b) = t
+        .post("/api/v1/admin/claim", None, None, claim_body(&other, CODE))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b, json!({"error": "Claim code has already been used."}));
+
+    // After a restart (still without TARGET_USER_DID, same code configured) the owner is
+    // loaded from the system database and the code stays spent.
+    t.restart(claimable).await;
+    let body = t.login_body(&admin).await;
+    let (s, b) = t.post("/api/v1/auth/login", None, None, body).await;
+    assert_eq!(s, StatusCode::OK, "owner persisted: {b}");
+    let (s, b) = t
+        .post("/api/v1/admin/claim", None, None, claim_body(&other, CODE))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error"], "Claim code has already been used.");
+    // The claimed owner's data database is the one named after the claimer's DID.
+    let db = t.state.data_db().await.expect("data db");
+    assert_eq!(
+        db.name(),
+        vibe_dataplane::dbnames::user_db_name(&admin.did())
+    );
+}
+
+#[tokio::test]
+async fn expired_claim_code_is_refused() {
+    let t = TestInstance::start_with(|c| {
+        claimable(c);
+        c.claim_code.as_mut().unwrap().expires_at =
+            Some(chrono::Utc::now() - chrono::Duration::hours(1));
+    })
+    .await;
+    let admin = Keypair::generate();
+    let (s, b) = t
+        .post("/api/v1/admin/claim", None, None, claim_body(&admin, CODE))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b, json!({"error": "Claim code has expired."}));
+}
+
+#[tokio::test]
+async fn claim_code_locked_to_a_did() {
+    let intended = Keypair::generate();
+    let intended_did = intended.did();
+    let t = TestInstance::start_with(move |c| {
+        claimable(c);
+        c.claim_code.as_mut().unwrap().for_did = Some(intended_did);
+    })
+    .await;
+    let (s, b) = t
+        .post(
+            "/api/v1/admin/claim",
+            None,
+            None,
+            claim_body(&Keypair::generate(), CODE),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b,
+        json!({"error": "Claim code is not valid for the provided DID."})
+    );
+    let (s, b) = t
+        .post(
+            "/api/v1/admin/claim",
+            None,
+            None,
+            claim_body(&intended, CODE),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+#[tokio::test]
+async fn instance_with_a_configured_owner_cannot_be_claimed() {
+    let t = TestInstance::start().await;
+    let (s, b) = t
+        .post(
+            "/api/v1/admin/claim",
+            None,
+            None,
+            claim_body(&Keypair::generate(), CODE),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error"], "Invalid or unknown claim code.");
+    let (s, b) = t
+        .post("/api/v1/admin/claim", None, None, json!({"did": "x"}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error"], "Validation failed");
+}

@@ -1,0 +1,240 @@
+//! Shared harness for the data plane's integration tests: a real pouchdb-server
+//! (`vibe-test-support`), the real router served on 127.0.0.1:0, and HTTP helpers.
+//! Feature test files (`tests/blob*.rs`, `tests/realtime*.rs`) can use it with `mod common;`.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use vibe_dataplane::config::Config;
+use vibe_dataplane::couch::CouchSettings;
+use vibe_dataplane::{AppState, router};
+use vibe_identity::Keypair;
+use vibe_test_support::CouchServer;
+
+/// One running data plane with its own CouchDB-compatible server.
+pub struct TestInstance {
+    /// The CouchDB-compatible server (stop/restart it to test outages).
+    pub couch: CouchServer,
+    /// Base URL of the data plane, also its public URL (token issuer and audience).
+    pub base: String,
+    /// The owner's key pair.
+    pub owner: Keypair,
+    /// The instance's token-signing key.
+    pub signing_key: Keypair,
+    /// The state the server runs with.
+    pub state: AppState,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    server: JoinHandle<()>,
+    addr: SocketAddr,
+}
+
+impl Drop for TestInstance {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Couch settings of a test server.
+pub fn couch_settings(couch: &CouchServer) -> CouchSettings {
+    CouchSettings {
+        url: couch.url.parse().expect("couch url"),
+        user: Some(couch.user.clone()),
+        password: Some(couch.password.clone()),
+    }
+}
+
+/// Serve `config` on an already bound listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+) -> (AppState, JoinHandle<()>) {
+    let state = AppState::new(config).expect("state");
+    let app = router(state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    (state, server)
+}
+
+impl TestInstance {
+    /// A fresh instance whose owner is configured (`TARGET_USER_DID`).
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A fresh instance; `configure` may change the configuration before start.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let couch = CouchServer::start().await.expect("start pouchdb-server");
+        Self::start_on(couch, Keypair::generate(), Keypair::generate(), configure).await
+    }
+
+    /// An instance on an existing CouchDB server with given keys.
+    pub async fn start_on(
+        couch: CouchServer,
+        owner: Keypair,
+        signing_key: Keypair,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let base = format!("http://{addr}");
+        let mut config = Config::new(&base, couch_settings(&couch), signing_key.clone());
+        config.owner = Some(owner.did());
+        configure(&mut config);
+        let (state, server) = serve(listener, config).await;
+        Self {
+            couch,
+            base,
+            owner,
+            signing_key,
+            state,
+            http: reqwest::Client::new(),
+            server,
+            addr,
+        }
+    }
+
+    /// Replace the running data plane by a new process-equivalent (new state, new port)
+    /// on the same CouchDB data and keys, as after a restart. `configure` adjusts the
+    /// new configuration (the owner stays configured unless it clears it).
+    pub async fn restart(&mut self, configure: impl FnOnce(&mut Config)) {
+        self.server.abort();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        self.addr = listener.local_addr().expect("addr");
+        self.base = format!("http://{}", self.addr);
+        let mut config = Config::new(
+            &self.base,
+            couch_settings(&self.couch),
+            self.signing_key.clone(),
+        );
+        config.owner = Some(self.owner.did());
+        configure(&mut config);
+        let (state, server) = serve(listener, config).await;
+        self.state = state;
+        self.server = server;
+    }
+
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Send a request; returns status and JSON body (Null when empty or not JSON).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        app: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(app) = app {
+            request = request.header("X-Vibe-App-ID", app);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// POST JSON.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        app: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, app, Some(body)).await
+    }
+
+    /// GET.
+    pub async fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        app: Option<&str>,
+    ) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, app, None).await
+    }
+
+    /// A signed login body for `key` with a fresh server nonce.
+    pub async fn login_body(&self, key: &Keypair) -> Value {
+        let (status, challenge) = self
+            .post("/api/v1/auth/challenge", None, None, json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{challenge}");
+        let nonce = challenge["nonce"].as_str().expect("nonce").to_string();
+        signed_login(key, &nonce, &chrono::Utc::now().to_rfc3339())
+    }
+
+    /// Log the owner in; returns the token response.
+    pub async fn login(&self) -> Value {
+        let body = self.login_body(&self.owner).await;
+        let (status, tokens) = self.post("/api/v1/auth/login", None, None, body).await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        tokens
+    }
+
+    /// An owner access token.
+    pub async fn owner_token(&self) -> String {
+        self.login().await["accessToken"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
+    /// Register (or update) `app_id` with `grants` (all requested as permissions).
+    pub async fn upsert_app(
+        &self,
+        token: &str,
+        app_id: &str,
+        grants: &[(&str, &str)],
+    ) -> StatusCode {
+        let permissions: Vec<&str> = grants.iter().map(|(p, _)| *p).collect();
+        let grants: serde_json::Map<String, Value> = grants
+            .iter()
+            .map(|(p, s)| (p.to_string(), json!(s)))
+            .collect();
+        let (status, body) = self
+            .post(
+                "/api/v1/apps/upsert",
+                Some(token),
+                Some(app_id),
+                json!({ "appId": app_id, "name": "Test App", "permissions": permissions, "grants": grants }),
+            )
+            .await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::CREATED,
+            "{status} {body}"
+        );
+        status
+    }
+}
+
+/// A login body signed by `key`.
+pub fn signed_login(key: &Keypair, nonce: &str, timestamp: &str) -> Value {
+    let did = key.did().to_string();
+    let message = vibe_identity::signed::login_message(&did, nonce, timestamp);
+    json!({
+        "did": did,
+        "nonce": nonce,
+        "timestamp": timestamp,
+        "signature": key.sign_base64(&message),
+    })
+}
