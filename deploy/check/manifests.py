@@ -219,7 +219,10 @@ def validate_docs(p: Problems, where: str, docs: list[dict]) -> None:
         name = f"{d['kind']}/{d.get('metadata', {}).get('name', '?')}"
         if d["apiVersion"].startswith("cloud.vibeapp.dev/"):
             if key not in schemas:
-                p.add(where, f"{name}: no CRD in crds/ defines {key[0]} {key[1]}")
+                if not crd_files():
+                    p.skip(f"{where}: {name} not validated: crds/ has no CRD yet")
+                else:
+                    p.add(where, f"{name}: no CRD in crds/ defines {key[0]} {key[1]}")
                 continue
             errors = sorted(jsonschema.Draft7Validator(schemas[key]).iter_errors(d), key=lambda e: list(e.path))
             for e in errors:
@@ -278,8 +281,12 @@ def check_plain_manifests(p: Problems) -> None:
 def check_kustomizations(p: Problems) -> None:
     n = 0
     for k in sorted(KUBE.rglob("kustomization.yaml")):
-        docs, err = kustomize(k.parent)
         where = f"kubectl kustomize {rel(k.parent)}"
+        needs_crd = k.parent == BASE or "overlays" in k.parent.parts
+        if needs_crd and not crd_files():
+            p.skip(f"{where}: not rendered: the base includes crds/vibeinstance.yaml, which is not generated yet")
+            continue
+        docs, err = kustomize(k.parent)
         if docs is None:
             p.add(where, err)
             continue
@@ -417,26 +424,36 @@ def check_operator_pod(p: Problems, where: str, docs: list[dict]) -> None:
                 p.add(name, "no resource requests")
 
 
-def clap_env_names(crate: Path) -> set[str]:
-    names = set()
+def clap_env_names(crate: Path, binary: str) -> set[str]:
+    """Environment variables of a binary's clap flags (every `env = "NAME"` in its crate), or an
+    empty set while the crate has no `#[command(name = "<binary>")]` command line yet."""
+    names: set[str] = set()
+    has_cli = False
     for f in crate.rglob("*.rs"):
-        names.update(re.findall(r'env\s*=\s*"([A-Z][A-Z0-9_]*)"', f.read_text()))
-    return names
+        text = f.read_text()
+        has_cli |= bool(re.search(r'#\[command\([^\]]*name\s*=\s*"' + re.escape(binary) + '"', text))
+        names.update(re.findall(r'env\s*=\s*"([A-Z][A-Z0-9_]*)"', text))
+    return names if has_cli else set()
 
 
 def check_env_contracts(p: Problems) -> None:
     """The chart sets only variables vibe-operator reads; the compose file passes the data plane
     only variables vibe-dataplane reads. Catches renames on either side."""
-    operator_env = clap_env_names(ROOT / "operator" / "src") | {"RUST_LOG"}
-    dataplane_env = clap_env_names(ROOT / "dataplane" / "src") | {"RUST_LOG"}
-    for d in rendered_docs(render_chart({"webhook": {"certManager": {"enabled": True}}})):
+    operator_env = clap_env_names(ROOT / "operator" / "src", "vibe-operator")
+    dataplane_env = clap_env_names(ROOT / "dataplane" / "src", "vibe-dataplane")
+    for crate, names in (("vibe-operator", operator_env), ("vibe-dataplane", dataplane_env)):
+        if not names:
+            p.skip(f"environment contract of {crate}: its command line (clap `name = \"{crate}\"`) has not landed yet")
+    operator_env = operator_env | {"RUST_LOG"} if operator_env else None
+    dataplane_env = dataplane_env | {"RUST_LOG"} if dataplane_env else None
+    for d in [] if operator_env is None else rendered_docs(render_chart({"webhook": {"certManager": {"enabled": True}}})):
         if d.get("kind") == "Deployment":
             for c in d["spec"]["template"]["spec"]["containers"]:
                 for e in c.get("env", []):
                     if e["name"] not in operator_env:
                         p.add("chart Deployment", f"sets {e['name']}, which vibe-operator does not read (operator/src)")
     compose = yaml.safe_load((SELFHOST / "docker-compose.yml").read_text())
-    for e in compose["services"]["dataplane"]["environment"]:
+    for e in [] if dataplane_env is None else compose["services"]["dataplane"]["environment"]:
         if e not in dataplane_env:
             p.add("deploy/selfhost/docker-compose.yml", f"dataplane gets {e}, which vibe-dataplane does not read (dataplane/src)")
     p.ok("environment contracts: chart → vibe-operator flags, compose → vibe-dataplane flags")
