@@ -24,7 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/apps/upsert", post(upsert))
         .route("/api/v1/apps/status", get(status))
         .route("/api/v1/apps/token", post(app_token))
-        .route("/api/v1/apps/{app_id}", delete(remove))
+        .route("/api/v1/apps/{appId}", delete(remove))
 }
 
 fn doc_id(app_id: &str) -> String {

@@ -1,0 +1,181 @@
+//! Keeps `dataplane/openapi.json` honest: every route declared in the source is documented,
+//! and every documented operation is routed by the real router.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::Value;
+use tower::ServiceExt;
+use vibe_dataplane::config::Config;
+use vibe_dataplane::couch::CouchSettings;
+use vibe_dataplane::openapi::OPENAPI_JSON;
+use vibe_dataplane::{AppState, router};
+
+fn documented() -> BTreeSet<(String, String)> {
+    let doc: Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
+    assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            if ["get", "post", "put", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
+                ops.insert((method.to_uppercase(), openapi_path(path)));
+            }
+        }
+    }
+    ops
+}
+
+/// `.route("/path", get(a).post(b))` calls in the crate's source, as (METHOD, OpenAPI path).
+fn routed_in_source() -> BTreeSet<(String, String)> {
+    let mut found = BTreeSet::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("read source");
+                for call in route_calls(&text) {
+                    found.extend(call);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn route_calls(text: &str) -> Vec<Vec<(String, String)>> {
+    let mut calls = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(".route(") {
+        let after = &rest[start + ".route(".len()..];
+        // The argument list, up to the matching parenthesis.
+        let mut depth = 1;
+        let mut end = after.len();
+        for (i, c) in after.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let args = &after[..end];
+        if let Some(path) = args.split('"').nth(1) {
+            let path = openapi_path(path);
+            let mut ops = Vec::new();
+            for method in ["get", "post", "put", "delete", "patch"] {
+                let bare = format!("{method}(");
+                let chained = format!(".{method}(");
+                let used = args.match_indices(&bare).any(|(i, _)| {
+                    i == 0 || !args[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                }) || args.contains(&chained);
+                if used {
+                    ops.push((method.to_uppercase(), path.clone()));
+                }
+            }
+            assert!(
+                !ops.is_empty(),
+                "cannot tell the methods of route {path}: {args}"
+            );
+            calls.push(ops);
+        }
+        rest = &after[end..];
+    }
+    calls
+}
+
+/// A path with its parameter names erased (`/a/{x}/{*y}` → `/a/{}/{}`): Rust and OpenAPI
+/// may name parameters differently (`object_key` / `objectKey`).
+fn openapi_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_param = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                out.push_str("{}");
+            }
+            '}' => in_param = false,
+            _ if in_param => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn every_routed_operation_is_documented() {
+    let documented = documented();
+    let routed = routed_in_source();
+    assert!(
+        routed.len() >= 15,
+        "the source scan found too little: {routed:?}"
+    );
+    let missing: Vec<_> = routed.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from openapi.json: {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed_and_served() {
+    let couch = CouchSettings {
+        // Nothing listens there: handlers that need CouchDB answer 503, never 404/405.
+        url: "http://127.0.0.1:9".parse().unwrap(),
+        user: None,
+        password: None,
+    };
+    let config = Config::new(
+        "http://dataplane.test",
+        couch,
+        vibe_identity::Keypair::generate(),
+    );
+    let app = router(AppState::new(config).unwrap());
+    for (method, path) in documented() {
+        // Every parameter becomes a plausible value (a collection name fits all of them).
+        let concrete = path.replace("{}", "notes");
+        let request = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(&concrete)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path} is not routed"
+        );
+        assert!(
+            !(status == StatusCode::NOT_FOUND && body["error"] == "Not found."),
+            "{method} {path} is not routed"
+        );
+    }
+    // The document itself is served.
+    let response = app
+        .oneshot(
+            Request::get("/api/v1/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
