@@ -105,8 +105,10 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => ApiError::Validation(
                 "Expected a request with Content-Type: application/json".into(),
             ),
-            JsonRejection::BytesRejection(_) => {
-                ApiError::Validation("The request body is too large or unreadable".into())
+            JsonRejection::BytesRejection(rejection)
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::client(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
             }
             _ => ApiError::bad_request("Failed to parse request body."),
         }
