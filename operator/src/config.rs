@@ -1,0 +1,316 @@
+//! Operator configuration: command-line flags, each also readable from the environment.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command line of the `vibe-operator` binary.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "vibe-operator",
+    version,
+    about = "Vibe Cloud Kubernetes operator"
+)]
+pub struct Cli {
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Operator settings (shared by `run` and `render`).
+    #[command(flatten)]
+    pub operator: OperatorConfig,
+    /// Settings of the running operator.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Run the controller and the HTTP server (the default).
+    Run,
+    /// Print every object the operator would apply for an instance, without a cluster.
+    Render {
+        /// VibeInstance manifest (YAML or JSON); `-` for standard input.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+}
+
+/// Settings only the running operator needs.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Address of the HTTP server (/metrics, /healthz, /readyz).
+    #[arg(
+        long,
+        env = "VIBE_HTTP_ADDR",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
+    pub http_addr: SocketAddr,
+    /// Namespaces to watch, comma separated; all namespaces when empty.
+    #[arg(
+        long,
+        env = "VIBE_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "",
+        global = true
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// Namespace of the leader election Lease (normally the operator's own namespace).
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "vibe-system",
+        global = true
+    )]
+    pub lease_namespace: String,
+    /// Name of the leader election Lease.
+    #[arg(
+        long,
+        env = "VIBE_LEASE_NAME",
+        default_value = "vibe-operator-leader",
+        global = true
+    )]
+    pub lease_name: String,
+    /// Identity of this replica in the Lease (normally the pod name).
+    #[arg(long, env = "POD_NAME", global = true)]
+    pub pod_name: Option<String>,
+    /// Disable leader election (only for a single replica).
+    #[arg(long, env = "VIBE_LEADER_ELECTION_DISABLED", global = true)]
+    pub leader_election_disabled: bool,
+    /// Log format: `json` (default) or `text`.
+    #[arg(long, env = "VIBE_LOG_FORMAT", default_value = "json", global = true)]
+    pub log_format: String,
+}
+
+impl RunArgs {
+    /// The watched namespaces; empty means all.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.watch_namespaces
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        Self {
+            http_addr: ([0, 0, 0, 0], 8080).into(),
+            watch_namespaces: Vec::new(),
+            lease_namespace: "vibe-system".into(),
+            lease_name: "vibe-operator-leader".into(),
+            pod_name: None,
+            leader_election_disabled: false,
+            log_format: "json".into(),
+        }
+    }
+}
+
+/// Settings that shape the objects the operator creates.
+#[derive(Args, Debug, Clone)]
+pub struct OperatorConfig {
+    /// Base domain: an instance without `spec.host` is served at `<name>.<base domain>`.
+    #[arg(
+        long,
+        env = "VIBE_BASE_DOMAIN",
+        default_value = "vibe.localhost",
+        global = true
+    )]
+    pub base_domain: String,
+    /// Default CouchDB image (a pinned CouchDB 3.x).
+    #[arg(
+        long,
+        env = "VIBE_COUCHDB_IMAGE",
+        default_value = "couchdb:3.5.0",
+        global = true
+    )]
+    pub couchdb_image: String,
+    /// Default data plane image.
+    #[arg(
+        long,
+        env = "VIBE_DATAPLANE_IMAGE",
+        default_value = concat!("ghcr.io/vibe-cloud/vibe-dataplane:", env!("CARGO_PKG_VERSION")),
+        global = true
+    )]
+    pub dataplane_image: String,
+    /// Default IngressClass of tenant Ingresses.
+    #[arg(long, env = "VIBE_INGRESS_CLASS", global = true)]
+    pub ingress_class: Option<String>,
+    /// Default cert-manager ClusterIssuer of tenant Ingresses.
+    #[arg(long, env = "VIBE_CLUSTER_ISSUER", global = true)]
+    pub cluster_issuer: Option<String>,
+    /// Namespace of the ingress controller, the only one allowed to reach data planes; `*` allows
+    /// every namespace.
+    #[arg(
+        long,
+        env = "VIBE_INGRESS_NAMESPACE",
+        default_value = "ingress-nginx",
+        global = true
+    )]
+    pub ingress_namespace: String,
+    /// Prefix of generated bucket names.
+    #[arg(
+        long,
+        env = "VIBE_BUCKET_PREFIX",
+        default_value = "vibe-",
+        global = true
+    )]
+    pub bucket_prefix: String,
+    /// S3 settings.
+    #[command(flatten)]
+    pub s3: S3Config,
+    /// How long deletion keeps retrying an unreachable object store before it gives up on the
+    /// bucket (it is then left behind and reported in an Event).
+    #[arg(long, env = "VIBE_CLEANUP_DEADLINE", default_value = "1h", value_parser = parse_duration, global = true)]
+    pub cleanup_deadline: Duration,
+    /// Resync period of a healthy instance.
+    #[arg(long, env = "VIBE_RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration, global = true)]
+    pub resync_period: Duration,
+}
+
+/// Object store the operator creates buckets in.
+#[derive(Args, Debug, Clone, Default)]
+pub struct S3Config {
+    /// S3 endpoint URL (e.g. `https://s3.fr-par.scw.cloud` or `http://minio.minio:9000`).
+    #[arg(
+        long = "s3-endpoint",
+        env = "VIBE_S3_ENDPOINT",
+        default_value = "http://minio.minio.svc:9000",
+        global = true
+    )]
+    pub endpoint: String,
+    /// S3 region.
+    #[arg(
+        long = "s3-region",
+        env = "VIBE_S3_REGION",
+        default_value = "us-east-1",
+        global = true
+    )]
+    pub region: String,
+    /// Use path-style URLs (`endpoint/bucket/key`), as MinIO needs.
+    #[arg(long = "s3-path-style", env = "VIBE_S3_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub path_style: bool,
+    /// Access key id (mount it from a Secret as an environment variable).
+    #[arg(
+        long = "s3-access-key-id",
+        env = "VIBE_S3_ACCESS_KEY_ID",
+        default_value = "",
+        hide_env_values = true,
+        global = true
+    )]
+    pub access_key_id: String,
+    /// Secret access key (mount it from a Secret as an environment variable).
+    #[arg(
+        long = "s3-secret-access-key",
+        env = "VIBE_S3_SECRET_ACCESS_KEY",
+        default_value = "",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secret_access_key: String,
+    /// Endpoint the data planes use, when it differs from the operator's (e.g. a public URL so
+    /// presigned links work from browsers). Defaults to `--s3-endpoint`.
+    #[arg(
+        long = "s3-tenant-endpoint",
+        env = "VIBE_S3_TENANT_ENDPOINT",
+        global = true
+    )]
+    pub tenant_endpoint: Option<String>,
+}
+
+impl S3Config {
+    /// The endpoint written into data plane configuration.
+    pub fn tenant_endpoint(&self) -> &str {
+        self.tenant_endpoint.as_deref().unwrap_or(&self.endpoint)
+    }
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            base_domain: "vibe.localhost".into(),
+            couchdb_image: "couchdb:3.5.0".into(),
+            dataplane_image: concat!(
+                "ghcr.io/vibe-cloud/vibe-dataplane:",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into(),
+            ingress_class: None,
+            cluster_issuer: None,
+            ingress_namespace: "ingress-nginx".into(),
+            bucket_prefix: "vibe-".into(),
+            s3: S3Config {
+                endpoint: "http://minio.minio.svc:9000".into(),
+                region: "us-east-1".into(),
+                path_style: true,
+                ..S3Config::default()
+            },
+            cleanup_deadline: Duration::from_secs(3600),
+            resync_period: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Parses `90s`, `5m`, `1h` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration `{s}`"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("invalid duration unit in `{s}` (use s, m or h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let cli = Cli::try_parse_from([
+            "vibe-operator",
+            "--base-domain",
+            "example.org",
+            "run",
+            "--watch-namespaces",
+            "a,b",
+        ])
+        .unwrap();
+        assert_eq!(cli.operator.base_domain, "example.org");
+        assert!(cli.operator.s3.path_style);
+        assert!(matches!(cli.command, Some(Command::Run)));
+        assert_eq!(cli.run.namespaces(), vec!["a", "b"]);
+        let cli = Cli::try_parse_from(["vibe-operator"]).unwrap();
+        assert!(cli.run.namespaces().is_empty(), "all namespaces by default");
+        let cli = Cli::try_parse_from([
+            "vibe-operator",
+            "render",
+            "-f",
+            "x.yaml",
+            "--s3-path-style",
+            "false",
+        ])
+        .unwrap();
+        assert!(!cli.operator.s3.path_style);
+    }
+}

@@ -1,0 +1,581 @@
+//! The VibeInstance controller: watches, reconcile, finalizer cleanup and error policy.
+//!
+//! One reconcile of a live instance: ensure the bucket (S3), build the desired children
+//! ([`crate::desired`]), apply with server-side apply only the ones that differ from the watch
+//! cache ([`drift`]), derive the status from what was observed ([`status`]) and patch it only
+//! when it changed, publishing one Event per condition transition. A healthy instance therefore
+//! causes no Kubernetes API request at all on a resync.
+
+pub mod cache;
+pub mod drift;
+pub mod status;
+
+use crate::bucket::BucketClient;
+use crate::config::OperatorConfig;
+use crate::crd::{DeletionPolicy, FINALIZER, VibeInstance, VibeInstanceStatus};
+use crate::desired::{self, Child, ExistingSecrets, Inputs};
+use crate::error::{Error, Result, backoff};
+use crate::leader::Leadership;
+use crate::metrics::Metrics;
+use crate::naming::{FIELD_MANAGER, MANAGED_SELECTOR};
+use crate::state::State;
+use cache::{ChildCaches, ChildWriters};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Event publisher.
+    pub recorder: Recorder,
+    /// Operator configuration.
+    pub config: Arc<OperatorConfig>,
+    /// Watch caches of managed children.
+    pub caches: ChildCaches,
+    /// Object store client.
+    pub buckets: BucketClient,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Whether this replica may write.
+    pub leadership: Leadership,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Builds a context.
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        config: Arc<OperatorConfig>,
+        caches: ChildCaches,
+        buckets: BucketClient,
+        metrics: Arc<Metrics>,
+        leadership: Leadership,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            caches,
+            buckets,
+            metrics,
+            leadership,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn record_failure(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().expect("failure map lock");
+        let n = failures.entry(key.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn reset_failures(&self, key: &str) {
+        self.failures.lock().expect("failure map lock").remove(key);
+    }
+
+    /// A Secret from the cache, or — on a cache miss — from the API server, so a generated
+    /// credential is never regenerated just because the cache lags behind our own apply.
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
+        if let Some(s) = cache::get(&self.caches.secrets, namespace, name) {
+            return Ok(Some((*s).clone()));
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        Ok(api.get_opt(name).await?)
+    }
+
+    async fn publish(&self, instance: &VibeInstance, reason: &str, note: String, warning: bool) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        match self
+            .recorder
+            .publish(&event, &instance.object_ref(&()))
+            .await
+        {
+            Ok(()) => self.metrics.write("event"),
+            Err(e) => warn!(error = %e, reason, "could not publish event"),
+        }
+    }
+}
+
+fn key(instance: &VibeInstance) -> String {
+    format!(
+        "{}/{}",
+        instance.namespace().unwrap_or_default(),
+        instance.name_any()
+    )
+}
+
+/// Reconciles one instance (entry point of the controller, and of the tests).
+pub async fn reconcile(instance: Arc<VibeInstance>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.leadership.is_leader() {
+        // Standby replicas keep their caches warm and serve HTTP; they never write.
+        return Ok(Action::await_change());
+    }
+    let span = info_span!(
+        "reconcile",
+        instance = %instance.name_any(),
+        namespace = %instance.namespace().unwrap_or_default()
+    );
+    async move {
+        let _timer = ctx.metrics.start_reconcile();
+        let ns = instance
+            .namespace()
+            .ok_or(Error::InvalidInstance("the instance has no namespace"))?;
+        let api: Api<VibeInstance> = Api::namespaced(ctx.client.clone(), &ns);
+        let key = key(&instance);
+        let action = finalizer(&api, FINALIZER, instance, |event| async {
+            match event {
+                FinalizerEvent::Apply(i) => apply(&i, &ctx).await,
+                FinalizerEvent::Cleanup(i) => cleanup(&i, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))?;
+        ctx.reset_failures(&key);
+        Ok(action)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Requeues a failed reconcile with per-instance exponential backoff and counts the failure.
+pub fn error_policy(instance: Arc<VibeInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx.record_failure(&key(&instance));
+    let retry_in = backoff(failures);
+    ctx.metrics.failure(error.metric_label());
+    warn!(
+        instance = %instance.name_any(),
+        namespace = %instance.namespace().unwrap_or_default(),
+        error = %error,
+        failures,
+        retry_in_secs = retry_in.as_secs(),
+        "reconcile failed"
+    );
+    Action::requeue(retry_in)
+}
+
+/// Children observed after applying (the apply response, else the cache).
+#[derive(Default)]
+struct Seen {
+    stateful_set: Option<StatefulSet>,
+    deployment: Option<Deployment>,
+    ingress: Option<Ingress>,
+    claim_code: Option<String>,
+}
+
+async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
+    let now = Timestamp::now();
+    if instance.is_paused() {
+        write_status(instance, status::paused(instance, now), ctx).await?;
+        return Ok(Action::await_change());
+    }
+    let inputs = Inputs::new(instance, &ctx.config);
+    let ns = inputs.namespace();
+    let names = inputs.names();
+
+    let bucket = ctx.buckets.ensure(&inputs.bucket()).await;
+    match &bucket {
+        Ok(state) if state.created => info!(bucket = %inputs.bucket(), "bucket created"),
+        Ok(_) => {}
+        Err(e) => warn!(bucket = %inputs.bucket(), error = %e, "bucket check failed"),
+    }
+
+    let caches = &ctx.caches;
+    let existing = ExistingSecrets {
+        couchdb_auth: ctx.secret(&ns, &names.couchdb_secret).await?,
+        token_key: ctx.secret(&ns, &names.token_key_secret).await?,
+        claim: match instance.owner_did() {
+            None => ctx.secret(&ns, &names.claim_secret).await?,
+            Some(_) => None,
+        },
+        couchdb_volume_templates: None,
+    }
+    .with_stateful_set(cache::get(&caches.stateful_sets, &ns, &names.couchdb).as_deref());
+
+    let mut seen = Seen {
+        stateful_set: cache::get(&caches.stateful_sets, &ns, &names.couchdb).map(|s| (*s).clone()),
+        deployment: cache::get(&caches.deployments, &ns, &names.dataplane).map(|d| (*d).clone()),
+        ingress: cache::get(&caches.ingresses, &ns, &names.ingress).map(|i| (*i).clone()),
+        claim_code: None,
+    };
+    for child in desired::children(&inputs, &existing) {
+        match child {
+            Child::Secret(s) => {
+                if s.name_any() == names.claim_secret {
+                    seen.claim_code =
+                        desired::secrets::secret_value(&s, desired::secrets::CLAIM_CODE_KEY);
+                }
+                apply_child(ctx, &ns, &caches.secrets, s).await?;
+            }
+            Child::ConfigMap(o) => drop(apply_child(ctx, &ns, &caches.config_maps, o).await?),
+            Child::Service(o) => drop(apply_child(ctx, &ns, &caches.services, o).await?),
+            Child::StatefulSet(o) => {
+                if let Some(applied) = apply_child(ctx, &ns, &caches.stateful_sets, o).await? {
+                    seen.stateful_set = Some(applied);
+                }
+            }
+            Child::Deployment(o) => {
+                if let Some(applied) = apply_child(ctx, &ns, &caches.deployments, o).await? {
+                    seen.deployment = Some(applied);
+                }
+            }
+            Child::Ingress(o) => {
+                if let Some(applied) = apply_child(ctx, &ns, &caches.ingresses, o).await? {
+                    seen.ingress = Some(applied);
+                }
+            }
+            Child::NetworkPolicy(o) => {
+                drop(apply_child(ctx, &ns, &caches.network_policies, o).await?)
+            }
+        }
+    }
+    if instance.owner_did().is_some()
+        && cache::get(&caches.secrets, &ns, &names.claim_secret).is_some()
+    {
+        // Claimed: the one-time code is spent.
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        match api
+            .delete(&names.claim_secret, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => ctx.metrics.write("delete"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let observed = status::Observed {
+        stateful_set: seen.stateful_set.as_ref(),
+        deployment: seen.deployment.as_ref(),
+        ingress: seen.ingress.as_ref(),
+        bucket: &bucket,
+        claim_code: seen.claim_code.as_deref(),
+    };
+    let new_status = status::compute(&inputs, &observed, now);
+    let ready = new_status.phase == Some(crate::crd::Phase::Ready);
+    write_status(instance, new_status, ctx).await?;
+    bucket?;
+    Ok(Action::requeue(if ready || instance.spec.suspend {
+        ctx.config.resync_period
+    } else {
+        // Children report progress through the watches; this is only a safety net.
+        ctx.config.resync_period.min(Duration::from_secs(60))
+    }))
+}
+
+/// Server-side applies `obj` unless the cached live object already matches it. Returns the
+/// applied object when a request was made.
+async fn apply_child<K>(
+    ctx: &Context,
+    namespace: &str,
+    store: &Store<K>,
+    obj: K,
+) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + 'static,
+{
+    let name = obj.name_any();
+    if let Some(live) = cache::get(store, namespace, &name)
+        && drift::is_subset(&serde_json::to_value(&obj)?, &serde_json::to_value(&*live)?)
+    {
+        return Ok(None);
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await?;
+    ctx.metrics.write("apply");
+    info!(kind = %K::kind(&()), child = %name, "applied");
+    Ok(Some(applied))
+}
+
+/// Patches the status (server-side apply) when it differs from the current one and publishes
+/// an Event for each condition transition.
+async fn write_status(
+    instance: &VibeInstance,
+    new: VibeInstanceStatus,
+    ctx: &Context,
+) -> Result<()> {
+    let old = instance.status.as_ref();
+    if old == Some(&new) {
+        return Ok(());
+    }
+    let transitions = status::transitions(old, &new);
+    let ns = instance.namespace().unwrap_or_default();
+    let api: Api<VibeInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": VibeInstance::api_version(&()),
+        "kind": VibeInstance::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        &instance.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.write("status");
+    for t in transitions {
+        ctx.publish(instance, &t.reason, t.note, t.warning).await;
+    }
+    Ok(())
+}
+
+/// Finalizer cleanup: with `Delete` the bucket is emptied and removed and the CouchDB PVC
+/// deleted; with `Retain` both stay. An unreachable object store is retried with backoff until
+/// the cleanup deadline, after which the bucket is left behind with a Warning Event.
+async fn cleanup(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
+    let now = Timestamp::now();
+    let inputs = Inputs::new(instance, &ctx.config);
+    let names = inputs.names();
+    let bucket = inputs.bucket();
+    let pvc = names.couchdb_pvc();
+    write_status(instance, status::deleting(instance, None, now), ctx).await?;
+    match instance.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            ctx.publish(
+                instance,
+                "DataRetained",
+                format!("deletionPolicy Retain: bucket {bucket} and PersistentVolumeClaim {pvc} are kept"),
+                false,
+            )
+            .await;
+        }
+        DeletionPolicy::Delete => {
+            match ctx.buckets.delete(&bucket).await {
+                Ok(()) => {
+                    ctx.publish(
+                        instance,
+                        "BucketDeleted",
+                        format!("bucket {bucket} emptied and deleted"),
+                        false,
+                    )
+                    .await
+                }
+                Err(e) => {
+                    let started = instance
+                        .metadata
+                        .deletion_timestamp
+                        .as_ref()
+                        .map(|t| t.0)
+                        .unwrap_or(now);
+                    let deadline = SignedDuration::try_from(ctx.config.cleanup_deadline)
+                        .unwrap_or(SignedDuration::MAX);
+                    if started + deadline < now {
+                        ctx.publish(
+                            instance,
+                            "BucketOrphaned",
+                            format!("gave up deleting bucket {bucket} after {:?}: {e}; delete it by hand", ctx.config.cleanup_deadline),
+                            true,
+                        )
+                        .await;
+                    } else {
+                        write_status(instance, status::deleting(instance, Some(&e), now), ctx)
+                            .await?;
+                        ctx.publish(
+                            instance,
+                            "BucketDeletionFailed",
+                            format!("deleting bucket {bucket} failed, retrying: {e}"),
+                            true,
+                        )
+                        .await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            let api: Api<PersistentVolumeClaim> =
+                Api::namespaced(ctx.client.clone(), &inputs.namespace());
+            match api.delete(&pvc, &DeleteParams::default()).await {
+                Ok(_) => ctx.metrics.write("delete"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            ctx.publish(
+                instance,
+                "VolumeDeleted",
+                format!("PersistentVolumeClaim {pvc} deleted"),
+                false,
+            )
+            .await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// The caches and controller of one watch scope (a namespace, or the whole cluster).
+pub struct Scope {
+    /// Namespace, or `None` for all namespaces.
+    pub namespace: Option<String>,
+    /// VibeInstance cache (also read by the admission endpoint through [`State`]).
+    pub instances: Store<VibeInstance>,
+    instance_writer: Writer<VibeInstance>,
+    /// Child caches.
+    pub caches: ChildCaches,
+    writers: ChildWriters,
+}
+
+impl Scope {
+    /// Empty caches for a scope.
+    pub fn new(namespace: Option<String>) -> Self {
+        let (instances, instance_writer) = reflector::store();
+        let (caches, writers) = ChildCaches::new();
+        Self {
+            namespace,
+            instances,
+            instance_writer,
+            caches,
+            writers,
+        }
+    }
+}
+
+fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Watches managed children of one kind into `writer`, yielding the touched objects as
+/// controller triggers. managedFields are dropped to keep the caches small.
+fn child_stream<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    writer: Writer<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let config = watcher::Config::default()
+        .labels(MANAGED_SELECTOR)
+        .any_semantic();
+    watcher(scoped_api::<K>(client, namespace), config)
+        .default_backoff()
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// Runs the controller of every scope until `shutdown`.
+pub async fn run(
+    client: Client,
+    state: State,
+    scopes: Vec<Scope>,
+    buckets: BucketClient,
+    reporter: Reporter,
+    shutdown: CancellationToken,
+) {
+    let runs = scopes.into_iter().map(|scope| {
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            reporter.clone(),
+            state.config.clone(),
+            scope.caches.clone(),
+            buckets.clone(),
+            state.metrics.clone(),
+            state.leadership.clone(),
+        ));
+        run_scope(
+            client.clone(),
+            scope,
+            ctx,
+            state.leadership.clone(),
+            shutdown.clone(),
+        )
+    });
+    futures::future::join_all(runs).await;
+}
+
+async fn run_scope(
+    client: Client,
+    scope: Scope,
+    ctx: Arc<Context>,
+    leadership: Leadership,
+    shutdown: CancellationToken,
+) {
+    let ns = scope.namespace.as_deref();
+    let instances = watcher(
+        scoped_api::<VibeInstance>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|o: &mut VibeInstance| o.managed_fields_mut().clear())
+    .reflect(scope.instance_writer)
+    .applied_objects();
+    let w = scope.writers;
+    Controller::for_stream(instances, scope.instances)
+        .owns_stream(child_stream(&client, ns, w.secrets))
+        .owns_stream(child_stream(&client, ns, w.config_maps))
+        .owns_stream(child_stream(&client, ns, w.services))
+        .owns_stream(child_stream(&client, ns, w.stateful_sets))
+        .owns_stream(child_stream(&client, ns, w.deployments))
+        .owns_stream(child_stream(&client, ns, w.ingresses))
+        .owns_stream(child_stream(&client, ns, w.network_policies))
+        .with_config(
+            controller::Config::default()
+                .debounce(Duration::from_millis(500))
+                .concurrency(16),
+        )
+        .reconcile_all_on(leadership.acquired())
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests;

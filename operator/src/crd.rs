@@ -1,0 +1,322 @@
+//! The `VibeInstance` custom resource (`cloud.vibeapp.dev/v1alpha1`).
+//!
+//! Every `///` comment on a field becomes its description in the generated CRD, which is what
+//! `kubectl explain vibeinstance.spec…` prints. Regenerate `crds/vibeinstance.yaml` with
+//! `cargo run -p vibe-operator --bin crdgen` after changing anything here.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// API group of every Vibe Cloud custom resource.
+pub const GROUP: &str = "cloud.vibeapp.dev";
+/// Finalizer that guards bucket and volume cleanup.
+pub const FINALIZER: &str = "cloud.vibeapp.dev/cleanup";
+/// Annotation that pauses reconciliation when set to `disabled` (CloudNativePG style).
+pub const RECONCILE_ANNOTATION: &str = "cloud.vibeapp.dev/reconcile";
+/// Value of [`RECONCILE_ANNOTATION`] that pauses reconciliation.
+pub const RECONCILE_DISABLED: &str = "disabled";
+
+/// Desired state of one tenant's personal cloud.
+// Several `printcolumn(type_ = …)` entries are not duplicates, whatever the lint thinks.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "cloud.vibeapp.dev",
+    version = "v1alpha1",
+    kind = "VibeInstance",
+    plural = "vibeinstances",
+    shortname = "vibe",
+    namespaced,
+    status = "VibeInstanceStatus",
+    derive = "Default",
+    derive = "PartialEq",
+    doc = "A Vibe Cloud instance: one person's document store (CouchDB), blob bucket (S3) and data plane, reachable at one host.",
+    printcolumn(
+        name = "Owner",
+        type_ = "string",
+        json_path = ".status.owner",
+        description = "DID of the instance owner"
+    ),
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".status.url",
+        description = "Public URL of the data plane"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether every part of the instance is ready"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Lifecycle phase"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!has(oldSelf.owner) || (has(self.owner) && self.owner.did == oldSelf.owner.did)").message("spec.owner cannot be changed or removed once set"))]
+#[x_kube(validation = Rule::new("(has(oldSelf.blobs) && has(oldSelf.blobs.bucket)) == (has(self.blobs) && has(self.blobs.bucket)) && (!(has(self.blobs) && has(self.blobs.bucket)) || self.blobs.bucket == oldSelf.blobs.bucket)").message("spec.blobs.bucket is immutable: it can only be set when the instance is created"))]
+#[serde(rename_all = "camelCase")]
+pub struct VibeInstanceSpec {
+    /// The person who owns this instance. Without it the instance runs unowned and waits to be
+    /// claimed with the claim code the operator stores in the Secret `<name>-claim`. Once set it
+    /// cannot be changed or removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerSpec>,
+
+    /// Public host name of the instance (no scheme, no port). Defaults to
+    /// `<name>.<operator base domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub host: Option<String>,
+
+    /// Scale CouchDB and the data plane to zero while keeping every piece of data. The instance
+    /// reports phase `Suspended`.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// What happens to the bucket and the CouchDB volume when the instance is deleted: `Retain`
+    /// (default) keeps both so the instance can be re-adopted, `Delete` removes them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// The tenant's CouchDB (single node StatefulSet).
+    #[serde(default)]
+    pub couchdb: CouchDbSpec,
+
+    /// The tenant's data plane (the Vibe API server).
+    #[serde(default)]
+    pub dataplane: DataPlaneSpec,
+
+    /// Blob storage in the operator's S3-compatible object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<BlobsSpec>,
+
+    /// How the instance is exposed through the cluster's ingress controller.
+    #[serde(default)]
+    pub ingress: IngressSpec,
+}
+
+/// Identity of an instance owner.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerSpec {
+    /// The owner's decentralized identifier, `did:vibe:z…` (base58btc multibase of an Ed25519
+    /// public key).
+    #[schemars(regex(pattern = r"^did:vibe:z[1-9A-HJ-NP-Za-km-z]{40,60}$"))]
+    pub did: String,
+}
+
+/// Deletion policy for the data that outlives Kubernetes objects.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Keep the bucket and the CouchDB PersistentVolumeClaim.
+    #[default]
+    Retain,
+    /// Empty and delete the bucket, delete the CouchDB PersistentVolumeClaim.
+    Delete,
+}
+
+/// CouchDB settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CouchDbSpec {
+    /// Container image. Defaults to the operator's pinned CouchDB 3.x image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Size of the data volume.
+    #[serde(default = "default_storage")]
+    pub storage: Quantity,
+    /// StorageClass of the data volume; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// CPU and memory requests and limits of the CouchDB container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for CouchDbSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            storage: default_storage(),
+            storage_class_name: None,
+            resources: None,
+        }
+    }
+}
+
+fn default_storage() -> Quantity {
+    Quantity("5Gi".into())
+}
+
+/// Data plane settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPlaneSpec {
+    /// Container image. Defaults to the operator's data plane image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Number of data plane pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 10))]
+    pub replicas: i32,
+    /// CPU and memory requests and limits of the data plane container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for DataPlaneSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            replicas: default_replicas(),
+            resources: None,
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Blob storage settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobsSpec {
+    /// Maximum total size of the tenant's blobs, enforced by the data plane (e.g. `10Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quantity>,
+    /// Name of the bucket to use instead of the generated one (for re-adopting a retained bucket).
+    /// Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
+    pub bucket: Option<String>,
+}
+
+/// Ingress settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// IngressClass to use. Defaults to the operator's ingress class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// cert-manager ClusterIssuer that issues the TLS certificate. Defaults to the operator's
+    /// cluster issuer; without one the TLS Secret `<name>-tls` must be provided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_issuer: Option<String>,
+    /// Extra annotations for the Ingress (for controller-specific settings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Observed state of a VibeInstance, written by the operator only.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VibeInstanceStatus {
+    /// Lifecycle phase: Provisioning, Ready, Suspended, Paused, Failed or Deleting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Ready, CouchDBReady, BucketReady, DataPlaneReady, IngressReady, Claimed and, while the
+    /// reconcile annotation is `disabled`, ReconcilePaused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Public URL of the instance's data plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Name of the instance's bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// DID of the owner, once the instance is owned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// SHA-256 (hex) of the owner claim code while the instance is unowned. The plain code is in
+    /// the Secret `<name>-claim`; the admission endpoint compares against this hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_code_hash: Option<String>,
+}
+
+/// Lifecycle phase of an instance.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Children are being created or are not ready yet.
+    Provisioning,
+    /// Every part is ready.
+    Ready,
+    /// `spec.suspend` is true; pods are scaled to zero.
+    Suspended,
+    /// Reconciliation is disabled by annotation.
+    Paused,
+    /// Something needs attention (see the conditions).
+    Failed,
+    /// The instance is being deleted.
+    Deleting,
+}
+
+impl Phase {
+    /// Every phase, for metrics.
+    pub const ALL: [Phase; 6] = [
+        Phase::Provisioning,
+        Phase::Ready,
+        Phase::Suspended,
+        Phase::Paused,
+        Phase::Failed,
+        Phase::Deleting,
+    ];
+
+    /// The name as written to the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Provisioning => "Provisioning",
+            Phase::Ready => "Ready",
+            Phase::Suspended => "Suspended",
+            Phase::Paused => "Paused",
+            Phase::Failed => "Failed",
+            Phase::Deleting => "Deleting",
+        }
+    }
+}
+
+impl VibeInstance {
+    /// Whether the pause annotation is set.
+    pub fn is_paused(&self) -> bool {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RECONCILE_ANNOTATION))
+            .is_some_and(|v| v == RECONCILE_DISABLED)
+    }
+
+    /// The owner's DID, if the instance is owned.
+    pub fn owner_did(&self) -> Option<&str> {
+        self.spec.owner.as_ref().map(|o| o.did.as_str())
+    }
+
+    /// A condition of the current status, by type.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+    }
+}

@@ -1,0 +1,43 @@
+//! The admin HTTP server: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! `main` serves [`router`] next to the controller. The admission engineer adds the webhook and
+//! control-plane routes in `src/admission/` with their own router (HTTPS), built from the same
+//! [`State`].
+
+use crate::state::State;
+use axum::Router;
+use axum::extract::State as AxumState;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+/// Routes of the admin server.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.encode_metrics(),
+    )
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok")
+}
+
+async fn readyz(AxumState(state): AxumState<State>) -> impl IntoResponse {
+    if state.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    }
+}
