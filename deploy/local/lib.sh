@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this
 # Shared helpers for the deploy/local scripts. Source it; do not run it.
 #
 # Everything here is plain bash + coreutils + curl, so the scripts work on a fresh machine
