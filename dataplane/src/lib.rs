@@ -36,6 +36,7 @@ pub mod error;
 pub mod health;
 pub mod json;
 pub mod openapi;
+pub mod realtime;
 pub mod state;
 
 pub use error::{ApiError, ApiResult};
@@ -54,7 +55,8 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(apps::routes())
         .merge(documents::routes())
-        .merge(openapi::routes());
+        .merge(openapi::routes())
+        .merge(blobs::routes());
     // Features: .merge(blobs::routes()) / .merge(realtime::routes()) / .merge(sync::routes())
 
     let mut app = api
