@@ -55,8 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(apps::routes())
         .merge(documents::routes())
-        .merge(openapi::routes())
-        .merge(blobs::routes());
+        .merge(openapi::routes());
     // Features: .merge(blobs::routes()) / .merge(realtime::routes()) / .merge(sync::routes())
 
     let mut app = api
