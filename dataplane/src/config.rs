@@ -128,6 +128,10 @@ pub struct Cli {
     #[arg(long, env = "S3_FORCE_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
     pub s3_force_path_style: bool,
 
+    /// Blob limits and lifetimes (quota, per-file limit, URL lifetimes, sweep).
+    #[command(flatten)]
+    pub blobs: crate::blobs::BlobArgs,
+
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "VIBE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -248,6 +252,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// S3, when configured.
     pub s3: Option<S3Config>,
+    /// Blob limits and lifetimes.
+    pub blobs: crate::blobs::BlobSettings,
 }
 
 impl Config {
@@ -264,6 +270,7 @@ impl Config {
             limits: Limits::default(),
             allowed_origins: Vec::new(),
             s3: None,
+            blobs: crate::blobs::BlobSettings::default(),
         }
     }
 }
@@ -401,6 +408,11 @@ impl Cli {
             }
         };
 
+        let blobs = self
+            .blobs
+            .resolve()
+            .map_err(|e| config_error(e.setting, e.problem))?;
+
         let allowed_origins = self
             .allowed_origins
             .into_iter()
@@ -429,6 +441,7 @@ impl Cli {
             },
             allowed_origins,
             s3,
+            blobs,
         })
     }
 }

@@ -55,7 +55,8 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(apps::routes())
         .merge(documents::routes())
-        .merge(openapi::routes());
+        .merge(openapi::routes())
+        .merge(blobs::routes());
     // Features: .merge(blobs::routes()) / .merge(realtime::routes()) / .merge(sync::routes())
 
     let mut app = api

@@ -61,6 +61,7 @@ async fn main() -> ExitCode {
         }
     });
     tokio::spawn(auth::sweep_nonces_forever(state.clone()));
+    tokio::spawn(vibe_dataplane::blobs::sweep_forever(state.clone()));
 
     tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "vibe-dataplane listening");
     let served = axum::serve(listener, router(state))

@@ -51,6 +51,8 @@ pub struct StateInner {
     pub grants: GrantsCache,
     /// Probes `/ready` runs besides CouchDB.
     pub readiness: Vec<Arc<dyn ReadinessProbe>>,
+    /// Blob storage; `None` when no object store is configured.
+    pub blobs: Option<Arc<crate::blobs::Blobs>>,
     owner: RwLock<Option<Did>>,
     indexes: Mutex<HashSet<String>>,
     system_ready: OnceCell<()>,
@@ -76,12 +78,17 @@ impl AppState {
         let couch = CouchClient::new(config.couch.clone())?;
         let tokens = TokenService::new(&config);
         let owner = RwLock::new(config.owner);
+        let blobs = config
+            .s3
+            .as_ref()
+            .map(|s3| Arc::new(crate::blobs::Blobs::new(s3, config.blobs.clone())));
         Ok(Self {
             inner: Arc::new(StateInner {
                 couch,
                 tokens,
                 grants: GrantsCache::default(),
-                readiness: Vec::new(),
+                readiness: blobs.iter().map(|b| b.probe()).collect(),
+                blobs,
                 owner,
                 indexes: Mutex::new(HashSet::new()),
                 system_ready: OnceCell::new(),

@@ -12,10 +12,23 @@
 //! - [`stream`]: streaming multipart upload with bounded memory.
 //! - [`quota`]: per-instance byte accounting (stored objects plus outstanding reservations).
 //! - [`sweep`]: reclaiming uploads that were never finalised.
+//! - [`metadata`]: metadata documents (`blobs/<uuid>` in the owner's database).
+//! - [`service`]: the feature state in [`crate::state::StateInner::blobs`], the periodic
+//!   sweep and the readiness probe; `routes`: the HTTP API.
+//!
+//! Differences from the original API, on purpose: metadata documents are in the `blobs`
+//! collection (`collection: "blobs"`, id `blobs/<uuid>`) and name the user collection in
+//! `collectionName`, so they can be stored, read and synced like any document (the
+//! original's could not be written at all); `size` is required when asking for an upload URL
+//! and is bound into the signature; finalise verifies the stored object; responses carry
+//! `expiresAt` (UNIX seconds).
 
 pub mod error;
 pub mod key;
+pub mod metadata;
 pub mod quota;
+mod routes;
+pub mod service;
 pub mod settings;
 pub mod store;
 pub mod stream;
@@ -24,5 +37,7 @@ pub mod sweep;
 pub use error::BlobError;
 pub use key::{KeyScheme, ObjectKey};
 pub use quota::QuotaLedger;
+pub use routes::routes;
+pub use service::{Blobs, sweep_forever};
 pub use settings::{BlobArgs, BlobSettings};
 pub use store::BlobStore;

@@ -102,10 +102,10 @@ impl Default for BlobSettings {
 }
 
 impl BlobSettings {
-    /// Age after which an unfinalised object is reclaimed: the finalise window plus the
-    /// upload-URL lifetime plus a margin, so an accepted finalise can never race the sweep.
+    /// Age after which an unfinalised object is reclaimed: the upload-URL lifetime plus
+    /// twice the finalise window, so an accepted finalise can never race the sweep.
     pub fn abandon_after(&self) -> Duration {
-        self.finalize_window + self.upload_url_ttl + Duration::from_secs(300)
+        self.upload_url_ttl + self.finalize_window * 2
     }
 }
 
