@@ -6,6 +6,7 @@
 //! - [`sync`]: two-way sync of a folder of JSON files over the instance's CouchDB
 //!   replication endpoint;
 //! - [`keyfile`], [`session`]: the key and the per-instance sessions on disk;
+//! - [`stack`]: the built data plane plus real test servers, for the suite and benchmarks;
 //! - [`cli`]: the `vibe` command (`src/bin/vibe.rs` only calls [`cli::main`]).
 //!
 //! The end-to-end suite (`e2e/tests/`) drives real instances through this same library
@@ -16,6 +17,7 @@ pub mod client;
 pub mod error;
 pub mod keyfile;
 pub mod session;
+pub mod stack;
 pub mod sync;
 pub mod watch;
 

@@ -57,7 +57,7 @@ pub struct Cli {
     pub json: bool,
 
     /// Hide progress bars.
-    #[arg(long, env = "VIBE_NO_PROGRESS", global = true)]
+    #[arg(long, env = "VIBE_NO_PROGRESS", global = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub no_progress: bool,
 
     /// What to do.

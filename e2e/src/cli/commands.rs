@@ -42,10 +42,12 @@ impl Context {
     /// A client acting as an app: an app token, or the owner session with --app.
     fn acting(&self) -> Result<Client> {
         if let Some(token) = &self.app_token {
-            return Ok(Client::new(
-                self.instance()?,
-                TokenSource::fixed(token.clone()),
-            ));
+            let client = Client::new(self.instance()?, TokenSource::fixed(token.clone()));
+            // An explicit --app is still sent, so the instance can refuse a mismatch.
+            return Ok(match &self.app {
+                Some(app) => client.as_app(app),
+                None => client,
+            });
         }
         let owner = self.owner()?;
         match &self.app {
