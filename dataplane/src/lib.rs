@@ -56,7 +56,8 @@ pub fn router(state: AppState) -> Router {
         .merge(apps::routes())
         .merge(documents::routes())
         .merge(openapi::routes())
-        .merge(blobs::routes());
+        .merge(blobs::routes())
+        .merge(realtime::routes());
     // Features: .merge(blobs::routes()) / .merge(realtime::routes()) / .merge(sync::routes())
 
     let mut app = api
