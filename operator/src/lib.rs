@@ -25,6 +25,9 @@ pub mod leader;
 pub mod metrics;
 pub mod naming;
 pub mod owner;
+#[cfg(test)]
+#[allow(dead_code, missing_docs)]
+mod rbac;
 pub mod render;
 pub mod state;
 pub mod telemetry;

@@ -170,3 +170,6 @@ pub fn children(inputs: &Inputs<'_>, existing: &ExistingSecrets) -> Vec<Child> {
     out.push(Child::NetworkPolicy(network::dataplane_policy(inputs)));
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,496 @@
+//! Unit tests of the desired-object builders: every field that matters for security,
+//! wiring and data safety.
+
+use super::*;
+use crate::config::OperatorConfig;
+use crate::crd::{BlobsSpec, DeletionPolicy, OwnerSpec, VibeInstanceSpec};
+use crate::dataplane_env as envs;
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+const DID: &str = "did:vibe:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+
+fn instance() -> VibeInstance {
+    let mut i = VibeInstance::new("alice", VibeInstanceSpec::default());
+    i.metadata.namespace = Some("tenants".into());
+    i.metadata.uid = Some("uid-alice".into());
+    i
+}
+
+fn config() -> OperatorConfig {
+    let mut c = OperatorConfig {
+        base_domain: "vibe.example".into(),
+        ..OperatorConfig::default()
+    };
+    c.s3.access_key_id = "AKIA".into();
+    c.s3.secret_access_key = "SECRET".into();
+    c
+}
+
+fn pod(spec: &PodSpec) -> &Container {
+    &spec.containers[0]
+}
+
+fn env<'a>(vars: &'a [EnvVar], name: &str) -> Option<&'a EnvVar> {
+    vars.iter().find(|e| e.name == name)
+}
+
+fn assert_restricted(spec: &PodSpec) {
+    let psc = spec.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    for c in &spec.containers {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(sc.run_as_non_root, Some(true));
+    }
+}
+
+#[test]
+fn couchdb_config_is_single_node_authenticated_and_bounded() {
+    let ini = couchdb::local_ini();
+    assert!(
+        ini.contains("single_node = true"),
+        "system databases are created by CouchDB itself"
+    );
+    assert!(ini.contains("require_valid_user = true"));
+    assert!(
+        ini.contains("require_valid_user_except_for_up = true"),
+        "probes reach /_up"
+    );
+    assert!(ini.contains("max_document_size = 8000000"));
+    let cfg = config();
+    let inst = instance();
+    let cm = couchdb::config_map(&Inputs::new(&inst, &cfg));
+    assert_eq!(cm.metadata.name.as_deref(), Some("alice-couchdb-config"));
+    assert_eq!(cm.data.unwrap()["local.ini"], ini);
+}
+
+#[test]
+fn couchdb_statefulset_is_restricted_persistent_and_probed() {
+    let cfg = config();
+    let mut inst = instance();
+    inst.spec.couchdb.storage = Quantity("20Gi".into());
+    inst.spec.couchdb.storage_class_name = Some("fast".into());
+    let sts = couchdb::stateful_set(&Inputs::new(&inst, &cfg), None);
+    let spec = sts.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.service_name.as_deref(), Some("alice-couchdb"));
+    let pod_spec = spec.template.spec.as_ref().unwrap();
+    assert_restricted(pod_spec);
+    assert_eq!(
+        pod_spec.security_context.as_ref().unwrap().fs_group,
+        Some(5984)
+    );
+    let c = pod(pod_spec);
+    assert_eq!(c.image.as_deref(), Some("couchdb:3.5.0"));
+    assert_eq!(
+        c.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/_up")
+    );
+    assert_eq!(
+        c.liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/_up")
+    );
+    let vars = c.env.as_ref().unwrap();
+    for (name, key) in [
+        ("COUCHDB_USER", "username"),
+        ("COUCHDB_PASSWORD", "password"),
+        ("COUCHDB_SECRET", "couchdbSecret"),
+        ("COUCHDB_ERLANG_COOKIE", "erlangCookie"),
+    ] {
+        let r = env(vars, name)
+            .unwrap()
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("alice-couchdb-auth", key),
+            "{name} comes from the Secret"
+        );
+    }
+    let pvc = &spec.volume_claim_templates.as_ref().unwrap()[0];
+    let pvc_spec = pvc.spec.as_ref().unwrap();
+    assert_eq!(pvc_spec.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        pvc_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"],
+        Quantity("20Gi".into())
+    );
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        retention.when_deleted.as_deref(),
+        Some("Retain"),
+        "Retain by default"
+    );
+    inst.spec.deletion_policy = DeletionPolicy::Delete;
+    inst.spec.suspend = true;
+    let sts = couchdb::stateful_set(&Inputs::new(&inst, &cfg), None);
+    let spec = sts.spec.unwrap();
+    assert_eq!(
+        spec.persistent_volume_claim_retention_policy
+            .unwrap()
+            .when_deleted
+            .as_deref(),
+        Some("Delete")
+    );
+    assert_eq!(spec.replicas, Some(0), "suspend scales to zero");
+}
+
+#[test]
+fn existing_volume_claim_templates_are_kept() {
+    let cfg = config();
+    let mut inst = instance();
+    let original = couchdb::volume_claim_template(&Inputs::new(&inst, &cfg));
+    inst.spec.couchdb.storage = Quantity("50Gi".into());
+    let sts = couchdb::stateful_set(
+        &Inputs::new(&inst, &cfg),
+        Some(std::slice::from_ref(&original)),
+    );
+    assert_eq!(
+        sts.spec.unwrap().volume_claim_templates.unwrap(),
+        vec![original],
+        "immutable field is not re-derived"
+    );
+}
+
+#[test]
+fn headless_service_selects_couchdb() {
+    let cfg = config();
+    let inst = instance();
+    let svc = couchdb::headless_service(&Inputs::new(&inst, &cfg));
+    let spec = svc.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.ports.unwrap()[0].port, 5984);
+    assert_eq!(
+        spec.selector.unwrap()["app.kubernetes.io/component"],
+        "database"
+    );
+}
+
+#[test]
+fn dataplane_env_follows_the_contract_unowned() {
+    let cfg = config();
+    let inst = instance();
+    let vars = dataplane::env_vars(&Inputs::new(&inst, &cfg));
+    let value = |n: &str| env(&vars, n).and_then(|e| e.value.clone());
+    let secret = |n: &str| {
+        let r = env(&vars, n)
+            .unwrap()
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        (r.name, r.key)
+    };
+    assert_eq!(value(envs::PORT).as_deref(), Some("3000"));
+    assert_eq!(
+        value(envs::PUBLIC_URL).as_deref(),
+        Some("https://alice.vibe.example")
+    );
+    assert_eq!(
+        value(envs::COUCHDB_URL).as_deref(),
+        Some("http://alice-couchdb.tenants.svc:5984")
+    );
+    assert_eq!(
+        secret(envs::COUCHDB_PASSWORD),
+        ("alice-couchdb-auth".into(), "password".into())
+    );
+    assert_eq!(
+        value(envs::S3_BUCKET).as_deref(),
+        Some("vibe-tenants-alice")
+    );
+    assert_eq!(value(envs::S3_FORCE_PATH_STYLE).as_deref(), Some("true"));
+    assert_eq!(
+        secret(envs::S3_SECRET_ACCESS_KEY),
+        ("alice-s3".into(), "secretAccessKey".into())
+    );
+    assert_eq!(
+        secret(envs::CLAIM_CODE),
+        ("alice-claim".into(), "claimCode".into())
+    );
+    assert!(env(&vars, envs::TARGET_USER_DID).is_none());
+    assert!(
+        vars.iter().all(|e| e.value.as_deref() != Some("SECRET")),
+        "secret values never appear literally in the pod spec"
+    );
+}
+
+#[test]
+fn dataplane_env_owned_with_quota() {
+    let cfg = config();
+    let mut inst = instance();
+    inst.spec.owner = Some(OwnerSpec { did: DID.into() });
+    inst.spec.blobs = Some(BlobsSpec {
+        quota: Some(Quantity("10Gi".into())),
+        bucket: Some("legacy-bucket".into()),
+    });
+    let vars = dataplane::env_vars(&Inputs::new(&inst, &cfg));
+    assert_eq!(
+        env(&vars, envs::TARGET_USER_DID).unwrap().value.as_deref(),
+        Some(DID)
+    );
+    assert!(env(&vars, envs::CLAIM_CODE).is_none());
+    assert_eq!(
+        env(&vars, envs::BLOB_QUOTA_BYTES).unwrap().value.as_deref(),
+        Some("10737418240")
+    );
+    assert_eq!(
+        env(&vars, envs::S3_BUCKET).unwrap().value.as_deref(),
+        Some("legacy-bucket")
+    );
+}
+
+#[test]
+fn dataplane_deployment_is_restricted_probed_and_mounts_the_key() {
+    let cfg = config();
+    let mut inst = instance();
+    inst.spec.dataplane.replicas = 2;
+    let d = dataplane::deployment(&Inputs::new(&inst, &cfg));
+    let spec = d.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod_spec = spec.template.spec.as_ref().unwrap();
+    assert_restricted(pod_spec);
+    let c = pod(pod_spec);
+    assert_eq!(
+        c.security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem,
+        Some(true)
+    );
+    assert_eq!(
+        c.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/ready")
+    );
+    assert_eq!(
+        c.liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/health")
+    );
+    let mount = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "token-key")
+        .unwrap();
+    assert_eq!(mount.mount_path, envs::TOKEN_KEY_DIR);
+    let vol = pod_spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "token-key")
+        .unwrap();
+    assert_eq!(
+        vol.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("alice-token-key")
+    );
+    assert_eq!(
+        env(c.env.as_ref().unwrap(), envs::TOKEN_SIGNING_KEY_FILE)
+            .unwrap()
+            .value
+            .as_deref(),
+        Some("/var/run/vibe/token-key/signing-key.pem")
+    );
+    inst.spec.suspend = true;
+    assert_eq!(
+        dataplane::deployment(&Inputs::new(&inst, &cfg))
+            .spec
+            .unwrap()
+            .replicas,
+        Some(0)
+    );
+    let svc = dataplane::service(&Inputs::new(&inst, &cfg)).spec.unwrap();
+    assert_eq!(svc.ports.unwrap()[0].port, 80);
+}
+
+#[test]
+fn ingress_has_tls_class_and_issuer() {
+    let mut cfg = config();
+    cfg.ingress_class = Some("traefik".into());
+    cfg.cluster_issuer = Some("letsencrypt".into());
+    let mut inst = instance();
+    inst.spec
+        .ingress
+        .annotations
+        .insert("example.com/x".into(), "y".into());
+    let ing = ingress::ingress(&Inputs::new(&inst, &cfg));
+    let ann = ing.metadata.annotations.unwrap();
+    assert_eq!(ann[ingress::CLUSTER_ISSUER_ANNOTATION], "letsencrypt");
+    assert_eq!(ann["example.com/x"], "y");
+    let spec = ing.spec.unwrap();
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("traefik"));
+    let tls = &spec.tls.unwrap()[0];
+    assert_eq!(
+        tls.hosts.as_deref(),
+        Some(&["alice.vibe.example".to_string()][..])
+    );
+    assert_eq!(tls.secret_name.as_deref(), Some("alice-tls"));
+    let rule = &spec.rules.unwrap()[0];
+    assert_eq!(rule.host.as_deref(), Some("alice.vibe.example"));
+    let backend = rule.http.as_ref().unwrap().paths[0]
+        .backend
+        .service
+        .as_ref()
+        .unwrap();
+    assert_eq!(backend.name, "alice-dataplane");
+    // Per-instance settings win; no issuer means no cert-manager annotation.
+    inst.spec.host = Some("me.example.org".into());
+    inst.spec.ingress.class_name = Some("nginx".into());
+    inst.spec.ingress.annotations.clear();
+    let ing = ingress::ingress(&Inputs::new(&inst, &OperatorConfig::default()));
+    assert!(ing.metadata.annotations.is_none());
+    assert_eq!(
+        ing.spec.as_ref().unwrap().ingress_class_name.as_deref(),
+        Some("nginx")
+    );
+    assert_eq!(
+        ing.spec.unwrap().rules.unwrap()[0].host.as_deref(),
+        Some("me.example.org")
+    );
+}
+
+#[test]
+fn network_policies_isolate_couchdb_and_the_data_plane() {
+    let cfg = config();
+    let inst = instance();
+    let inputs = Inputs::new(&inst, &cfg);
+    let np = network::couchdb_policy(&inputs).spec.unwrap();
+    assert_eq!(
+        np.pod_selector.unwrap().match_labels.unwrap()["app.kubernetes.io/component"],
+        "database"
+    );
+    assert_eq!(
+        np.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
+    let rules = np.ingress.unwrap();
+    assert_eq!(rules.len(), 1);
+    let peers = rules[0].from.as_ref().unwrap();
+    let peer = peers[0]
+        .pod_selector
+        .as_ref()
+        .unwrap()
+        .match_labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(peer["app.kubernetes.io/instance"], "alice");
+    assert_eq!(peer["app.kubernetes.io/component"], "dataplane");
+    assert!(peers[0].namespace_selector.is_none(), "same namespace only");
+    let ports: Vec<_> = rules[0]
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.port.clone())
+        .collect();
+    assert_eq!(
+        ports,
+        vec![Some(
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(5984)
+        )],
+        "never 4369 or Erlang ports"
+    );
+
+    let dp = network::dataplane_policy(&inputs).spec.unwrap();
+    let rule = &dp.ingress.unwrap()[0];
+    let ns = rule.from.as_ref().unwrap()[0]
+        .namespace_selector
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        ns.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+        "ingress-nginx"
+    );
+    assert_eq!(
+        rule.ports.as_ref().unwrap()[0].port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3000))
+    );
+}
+
+#[test]
+fn children_in_apply_order_and_claim_secret_only_while_unowned() {
+    let cfg = config();
+    let mut inst = instance();
+    let names: Vec<String> = children(&Inputs::new(&inst, &cfg), &ExistingSecrets::default())
+        .iter()
+        .map(Child::describe)
+        .collect();
+    assert_eq!(names.len(), 12);
+    assert_eq!(names[0], "Secret/alice-couchdb-auth");
+    assert!(names.contains(&"Secret/alice-claim".to_string()));
+    let sts = names
+        .iter()
+        .position(|n| n == "StatefulSet/alice-couchdb")
+        .unwrap();
+    let cm = names
+        .iter()
+        .position(|n| n == "ConfigMap/alice-couchdb-config")
+        .unwrap();
+    assert!(cm < sts, "config before the workload mounting it");
+    inst.spec.owner = Some(OwnerSpec { did: DID.into() });
+    let names: Vec<String> = children(&Inputs::new(&inst, &cfg), &ExistingSecrets::default())
+        .iter()
+        .map(Child::describe)
+        .collect();
+    assert!(!names.contains(&"Secret/alice-claim".to_string()));
+}
+
+#[test]
+fn quantities_convert_to_bytes() {
+    assert_eq!(dataplane::quantity_bytes("1Ki"), Some(1024));
+    assert_eq!(dataplane::quantity_bytes("5G"), Some(5_000_000_000));
+    assert_eq!(dataplane::quantity_bytes("100"), Some(100));
+    assert_eq!(dataplane::quantity_bytes("1.5Gi"), None);
+    assert_eq!(dataplane::quantity_bytes("Gi"), None);
+}
