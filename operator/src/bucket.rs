@@ -123,7 +123,6 @@ impl BucketClient {
         let created = match self.client.head_bucket().bucket(bucket).send().await {
             Ok(_) => false,
             Err(e) if status_of(&e) == Some(404) => self.create(bucket).await?,
-            Err(e) if status_of(&e) == Some(403) => return Err(BucketError::Taken(bucket.into())),
             Err(e) => return Err(classify(bucket, e)),
         };
         let lifecycle = self.ensure_lifecycle(bucket).await?;

@@ -1,4 +1,5 @@
-//! The data plane's configuration contract: the environment variables `vibe-dataplane` reads.
+//! The data plane's configuration contract: the environment variables `vibe-dataplane` reads
+//! (aligned with `dataplane/src/config.rs`).
 //!
 //! This is the only place the operator names them, so aligning with `dataplane/` is a one-file
 //! change. Values that are secret are never put here as literals: they reach the pod through
@@ -17,21 +18,21 @@ pub const COUCHDB_USER: &str = "COUCHDB_USER";
 /// CouchDB admin password.
 pub const COUCHDB_PASSWORD: &str = "COUCHDB_PASSWORD";
 /// Public URL of the instance (`https://<host>`), used as token issuer and in links.
-pub const PUBLIC_URL: &str = "PUBLIC_URL";
+pub const PUBLIC_URL: &str = "PUBLIC_INSTANCE_URL";
 /// Path of the PEM file holding the Ed25519 token signing key.
-pub const TOKEN_SIGNING_KEY_FILE: &str = "TOKEN_SIGNING_KEY_FILE";
+pub const TOKEN_SIGNING_KEY_FILE: &str = "VIBE_SIGNING_KEY_FILE";
 /// One-time code that lets the first DID claim an unowned instance.
-pub const CLAIM_CODE: &str = "CLAIM_CODE";
+pub const CLAIM_CODE: &str = "VIBE_CLAIM_CODE";
 /// S3 endpoint URL.
 pub const S3_ENDPOINT: &str = "S3_ENDPOINT";
 /// S3 region.
 pub const S3_REGION: &str = "S3_REGION";
 /// The tenant's bucket.
-pub const S3_BUCKET: &str = "S3_BUCKET";
+pub const S3_BUCKET: &str = "S3_BUCKET_NAME";
 /// S3 access key id.
-pub const S3_ACCESS_KEY_ID: &str = "S3_ACCESS_KEY_ID";
+pub const S3_ACCESS_KEY_ID: &str = "S3_ACCESS_KEY";
 /// S3 secret access key.
-pub const S3_SECRET_ACCESS_KEY: &str = "S3_SECRET_ACCESS_KEY";
+pub const S3_SECRET_ACCESS_KEY: &str = "S3_SECRET_KEY";
 /// `true` for path-style S3 URLs.
 pub const S3_FORCE_PATH_STYLE: &str = "S3_FORCE_PATH_STYLE";
 /// Maximum total blob size in bytes (only when `spec.blobs.quota` is set).

@@ -547,7 +547,7 @@ async fn claiming_rolls_the_data_plane_and_spends_the_claim_code() {
         env.iter()
             .any(|e| e["name"] == "TARGET_USER_DID" && e["value"] == OWNER_DID)
     );
-    assert!(!env.iter().any(|e| e["name"] == "CLAIM_CODE"));
+    assert!(!env.iter().any(|e| e["name"] == "VIBE_CLAIM_CODE"));
     assert_eq!(
         lines[1],
         "DELETE /api/v1/namespaces/tenants/secrets/alice-claim"
