@@ -22,6 +22,9 @@ pub struct Cli {
     /// Settings of the running operator.
     #[command(flatten)]
     pub run: RunArgs,
+    /// Settings of the admission endpoint (webhook and control plane API).
+    #[command(flatten)]
+    pub admission: crate::admission::AdmissionArgs,
 }
 
 /// Subcommands.
@@ -35,6 +38,9 @@ pub enum Command {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// Create a one-time claim code (admin rights or an invite) and print it; only its hash is
+    /// stored.
+    ClaimCode(crate::admission::ClaimCodeArgs),
 }
 
 /// Settings only the running operator needs.

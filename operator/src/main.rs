@@ -32,6 +32,21 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", render::render(&manifest, &cli.operator)?);
             Ok(())
         }
+        Some(Command::ClaimCode(args)) => {
+            let client = Client::try_default()
+                .await
+                .context("no Kubernetes configuration found")?;
+            let namespace = cli
+                .admission
+                .registry_namespace
+                .clone()
+                .unwrap_or_else(|| cli.run.lease_namespace.clone());
+            println!(
+                "{}",
+                vibe_operator::admission::create_claim_code(client, &namespace, &args).await?
+            );
+            Ok(())
+        }
         Some(Command::Run) | None => run(cli).await,
     }
 }
@@ -100,8 +115,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(addr = %cli.run.http_addr, identity = %identity, "serving /metrics, /healthz, /readyz");
     let admin = axum::serve(listener, http::router(state.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    // Issue 8: the admission endpoint (src/admission/) is served here as a third future, e.g.
-    // `admission::serve(state.clone(), client.clone(), shutdown.clone())`, joined below.
+    let admission = vibe_operator::admission::serve(
+        cli.admission.clone(),
+        client.clone(),
+        state.clone(),
+        cli.run.lease_namespace.clone(),
+        cli.run.namespaces(),
+        shutdown.clone(),
+    );
 
     let reporter = Reporter {
         controller: "vibe-operator".into(),
@@ -115,12 +136,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         reporter,
         shutdown.clone(),
     );
-    let (admin_result, ()) = tokio::join!(admin, controller);
+    let (admin_result, (), admission_result) = tokio::join!(admin, controller, admission);
     shutdown.cancel();
     if let Some(election) = election {
         let _ = election.await;
     }
     admin_result.context("admin server failed")?;
+    admission_result.context("admission endpoint failed")?;
     tracing::info!("shut down");
     Ok(())
 }

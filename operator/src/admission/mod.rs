@@ -362,3 +362,33 @@ async fn sweep_nonces(registry: Registry, shutdown: CancellationToken) {
         }
     }
 }
+
+/// [`run`] as the operator's main joins it: the webhook and control plane over the
+/// controller's caches, on every replica. A failure is logged and stops the whole process
+/// (cancels `shutdown`) rather than leaving the controller running without its webhook.
+pub async fn serve(
+    args: AdmissionArgs,
+    client: kube::Client,
+    state: crate::state::State,
+    operator_namespace: String,
+    watched_namespaces: Vec<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let ctx = AdmissionContext {
+        client,
+        operator_namespace,
+        watched_namespaces,
+        hosts: Arc::new(webhook::hosts::CachedHosts {
+            instances: state.instances.clone(),
+            config: state.config.clone(),
+        }),
+        base_domain: state.config.base_domain.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let result = run(args, ctx).await;
+    if let Err(err) = &result {
+        tracing::error!(error = %err, "admission endpoint failed; shutting down");
+        shutdown.cancel();
+    }
+    result
+}
