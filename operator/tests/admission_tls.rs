@@ -88,11 +88,11 @@ fn generation_and_renewal_decisions() {
 async fn serve(resolver: Arc<ReloadingResolver>) -> std::net::SocketAddr {
     let config = axum_server::tls_rustls::RustlsConfig::from_config(server_config(resolver));
     let handle = axum_server::Handle::new();
-    let state = vibe_operator::admission::webhook::WebhookState {
-        hosts: Arc::new(vibe_operator::admission::webhook::hosts::StaticHosts::default()),
-        base_domain: "vibe.example.org".into(),
-        images: Default::default(),
-    };
+    let state = vibe_operator::admission::webhook::WebhookState::new(
+        Arc::new(vibe_operator::admission::webhook::hosts::StaticHosts::default()),
+        "vibe.example.org",
+        Default::default(),
+    );
     let app = vibe_operator::admission::webhook::router(state);
     let server = axum_server::bind_rustls(
         "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(),

@@ -23,11 +23,11 @@ fn state(allowed: &[&str]) -> WebhookState {
             "shop/carol".to_string(),
         ),
     ]);
-    WebhookState {
-        hosts: Arc::new(StaticHosts(hosts)),
-        base_domain: "vibe.example.org".into(),
-        images: ImageAllowList::new(allowed.iter().copied()),
-    }
+    WebhookState::new(
+        Arc::new(StaticHosts(hosts)),
+        "vibe.example.org",
+        ImageAllowList::new(allowed.iter().copied()),
+    )
 }
 
 fn instance(name: &str, spec: Value) -> Value {
@@ -366,4 +366,20 @@ async fn malformed_reviews_are_denied_not_crashed() {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let review: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(review["response"]["allowed"], false);
+}
+
+#[tokio::test]
+async fn requests_are_refused_until_the_cache_is_loaded() {
+    let mut cold = state(&[]);
+    cold.cache_ready = Arc::new(|| false);
+    let body = review("CREATE", Some(instance("alice", json!({}))), None);
+    let response = send(cold, body).await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 503);
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retry in a few seconds")
+    );
 }

@@ -227,6 +227,8 @@ pub struct AdmissionContext {
     pub base_domain: String,
     /// Stops the servers (graceful) and background loops.
     pub shutdown: CancellationToken,
+    /// Whether the controller's caches have synced.
+    pub cache_ready: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// How often the webhook certificate is checked (renewal has a 30-day margin).
@@ -266,11 +268,12 @@ pub async fn run(args: AdmissionArgs, ctx: AdmissionContext) -> anyhow::Result<(
                 manager.resolver()
             }
         };
-        let state = WebhookState {
-            hosts: ctx.hosts.clone(),
-            base_domain: ctx.base_domain.clone(),
-            images: ImageAllowList::new(args.allowed_images.clone()),
-        };
+        let mut state = WebhookState::new(
+            ctx.hosts.clone(),
+            ctx.base_domain.clone(),
+            ImageAllowList::new(args.allowed_images.clone()),
+        );
+        state.cache_ready = ctx.cache_ready.clone();
         let app = webhook::router(state);
         let config = axum_server::tls_rustls::RustlsConfig::from_config(
             tls::resolver::server_config(resolver),
@@ -384,6 +387,10 @@ pub async fn serve(
         }),
         base_domain: state.config.base_domain.clone(),
         shutdown: shutdown.clone(),
+        cache_ready: {
+            let state = state.clone();
+            Arc::new(move || state.is_ready())
+        },
     };
     let result = run(args, ctx).await;
     if let Err(err) = &result {

@@ -33,6 +33,25 @@ pub struct WebhookState {
     pub base_domain: String,
     /// Allowed images (empty: all).
     pub images: ImageAllowList,
+    /// Whether the host cache has completed its first list; until then requests are refused
+    /// (a host conflict could go unseen), and the API server retries or reports it.
+    pub cache_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl WebhookState {
+    /// A state whose cache is always ready (tests, static host tables).
+    pub fn new(
+        hosts: Arc<dyn HostIndex>,
+        base_domain: impl Into<String>,
+        images: ImageAllowList,
+    ) -> Self {
+        Self {
+            hosts,
+            base_domain: base_domain.into(),
+            images,
+            cache_ready: Arc::new(|| true),
+        }
+    }
 }
 
 /// The webhook's routes (served over HTTPS).
@@ -82,6 +101,16 @@ pub fn review_response(
             );
         }
     };
+    if !(state.cache_ready)() {
+        let mut response = deny(
+            response,
+            "the vibe-operator is still loading its cache of VibeInstances; retry in a few seconds"
+                .into(),
+        );
+        response.result.code = 503;
+        response.result.reason = "ServiceUnavailable".into();
+        return response;
+    }
     let ctx = RuleContext {
         hosts: state.hosts.as_ref(),
         base_domain: &state.base_domain,
