@@ -344,4 +344,92 @@ mod tests {
                 .is_some()
         );
     }
+
+    /// Answers one request of the mock API server with `status` and `body`, returning the
+    /// method and path it saw.
+    async fn answer(
+        handle: &mut tower_test::mock::Handle<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >,
+        status: u16,
+        body: serde_json::Value,
+    ) -> (String, String, serde_json::Value) {
+        let (request, send) = handle.next_request().await.expect("a request");
+        let method = request.method().to_string();
+        let path = request.uri().path().to_string();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let sent = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        send.send_response(
+            http::Response::builder()
+                .status(status)
+                .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+        (method, path, sent)
+    }
+
+    fn not_found() -> serde_json::Value {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+    }
+
+    #[tokio::test]
+    async fn election_rounds_against_the_api() {
+        let (service, mut handle) = tower_test::mock::pair();
+        let client = kube::Client::new(service, "default");
+        let api: Api<Lease> = Api::namespaced(client, "vibe-system");
+        let config = LeaseConfig::new("vibe-operator-leader", "pod-a");
+        let now: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+        const PATH: &str =
+            "/apis/coordination.k8s.io/v1/namespaces/vibe-system/leases/vibe-operator-leader";
+
+        // No Lease: create it, held by us.
+        let round = tokio::spawn({
+            let (api, config) = (api.clone(), config.clone());
+            async move { try_acquire_or_renew(&api, &config, now).await }
+        });
+        assert_eq!(answer(&mut handle, 404, not_found()).await.1, PATH);
+        let (method, path, sent) = answer(&mut handle, 201, serde_json::json!({})).await;
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            (
+                "POST",
+                "/apis/coordination.k8s.io/v1/namespaces/vibe-system/leases"
+            )
+        );
+        assert_eq!(sent["spec"]["holderIdentity"], "pod-a");
+        assert!(
+            round.await.unwrap().unwrap(),
+            "leader after creating the Lease"
+        );
+
+        // Another replica holds a fresh Lease: follow, without writing.
+        let held = lease(Some("pod-b"), now, 15);
+        let round = tokio::spawn({
+            let (api, config) = (api.clone(), config.clone());
+            async move { try_acquire_or_renew(&api, &config, now).await }
+        });
+        answer(&mut handle, 200, serde_json::to_value(&held).unwrap()).await;
+        assert!(!round.await.unwrap().unwrap());
+
+        // Expired: take over with replace; a concurrent winner makes it a 409 → follower.
+        let later = now + SignedDuration::from_secs(60);
+        let round = tokio::spawn({
+            let (api, config) = (api.clone(), config.clone());
+            async move { try_acquire_or_renew(&api, &config, later).await }
+        });
+        answer(&mut handle, 200, serde_json::to_value(&held).unwrap()).await;
+        let conflict = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409});
+        let (method, path, sent) = answer(&mut handle, 409, conflict).await;
+        assert_eq!((method.as_str(), path.as_str()), ("PUT", PATH));
+        assert_eq!(sent["spec"]["holderIdentity"], "pod-a");
+        assert!(
+            !round.await.unwrap().unwrap(),
+            "losing the race means following"
+        );
+    }
 }
