@@ -43,6 +43,9 @@ pub enum ApiError {
     /// 413: body or declared size over a configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 429: too many requests of a kind (e.g. unauthenticated login attempts).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 503: a backing service (CouchDB, S3) is down; the message names which, e.g.
     /// [`DATABASE_UNAVAILABLE`].
     #[error("{0}")]
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,7 +90,10 @@ impl ApiError {
             ApiError::Validation(details) => {
                 json!({ "error": "Validation failed", "details": details })
             }
-            ApiError::Conflict(message) => json!({ "error": message, "details": message }),
+            // The original answered a stale revision with the message twice.
+            ApiError::Conflict(message) if message == "Revision conflict" => {
+                json!({ "error": message, "details": message })
+            }
             ApiError::Internal => json!({ "error": INTERNAL_ERROR }),
             other => json!({ "error": other.to_string() }),
         }

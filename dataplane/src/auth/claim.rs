@@ -93,6 +93,7 @@ pub async fn claim(
     State(state): State<AppState>,
     StrictJson(body): StrictJson,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    state.tokens.throttle()?;
     if !body.is_object() {
         return Err(ApiError::Validation("Body must be a JSON object.".into()));
     }

@@ -43,6 +43,7 @@ fn object(body: &Value) -> ApiResult<()> {
 
 /// `POST /api/v1/auth/challenge` → `{nonce, expiresAt}` (UNIX seconds).
 async fn challenge(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    state.tokens.throttle()?;
     let db = state.system_db().await?;
     let (nonce, expires_at) = nonces::issue(&db, state.config.limits.nonce_ttl.as_secs()).await?;
     Ok(Json(json!({ "nonce": nonce, "expiresAt": expires_at })))
@@ -66,6 +67,7 @@ async fn login(
     State(state): State<AppState>,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Json<Value>> {
+    state.tokens.throttle()?;
     object(&body)?;
     let did_text = string_field(&body, "did")?;
     let nonce = string_field(&body, "nonce")?;

@@ -18,6 +18,45 @@ pub struct TokenService {
     /// Families revoked by logout or refresh reuse → when the entry may be forgotten
     /// (after every access token of the family has expired).
     revoked_families: RwLock<HashMap<String, Instant>>,
+    /// Bounds the unauthenticated, CouchDB-writing auth routes (challenge, login, claim).
+    pub(crate) throttle: Throttle,
+}
+
+/// A token bucket shared by all clients of the unauthenticated auth routes: each call
+/// writes to CouchDB, so an anonymous flood must not turn into a write flood.
+pub struct Throttle {
+    state: std::sync::Mutex<(f64, Instant)>,
+    rate_per_second: f64,
+    burst: f64,
+}
+
+impl Throttle {
+    /// `rate_per_second` sustained, `burst` at once.
+    pub fn new(rate_per_second: f64, burst: f64) -> Self {
+        Self {
+            state: std::sync::Mutex::new((burst, Instant::now())),
+            rate_per_second,
+            burst,
+        }
+    }
+
+    /// Take one token, or 429.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = &mut *guard;
+        let now = Instant::now();
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate_per_second)
+            .min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(ApiError::TooManyRequests(
+                "Too many authentication requests; retry shortly.".into(),
+            ))
+        }
+    }
 }
 
 impl TokenService {
@@ -29,6 +68,7 @@ impl TokenService {
             verifier: TokenVerifier::new(&key.public_key(), &config.public_url, &config.public_url),
             access_ttl: config.limits.access_token_ttl,
             revoked_families: RwLock::new(HashMap::new()),
+            throttle: Throttle::new(50.0, 200.0),
         }
     }
 
@@ -94,11 +134,33 @@ impl TokenService {
         );
     }
 
+    /// 429 when the unauthenticated auth routes are flooded.
+    pub fn throttle(&self) -> Result<(), ApiError> {
+        self.throttle.check()
+    }
+
     fn is_family_revoked(&self, family: &str) -> bool {
         self.revoked_families
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(family)
             .is_some_and(|until| *until > Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_allows_a_burst_then_refuses() {
+        let throttle = Throttle::new(0.001, 3.0);
+        for _ in 0..3 {
+            throttle.check().expect("within burst");
+        }
+        assert!(matches!(
+            throttle.check(),
+            Err(ApiError::TooManyRequests(_))
+        ));
     }
 }
