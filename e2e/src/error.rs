@@ -101,7 +101,13 @@ impl ClientError {
             "connection failed (is the instance running?)".to_string()
         } else {
             // reqwest errors may carry the URL; strip it to keep signatures out.
-            error.without_url().to_string()
+            let mut causes = String::new();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                causes.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            format!("{}{causes}", error.without_url())
         };
         ClientError::Unreachable {
             url: shown.to_string(),

@@ -7,11 +7,13 @@
 //!   replication endpoint;
 //! - [`keyfile`], [`session`]: the key and the per-instance sessions on disk;
 //! - [`stack`]: the built data plane plus real test servers, for the suite and benchmarks;
+//! - [`bench`]: the `vibe-bench` benchmark harness;
 //! - [`cli`]: the `vibe` command (`src/bin/vibe.rs` only calls [`cli::main`]).
 //!
 //! The end-to-end suite (`e2e/tests/`) drives real instances through this same library
 //! and through the built `vibe` binary.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod error;

@@ -114,6 +114,8 @@ pub struct DataPlane {
     /// Base URL (`http://127.0.0.1:<port>`).
     pub url: String,
     port: u16,
+    /// How long the last start took, from spawning the process to the first `/health` 200.
+    pub started_in: Duration,
     child: Option<Child>,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -131,6 +133,7 @@ impl DataPlane {
             url: format!("http://127.0.0.1:{port}"),
             config,
             port,
+            started_in: Duration::ZERO,
             child: None,
             log: dir.path().join("dataplane.log"),
             _dir: dir,
@@ -207,7 +210,10 @@ impl DataPlane {
             tail: String::new(),
         })?;
         self.child = Some(child);
-        self.wait_healthy(Duration::from_secs(30)).await
+        let started = Instant::now();
+        self.wait_healthy(Duration::from_secs(30)).await?;
+        self.started_in = started.elapsed();
+        Ok(())
     }
 
     async fn wait_healthy(&mut self, timeout: Duration) -> Result<(), StackError> {
@@ -257,7 +263,12 @@ impl DataPlane {
 
     /// Resident memory in KiB (Linux `/proc`).
     pub fn rss_kib(&self) -> Option<u64> {
-        rss_kib(self.pid()?)
+        proc_status_kib(self.pid()?, "VmRSS:")
+    }
+
+    /// Peak resident memory in KiB since start (Linux `/proc`).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        proc_status_kib(self.pid()?, "VmHWM:")
     }
 
     /// Graceful stop: SIGTERM, then SIGKILL after 10 s.
@@ -292,12 +303,12 @@ impl DataPlane {
     }
 }
 
-/// Resident memory of process `pid` in KiB (Linux `/proc`).
-pub fn rss_kib(pid: u32) -> Option<u64> {
+/// A `kB` field (`VmRSS:`, `VmHWM:`) of `/proc/<pid>/status`.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 

@@ -544,9 +544,9 @@ async fn blob(context: &Context, command: BlobCommand) -> Result<()> {
             };
             bar.finish_and_clear();
             let meta = meta?;
-            let key = meta["_id"]
+            let key = meta["objectKey"]
                 .as_str()
-                .or(meta["objectKey"].as_str())
+                .or(meta["_id"].as_str())
                 .unwrap_or("?")
                 .to_string();
             context
@@ -610,7 +610,7 @@ async fn blob(context: &Context, command: BlobCommand) -> Result<()> {
                             .map(|b| {
                                 format!(
                                     "{}\t{}\t{}",
-                                    b["_id"].as_str().or(b["objectKey"].as_str()).unwrap_or("?"),
+                                    b["objectKey"].as_str().or(b["_id"].as_str()).unwrap_or("?"),
                                     b["size"],
                                     b["contentType"].as_str().unwrap_or("")
                                 )

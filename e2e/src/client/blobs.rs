@@ -33,6 +33,9 @@ pub struct UploadUrl {
     /// Expiry (UNIX seconds or RFC 3339, as the instance sends it).
     #[serde(default)]
     pub expires_at: Value,
+    /// Headers the PUT must carry (bound into the signature).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// Guess a content type from a file name's extension.
@@ -158,28 +161,35 @@ impl Client {
             .blob_upload_url(collection, &filename, content_type, size)
             .await?;
         let (body, _) = file_body(path, progress).await?;
-        self.put_presigned(&upload.presigned_url, body, content_type, size)
+        self.put_presigned(&upload, body, content_type, size)
             .await?;
         self.blob_finalize(collection, &upload, &filename, content_type, size)
             .await
     }
 
-    /// PUT `body` to a presigned storage URL with the signed content type and length.
+    /// PUT `body` to a presigned storage URL with the signed headers, content type and length.
     pub async fn put_presigned(
         &self,
-        presigned_url: &str,
+        upload: &UploadUrl,
         body: impl Into<reqwest::Body>,
         content_type: &str,
         size: u64,
     ) -> Result<()> {
-        let url = url::Url::parse(presigned_url).map_err(|e| ClientError::InvalidResponse {
-            what: "presigned URL".into(),
-            problem: e.to_string(),
-        })?;
-        let response = self
-            .instance()
-            .http()
-            .put(url.clone())
+        let url =
+            url::Url::parse(&upload.presigned_url).map_err(|e| ClientError::InvalidResponse {
+                what: "presigned URL".into(),
+                problem: e.to_string(),
+            })?;
+        let mut request = self.instance().http().put(url.clone());
+        for (name, value) in &upload.headers {
+            // Content type and length are set below (once: a repeated header breaks the
+            // signature); `host` comes from the URL.
+            let set_below = ["content-length", "content-type", "host"];
+            if !set_below.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+                request = request.header(name, value);
+            }
+        }
+        let response = request
             .header(CONTENT_TYPE, content_type)
             .header(CONTENT_LENGTH, size)
             .body(body)
