@@ -63,7 +63,10 @@ async fn upgrade(
         },
     };
     let limit = realtime.settings.max_frame_bytes;
-    ws.max_message_size(limit)
+    // Small per-socket buffers: tungstenite's 128 KiB read buffer dominated idle memory.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| session::serve(socket, state, realtime, pre))
 }
