@@ -160,11 +160,14 @@ impl Target {
     }
 }
 
-fn uuid_like(n: usize) -> String {
-    // Unique per process run: a random prefix plus the counter.
+fn uuid_like(_n: usize) -> String {
+    // Unique per process run (not per cell: every cell restarts its own counter, and a
+    // repeated id would measure 409s): a random prefix plus a process-wide sequence.
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let prefix =
         PREFIX.get_or_init(|| hex::encode(&vibe_identity::Keypair::generate().seed()[..6]));
+    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{prefix}-{n:012}")
 }
 
