@@ -38,6 +38,7 @@ pub mod json;
 pub mod openapi;
 pub mod realtime;
 pub mod state;
+pub mod sync;
 
 pub use error::{ApiError, ApiResult};
 pub use state::AppState;
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(documents::routes())
         .merge(openapi::routes())
         .merge(blobs::routes())
+        .merge(sync::routes())
         .merge(realtime::routes());
     // Features: .merge(blobs::routes()) / .merge(realtime::routes()) / .merge(sync::routes())
 
