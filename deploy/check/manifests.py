@@ -510,9 +510,8 @@ def check_tenant_objects(p: Problems) -> None:
                 for c in spec["containers"]:
                     unknown = [e["name"] for e in c.get("env", []) if e["name"] not in dataplane_env | {"RUST_LOG"}]
                     if unknown:
-                        # A warning until operator/src/dataplane_env.rs follows dataplane/src/config.rs;
-                        # then make it p.add (a failure).
-                        p.warn(where, f"data plane container gets {unknown}, which vibe-dataplane does not read")
+                        # operator/src/dataplane_env.rs must follow dataplane/src/config.rs.
+                        p.add(where, f"data plane container gets {unknown}, which vibe-dataplane does not read")
     p.ok(f"tenant objects of {rendered} example instances (vibe-operator render): Kubernetes schemas, Pod Security restricted")
 
 
