@@ -33,17 +33,7 @@ pub fn prepare_document(
     let Value::Object(fields) = doc else {
         return Err("Data must be a single object or an array of objects.".into());
     };
-    for key in fields.keys() {
-        if key.starts_with('_')
-            && !ALLOWED_UNDERSCORE_FIELDS.contains(&key.as_str())
-            && !extra_underscore.contains(&key.as_str())
-        {
-            return Err(format!(
-                "Field '{}' is not allowed: fields starting with '_' are reserved.",
-                key.chars().take(64).collect::<String>()
-            ));
-        }
-    }
+    check_reserved_fields(fields, extra_underscore)?;
     let prefix = format!("{collection}/");
     match fields.get("_id") {
         None => {}
@@ -75,6 +65,24 @@ pub fn prepare_document(
         );
     }
     Ok(Value::Object(out))
+}
+
+/// Refuse `_`-prefixed fields other than [`ALLOWED_UNDERSCORE_FIELDS`] and `extra_underscore`.
+pub fn check_reserved_fields(
+    fields: &serde_json::Map<String, Value>,
+    extra_underscore: &[&str],
+) -> Result<(), String> {
+    match fields.keys().find(|key| {
+        key.starts_with('_')
+            && !ALLOWED_UNDERSCORE_FIELDS.contains(&key.as_str())
+            && !extra_underscore.contains(&key.as_str())
+    }) {
+        Some(key) => Err(format!(
+            "Field '{}' is not allowed: fields starting with '_' are reserved.",
+            key.chars().take(64).collect::<String>()
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Validate a full document id for `collection`.

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use super::request::is_collection_doc_id;
-use crate::documents::validate::ALLOWED_UNDERSCORE_FIELDS;
+use crate::documents::validate::check_reserved_fields;
 
 /// Fields with a leading `_` that replication carries besides the document API's.
 const REPLICATION_FIELDS: [&str; 3] = ["_revisions", "_attachments", "_conflicts"];
@@ -77,17 +77,7 @@ pub fn check_document(doc: &Value) -> Result<(), String> {
             "Document _id must be '<collection>/<id>' with a valid collection name.".into(),
         );
     }
-    for key in fields.keys() {
-        if key.starts_with('_')
-            && !ALLOWED_UNDERSCORE_FIELDS.contains(&key.as_str())
-            && !REPLICATION_FIELDS.contains(&key.as_str())
-        {
-            return Err(format!(
-                "Field '{}' is not allowed: fields starting with '_' are reserved.",
-                key.chars().take(64).collect::<String>()
-            ));
-        }
-    }
+    check_reserved_fields(fields, &REPLICATION_FIELDS)?;
     let deleted = fields.get("_deleted") == Some(&Value::Bool(true));
     let collection = id.split_once('/').map(|(c, _)| c).unwrap_or_default();
     match fields.get("collection") {

@@ -157,11 +157,9 @@ impl SyncRequest {
 
 /// `<collection>/<rest>` with a valid collection: the only ids the data plane stores.
 pub fn is_collection_doc_id(id: &str) -> bool {
-    id.split_once('/').is_some_and(|(collection, rest)| {
-        crate::apps::is_valid_collection(collection)
-            && !rest.is_empty()
-            && id.len() <= crate::documents::validate::MAX_ID_LEN
-            && !id.chars().any(char::is_control)
+    use crate::documents::validate::{check_collection, check_id};
+    id.split_once('/').is_some_and(|(collection, _)| {
+        check_collection(collection).is_ok() && check_id(collection, id).is_ok()
     })
 }
 
