@@ -354,6 +354,31 @@ impl Database {
         self.client.json(request).await
     }
 
+    /// `POST _revs_diff`: which of the given `(id, rev)` pairs the database does not have.
+    /// Returns the missing pairs.
+    pub async fn missing_revisions(
+        &self,
+        revisions: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, CouchError> {
+        let mut asked = serde_json::Map::new();
+        for (id, rev) in revisions {
+            let revs = asked.entry(id.clone()).or_insert_with(|| json!([]));
+            if let Value::Array(revs) = revs {
+                revs.push(json!(rev));
+            }
+        }
+        let request = self
+            .client
+            .request(Method::POST, self.url(&["_revs_diff"]))
+            .json(&asked);
+        let answer: std::collections::HashMap<String, RevsDiffEntry> =
+            self.client.json(request).await?;
+        Ok(answer
+            .into_iter()
+            .flat_map(|(id, entry)| entry.missing.into_iter().map(move |rev| (id.clone(), rev)))
+            .collect())
+    }
+
     /// `POST _find` with a full Mango query.
     pub async fn find(&self, query: &Value) -> Result<FindResponse, CouchError> {
         let request = self
@@ -413,4 +438,11 @@ impl Database {
             .await?;
         Ok(page.rows.into_iter().filter_map(|r| r.doc).collect())
     }
+}
+
+/// One document's entry in a `_revs_diff` answer.
+#[derive(Deserialize)]
+struct RevsDiffEntry {
+    #[serde(default)]
+    missing: Vec<String>,
 }

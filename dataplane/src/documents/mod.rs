@@ -3,7 +3,9 @@
 //! `GET|DELETE /api/v1/data/{collection}/{id}`.
 //!
 //! Every document carries `collection` and an id `<collection>/<…>`; apps reach a
-//! collection only with the `read:<c>` / `write:<c>` grant.
+//! collection only with the `read:<c>` / `write:<c>` grant. Reserved collections
+//! ([`validate::RESERVED_COLLECTIONS`], i.e. `blobs`) are read-only here for every caller,
+//! the owner included: their documents are written by their own routes.
 
 pub mod query;
 pub mod validate;
@@ -16,7 +18,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use self::query::{ReadRequest, collection_of};
-use self::validate::{check_collection, prepare_document};
+use self::validate::{check_collection, check_writable, prepare_document};
 use crate::auth::Caller;
 use crate::couch::{CouchError, Database};
 use crate::error::{ApiError, ApiResult};
@@ -39,6 +41,12 @@ pub fn routes() -> Router<AppState> {
 
 fn validation(details: String) -> ApiError {
     ApiError::Validation(details)
+}
+
+/// 403 for a write or delete in a reserved collection: the request is well formed, and
+/// no credential or grant could make it allowed.
+fn writable(collection: &str) -> ApiResult<()> {
+    check_writable(collection).map_err(ApiError::Forbidden)
 }
 
 async fn ensure_index(state: &AppState, db: &Database, request: &ReadRequest) -> ApiResult<()> {
@@ -89,6 +97,7 @@ async fn write(
         .as_object()
         .ok_or_else(|| validation("Body must be a JSON object.".into()))?;
     let collection = collection_of(&body).map_err(validation)?;
+    writable(&collection)?;
     caller.require(&format!("write:{collection}"))?;
     if let Some(key) = object
         .keys()
@@ -194,6 +203,7 @@ async fn delete_document(
     query: Result<Query<RevQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     check_collection(&collection).map_err(validation)?;
+    writable(&collection)?;
     caller.require(&format!("write:{collection}"))?;
     let full = full_id(&collection, &id)?;
     let rev = query

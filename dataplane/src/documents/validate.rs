@@ -4,11 +4,28 @@
 use serde_json::{Value, json};
 
 use crate::apps::is_valid_collection;
+use crate::blobs::metadata::BLOBS_COLLECTION;
 
 /// `_`-prefixed fields a client may send.
 pub const ALLOWED_UNDERSCORE_FIELDS: [&str; 3] = ["_id", "_rev", "_deleted"];
 /// Longest accepted document id.
 pub const MAX_ID_LEN: usize = 512;
+
+/// Collections whose documents only their own routes write: `blobs` holds the blob
+/// metadata that `/api/v1/blob/*` keeps consistent with the objects in S3.
+pub const RESERVED_COLLECTIONS: [&str; 1] = [BLOBS_COLLECTION];
+
+/// Refuse writes to a [reserved collection](RESERVED_COLLECTIONS), with the message clients
+/// see. Reads are not affected.
+pub fn check_writable(collection: &str) -> Result<(), String> {
+    if RESERVED_COLLECTIONS.contains(&collection) {
+        Err(format!(
+            "Forbidden: documents in the '{collection}' collection are written only by the blob API (/api/v1/blob)."
+        ))
+    } else {
+        Ok(())
+    }
+}
 
 /// Validate a collection name, with the message clients see.
 pub fn check_collection(collection: &str) -> Result<(), String> {
@@ -137,6 +154,13 @@ mod tests {
             assert!(prepare_document("notes", &bad, &[]).is_err(), "{bad}");
         }
         assert!(prepare_document("notes", &json!({"_attachments": {}}), &["_attachments"]).is_ok());
+    }
+
+    #[test]
+    fn reserved_collections_are_not_writable() {
+        assert!(check_writable("blobs").unwrap_err().contains("blob API"));
+        assert!(check_writable("notes").is_ok());
+        assert!(check_writable("blobs_extra").is_ok());
     }
 
     #[test]

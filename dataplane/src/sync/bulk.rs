@@ -4,11 +4,18 @@
 //! ones are written. Documents are never modified here: with `new_edits: false` the
 //! revision id is a hash the client computed over the content, so changing a single
 //! field would make two devices disagree about what one revision contains.
+//!
+//! Documents of a reserved collection (`blobs/*`, the blob metadata) are written only by
+//! their own routes. Devices still hold them and their replicators may push them back, so
+//! a replication batch (`new_edits: false`) may carry the revisions the server already has
+//! (a no-op for CouchDB); any other revision is refused, as is every `blobs/*` document
+//! in a `new_edits: true` batch. Which revisions are known is asked of CouchDB
+//! (`_revs_diff`) by the caller, see [`CheckedBatch::reserved_revisions`].
 
 use serde_json::{Map, Value, json};
 
 use super::request::is_collection_doc_id;
-use crate::documents::validate::check_reserved_fields;
+use crate::documents::validate::{RESERVED_COLLECTIONS, check_reserved_fields, check_writable};
 
 /// Fields with a leading `_` that replication carries besides the document API's.
 const REPLICATION_FIELDS: [&str; 3] = ["_revisions", "_attachments", "_conflicts"];
@@ -38,7 +45,7 @@ pub fn check_batch(body: Value) -> Result<CheckedBatch, String> {
     let mut accepted = Vec::with_capacity(docs.len());
     let mut refused = Vec::with_capacity(docs.len());
     for doc in docs {
-        match check_document(&doc) {
+        match check_document(&doc).and_then(|()| check_reserved(&doc, replicating)) {
             Ok(()) => {
                 accepted.push(doc);
                 refused.push(None);
@@ -57,6 +64,90 @@ pub fn check_batch(body: Value) -> Result<CheckedBatch, String> {
         refused,
         replicating,
     })
+}
+
+impl CheckedBatch {
+    /// `(id, rev)` of the forwarded documents of reserved collections. In a replication
+    /// batch they may only be revisions the server already has: ask CouchDB which of
+    /// these it is missing and pass them to [`CheckedBatch::refuse_unknown`].
+    pub fn reserved_revisions(&self) -> Vec<(String, String)> {
+        self.forwarded()
+            .filter(|doc| is_reserved(doc))
+            .filter_map(|doc| Some((doc_str(doc, "_id")?, doc_str(doc, "_rev")?)))
+            .collect()
+    }
+
+    /// Refuse the forwarded reserved documents whose `(id, rev)` is in `missing`: they
+    /// would be new revisions of documents only their own routes write.
+    pub fn refuse_unknown(&mut self, missing: &[(String, String)]) {
+        let Some(Value::Array(docs)) = self.forward.remove("docs") else {
+            return;
+        };
+        let mut docs = docs.into_iter();
+        let mut kept = Vec::new();
+        for slot in self.refused.iter_mut().filter(|slot| slot.is_none()) {
+            let Some(doc) = docs.next() else { break };
+            let revision = (doc_str(&doc, "_id"), doc_str(&doc, "_rev"));
+            let unknown = is_reserved(&doc)
+                && missing
+                    .iter()
+                    .any(|(id, rev)| revision == (Some(id.clone()), Some(rev.clone())));
+            if unknown {
+                *slot = Some(json!({
+                    "id": doc.get("_id").cloned().unwrap_or(Value::Null),
+                    "error": "forbidden",
+                    "reason": reserved_reason(&doc),
+                }));
+            } else {
+                kept.push(doc);
+            }
+        }
+        self.forward.insert("docs".into(), Value::Array(kept));
+    }
+
+    fn forwarded(&self) -> impl Iterator<Item = &Value> {
+        self.forward
+            .get("docs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    }
+}
+
+fn doc_str(doc: &Value, field: &str) -> Option<String> {
+    doc.get(field).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The collection of a document's id (`<collection>/…`).
+fn collection_of_id(doc: &Value) -> &str {
+    doc.get("_id")
+        .and_then(Value::as_str)
+        .and_then(|id| id.split_once('/'))
+        .map_or("", |(collection, _)| collection)
+}
+
+fn is_reserved(doc: &Value) -> bool {
+    RESERVED_COLLECTIONS.contains(&collection_of_id(doc))
+}
+
+fn reserved_reason(doc: &Value) -> String {
+    let refusal = check_writable(collection_of_id(doc))
+        .err()
+        .unwrap_or_default();
+    format!("{refusal} Sync accepts only revisions of these documents that the server already has.")
+}
+
+/// Reserved documents pass only in replication batches (and then only known revisions,
+/// checked later); a `new_edits: true` batch would create new revisions.
+fn check_reserved(doc: &Value, replicating: bool) -> Result<(), String> {
+    if !is_reserved(doc) {
+        return Ok(());
+    }
+    if replicating && doc.get("_rev").is_some_and(Value::is_string) {
+        Ok(())
+    } else {
+        Err(reserved_reason(doc))
+    }
 }
 
 /// The document API's rules, without completing the document: an id `<collection>/…`
@@ -167,6 +258,53 @@ mod tests {
         assert_eq!(merged[1]["error"], "forbidden");
         assert_eq!(merged[1]["id"], "_design/x");
         assert_eq!(merged[2]["id"], "notes/2");
+    }
+
+    #[test]
+    fn reserved_documents_pass_only_as_known_revisions() {
+        let meta = |rev: &str| {
+            json!({"_id": "blobs/0190", "_rev": rev, "collection": "blobs", "size": 1,
+                   "_revisions": {"start": 1, "ids": [rev.trim_start_matches("1-")]}})
+        };
+        // A new_edits:true batch never writes them.
+        let batch =
+            check_batch(json!({"docs": [meta("1-a"), {"_id": "blobs/x", "collection": "blobs"}]}))
+                .unwrap();
+        assert!(batch.refused.iter().all(Option::is_some));
+        assert!(batch.reserved_revisions().is_empty());
+        assert!(
+            batch.refused[0].as_ref().unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .contains("blob API")
+        );
+        // A replication batch: both forwarded at first, then the unknown one refused.
+        let mut batch = check_batch(json!({"new_edits": false, "docs": [
+            meta("1-a"),
+            {"_id": "notes/1", "_rev": "1-n", "collection": "notes"},
+            meta("1-b"),
+            {"_id": "blobs/0191", "collection": "blobs"}
+        ]}))
+        .unwrap();
+        assert!(batch.refused[3].is_some(), "no _rev: nothing to be known");
+        assert_eq!(
+            batch.reserved_revisions(),
+            vec![
+                ("blobs/0190".to_string(), "1-a".to_string()),
+                ("blobs/0190".to_string(), "1-b".to_string())
+            ]
+        );
+        batch.refuse_unknown(&[("blobs/0190".to_string(), "1-b".to_string())]);
+        let forwarded: Vec<&str> = batch.forward["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["_rev"].as_str().unwrap())
+            .collect();
+        assert_eq!(forwarded, ["1-a", "1-n"]);
+        assert!(batch.refused[0].is_none() && batch.refused[1].is_none());
+        assert_eq!(batch.refused[2].as_ref().unwrap()["id"], "blobs/0190");
+        assert_eq!(merge_results(&batch, vec![]).len(), 2);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!   databases and the system database are refused;
 //! - for `_bulk_docs`, checked document by document with the document API's rules
 //!   ([`bulk`]); refused items come back as per-item `forbidden` errors, as CouchDB
-//!   reports a `validate_doc_update` refusal, and the rest are written;
+//!   reports a `validate_doc_update` refusal, and the rest are written; documents of the
+//!   reserved `blobs` collection pass only as revisions the server already has;
 //! - forwarded to CouchDB with the server's credentials, and the answer streamed back
 //!   without buffering (continuous `_changes` included).
 //!
@@ -128,7 +129,7 @@ async fn handle(
     url.set_query(uri.query());
 
     if request == SyncRequest::BulkDocs {
-        return bulk_docs(&state, url, &body).await;
+        return bulk_docs(&db, url, &body).await;
     }
     if request == SyncRequest::BulkGet {
         let asked: Value = crate::json::parse_strict(&body)?;
@@ -187,9 +188,18 @@ async fn read_body(state: &AppState, method: &Method, body: Body) -> ApiResult<B
     })
 }
 
-async fn bulk_docs(state: &AppState, url: url::Url, body: &[u8]) -> Result<Response, ApiError> {
+async fn bulk_docs(
+    db: &crate::couch::Database,
+    url: url::Url,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let parsed = crate::json::parse_strict(body)?;
-    let batch = bulk::check_batch(parsed).map_err(ApiError::BadRequest)?;
+    let mut batch = bulk::check_batch(parsed).map_err(ApiError::BadRequest)?;
+    let reserved = batch.reserved_revisions();
+    if !reserved.is_empty() {
+        let missing = db.missing_revisions(&reserved).await?;
+        batch.refuse_unknown(&missing);
+    }
     let refused = batch.refused.iter().flatten().count();
     if refused > 0 {
         tracing::info!(refused, "sync: refused documents in a _bulk_docs batch");
@@ -198,7 +208,7 @@ async fn bulk_docs(state: &AppState, url: url::Url, body: &[u8]) -> Result<Respo
     let results = if forwarded == 0 {
         Vec::new()
     } else {
-        let client = &state.couch;
+        let client = db.client();
         let request = client.request(Method::POST, url).json(&batch.forward);
         let response = client.send(request).await?;
         let status = response.status();
