@@ -714,3 +714,40 @@ async fn slow_consumer_is_closed_with_4008() {
     assert_eq!(code, Some(CloseCode::from(4008)), "after {updates} updates");
     assert!(updates < total);
 }
+
+#[tokio::test]
+async fn since_now_tells_where_to_resume_before_the_first_event() {
+    let s = Setup::new().await;
+    // Another socket keeps the database's reader running, and has seen `n: 1` go by.
+    let mut watcher = s.socket().await;
+    watcher
+        .send(json!({"action": "subscribe", "collection": "notes"}))
+        .await;
+    assert_eq!(watcher.next().await["status"], "subscribed");
+    s.write("notes", json!({"n": 1})).await;
+    assert_eq!(watcher.next().await["data"]["n"], 1);
+
+    // A client subscribing from now learns the position the live events follow...
+    let mut ws = s.socket().await;
+    ws.send(json!({"action": "subscribe", "collection": "notes", "since": "now"}))
+        .await;
+    let answer = ws.next().await;
+    assert_eq!(answer["status"], "subscribed", "{answer}");
+    assert_eq!(answer["collection"], "notes", "{answer}");
+    let position = answer["seq"].clone();
+    assert!(position.is_string() || position.is_number(), "{answer}");
+    // ...and, disconnected before its first event, resumes from it: the change made
+    // meanwhile is replayed, the one before it is not.
+    drop(ws);
+    let missed = s.write("notes", json!({"n": 2})).await;
+    let mut ws = s.socket().await;
+    ws.send(json!({"action": "subscribe", "collection": "notes", "since": position}))
+        .await;
+    assert_eq!(
+        ws.next().await,
+        json!({"status": "subscribed", "collection": "notes"})
+    );
+    let replayed = ws.next().await;
+    assert_eq!(replayed["data"]["_id"], missed["id"], "{replayed}");
+    assert_eq!(replayed["data"]["n"], 2, "{replayed}");
+}

@@ -65,6 +65,7 @@ struct HubInner {
 struct Feed {
     tx: broadcast::Sender<Arc<Event>>,
     published: Arc<AtomicU64>,
+    position: Arc<std::sync::Mutex<Seq>>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -95,6 +96,19 @@ impl FeedReceiver {
     /// [`Event::ordinal`] were read from CouchDB after this call.
     pub fn published(&self) -> u64 {
         self.feed.published.load(Ordering::Acquire)
+    }
+
+    /// The feed's position: [`FeedReceiver::published`] and the sequence of the last
+    /// `_changes` row read, taken together. Events with a larger ordinal are exactly the
+    /// changes after that sequence, so a client told this sequence can later resume from
+    /// it (`since`) without missing or repeating a change.
+    pub fn position(&self) -> (u64, Seq) {
+        let seq = self
+            .feed
+            .position
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (self.published(), seq.clone())
     }
 }
 
@@ -133,9 +147,11 @@ impl ChangesHub {
         let (tx, rx) = broadcast::channel(self.inner.settings.capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
         let published = Arc::new(AtomicU64::new(0));
+        let position = Arc::new(std::sync::Mutex::new(since.clone()));
         let feed = Arc::new(Feed {
             tx: tx.clone(),
             published: published.clone(),
+            position: position.clone(),
             _stop: stop_tx,
         });
         let reader = Reader {
@@ -143,6 +159,7 @@ impl ChangesHub {
             since,
             tx,
             published,
+            position,
             settings: self.inner.settings.clone(),
         };
         let span = info_span!("changes_reader", db = %db.name());
@@ -175,6 +192,8 @@ struct Reader {
     since: Seq,
     tx: broadcast::Sender<Arc<Event>>,
     published: Arc<AtomicU64>,
+    /// `since` as subscribers see it; `published` changes only while this is locked.
+    position: Arc<std::sync::Mutex<Seq>>,
     settings: HubSettings,
 }
 
@@ -273,6 +292,7 @@ impl Reader {
             // `{"last_seq": …}` closes a feed.
             if let Some(last) = value.get("last_seq").filter(|v| !v.is_null()) {
                 self.since = Seq::from(last.clone());
+                *self.lock_position() = self.since.clone();
             }
             return Ok(());
         }
@@ -284,13 +304,23 @@ impl Reader {
             }
         };
         self.since = Seq::from(row.seq.clone());
+        // The row's sequence and its ordinal move together (see FeedReceiver::position).
+        let mut position = self.lock_position();
+        *position = self.since.clone();
         if let Some(mut event) = Event::from_row(row) {
             event.ordinal = self.published.load(Ordering::Relaxed) + 1;
             self.published.store(event.ordinal, Ordering::Release);
             // No receiver left is fine: the reader is about to be stopped.
             let _ = self.tx.send(Arc::new(event));
         }
+        drop(position);
         Ok(())
+    }
+
+    fn lock_position(&self) -> std::sync::MutexGuard<'_, Seq> {
+        self.position
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

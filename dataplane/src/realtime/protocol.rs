@@ -5,10 +5,12 @@
 //! - `{"action":"auth","token":…,"appId":…}` — first frame (unless `?token=` was used); again
 //!   later with a fresh token to extend the session.
 //! - `{"action":"subscribe","collection":c,"since"?:seq}` / `{"action":"unsubscribe","collection":c}`.
+//!   `"since":"now"` replays nothing and the answer carries `"seq"`: the position the live
+//!   events follow, from which a client that disconnects before its first event resumes.
 //! - `{"action":"ping"}` → `{"type":"pong"}` (for clients that cannot send WebSocket pings).
 //!
 //! Server → client: `{"status":"authenticated"}`, `{"status":"subscribed"|"unsubscribed"|
-//! "not_subscribed","collection":c}`, `{"status":"denied"|"revoked"|"error","collection":c,
+//! "not_subscribed","collection":c}` (`subscribed` plus `"seq"` after `"since":"now"`), `{"status":"denied"|"revoked"|"error","collection":c,
 //! "reason":…}`, `{"error":"Invalid message format."}`, and pushes
 //! `{"type":"update","collection":c,"data":doc,"seq":…}` /
 //! `{"type":"delete","collection":c,"id":…,"rev":…,"seq":…}`.
@@ -99,6 +101,9 @@ pub struct Status<'a> {
     /// Why (denied, revoked, error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
+    /// Where a `"since":"now"` subscription starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<&'a Seq>,
 }
 
 impl<'a> Status<'a> {
@@ -108,6 +113,15 @@ impl<'a> Status<'a> {
             status,
             collection: Some(collection),
             reason: None,
+            seq: None,
+        }
+    }
+
+    /// `{"status":"subscribed","collection":c,"seq":seq}`.
+    pub fn subscribed_at(collection: &'a str, seq: &'a Seq) -> Self {
+        Status {
+            seq: Some(seq),
+            ..Status::of("subscribed", collection)
         }
     }
 
@@ -117,6 +131,7 @@ impl<'a> Status<'a> {
             status,
             collection: Some(collection),
             reason: Some(reason),
+            seq: None,
         }
     }
 
@@ -194,6 +209,10 @@ mod tests {
         assert_eq!(
             Status::of("subscribed", "c").to_text(),
             r#"{"status":"subscribed","collection":"c"}"#
+        );
+        assert_eq!(
+            Status::subscribed_at("c", &Seq::from(json!("12-g1A"))).to_text(),
+            r#"{"status":"subscribed","collection":"c","seq":"12-g1A"}"#
         );
         assert_eq!(
             Status::because("denied", "c", &missing_read("c")).to_text(),

@@ -20,6 +20,11 @@ impl Seq {
         Seq(Value::String("now".to_owned()))
     }
 
+    /// True for the special `now` position.
+    pub fn is_now(&self) -> bool {
+        self.0.as_str() == Some("now")
+    }
+
     /// The start of the feed.
     pub fn zero() -> Self {
         Seq(Value::from(0))

@@ -377,11 +377,25 @@ impl Session {
                 }
             }
         }
-        let start = self.feed.as_ref().map_or(0, FeedReceiver::published);
-        let Some(since) = since else {
-            self.subs
-                .insert(collection.clone(), Subscription { start, fence: None });
-            return send_text(ws, Status::of("subscribed", &collection).to_text(), timeout).await;
+        let (start, position) = match self.feed.as_ref() {
+            Some(feed) => feed.position(),
+            None => (0, Seq::now()),
+        };
+        let since = match since {
+            // From now: tell the client where "now" is, so it can resume from there.
+            Some(since) if since.is_now() => {
+                self.subs
+                    .insert(collection.clone(), Subscription { start, fence: None });
+                let answer = Status::subscribed_at(&collection, &position).to_text();
+                return send_text(ws, answer, timeout).await;
+            }
+            Some(since) => since,
+            None => {
+                self.subs
+                    .insert(collection.clone(), Subscription { start, fence: None });
+                return send_text(ws, Status::of("subscribed", &collection).to_text(), timeout)
+                    .await;
+            }
         };
 
         // Replay: the first page decides whether `since` is acceptable.
