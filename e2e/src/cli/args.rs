@@ -148,6 +148,15 @@ pub enum Command {
     Blob(BlobCommand),
     /// Print realtime changes of a collection until interrupted (reconnects and
     /// resumes by itself).
+    #[command(
+        after_help = "Events go to stdout, one per line (--json: the instance's event frame). \
+        Connection news go to stderr as plain lines: `subscribed to <c>` once events can flow, \
+        `disconnected from <c>: …` when the connection is lost or cannot be made, and \
+        `resubscribed to <c> (reconnect N, resuming after seq S)` after a reconnection, which \
+        replays what changed meanwhile: no event is lost or repeated. A refused token or \
+        permission ends the watch at once with status 1, as does an instance unreachable for \
+        longer than --reconnect-for."
+    )]
     Watch {
         /// Collection.
         collection: String,
@@ -157,7 +166,8 @@ pub enum Command {
         /// Exit after this many events.
         #[arg(long)]
         count: Option<usize>,
-        /// Give up when no event arrives and the instance stays unreachable this long (seconds).
+        /// Give up when the instance stays unreachable this long (seconds), at start or
+        /// after a disconnection. A connected watch waits for events indefinitely.
         #[arg(long, default_value_t = 3600)]
         reconnect_for: u64,
     },

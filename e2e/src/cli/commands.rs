@@ -14,7 +14,7 @@ use crate::error::{ClientError, Result};
 use crate::keyfile;
 use crate::session::{ConfigDir, StoredSession};
 use crate::sync::FolderSync;
-use crate::watch::{Event, Watch};
+use crate::watch::{Event, Signal, Watch};
 
 struct Context {
     cli_instance: Option<String>,
@@ -641,24 +641,39 @@ async fn watch(
 ) -> Result<()> {
     let client = context.acting()?;
     let since = since.map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)));
-    let mut watch = Watch::start(&client, collection, since).await?;
-    // Always on stderr so scripts (and the e2e suite) know when events can flow.
-    eprintln!("subscribed to {collection}");
+    let reconnect_for = Duration::from_secs(reconnect_for);
+    let mut watch = Watch::new(&client, collection, since);
     let mut seen = 0usize;
     while count.is_none_or(|n| seen < n) {
-        let event = watch.next(Duration::from_secs(reconnect_for)).await?;
-        seen += 1;
-        context.out.result(
-            || match &event {
-                Event::Update { data, seq, .. } => format!(
-                    "update {} {} seq={seq}",
-                    data["_id"].as_str().unwrap_or("?"),
-                    data["_rev"].as_str().unwrap_or("?")
-                ),
-                Event::Delete { id, rev, seq, .. } => format!("delete {id} {rev} seq={seq}"),
-            },
-            &event.to_json(),
-        );
+        // Connection news always go to stderr as plain lines, so scripts (and the e2e
+        // suite) know when events can flow and when the watch had to reconnect.
+        match watch.next_signal(reconnect_for).await? {
+            Signal::Subscribed { reconnects: 0, .. } => eprintln!("subscribed to {collection}"),
+            Signal::Subscribed { reconnects, since } => eprintln!(
+                "resubscribed to {collection} (reconnect {reconnects}, resuming after seq {})",
+                since.map_or_else(|| "none".to_string(), |s| s.to_string())
+            ),
+            Signal::Disconnected { reason, retry_for } => eprintln!(
+                "disconnected from {collection}: {reason}; reconnecting for up to {}s",
+                retry_for.as_secs()
+            ),
+            Signal::Event(event) => {
+                seen += 1;
+                context.out.result(
+                    || match &event {
+                        Event::Update { data, seq, .. } => format!(
+                            "update {} {} seq={seq}",
+                            data["_id"].as_str().unwrap_or("?"),
+                            data["_rev"].as_str().unwrap_or("?")
+                        ),
+                        Event::Delete { id, rev, seq, .. } => {
+                            format!("delete {id} {rev} seq={seq}")
+                        }
+                    },
+                    &event.to_json(),
+                );
+            }
+        }
     }
     Ok(())
 }

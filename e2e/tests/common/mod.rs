@@ -148,3 +148,131 @@ impl VibeCli {
         run.stderr
     }
 }
+
+/// A long-running `vibe` child (such as `vibe watch`), its stdout and stderr read line
+/// by line as they come. Killed when dropped.
+pub struct VibeChild {
+    child: tokio::process::Child,
+    stdout: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Every line seen so far on either stream, for failure messages.
+    transcript: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn forward_lines(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    label: &'static str,
+    transcript: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            transcript.lock().unwrap().push(format!("{label}: {line}"));
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl VibeCli {
+    /// Start `vibe --json <args>` in the background with extra environment variables.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> VibeChild {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vibe"))
+            .env_remove("VIBE_APP")
+            .env_remove("VIBE_APP_TOKEN")
+            .env("VIBE_CONFIG_DIR", self.config.path())
+            .env("VIBE_INSTANCE", &self.instance)
+            .env("VIBE_NO_PROGRESS", "1")
+            .envs(env.iter().copied())
+            .arg("--json")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start vibe");
+        let transcript = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout = forward_lines(child.stdout.take().unwrap(), "stdout", transcript.clone());
+        let stderr = forward_lines(child.stderr.take().unwrap(), "stderr", transcript.clone());
+        VibeChild {
+            child,
+            stdout,
+            stderr,
+            transcript,
+        }
+    }
+}
+
+impl VibeChild {
+    /// Everything printed so far, one `stdout: …` / `stderr: …` line each.
+    pub fn transcript(&self) -> String {
+        self.transcript.lock().unwrap().join("\n")
+    }
+
+    /// The next stdout line; panics (with the transcript) when none comes in `timeout`.
+    pub async fn stdout_line(&mut self, timeout: Duration) -> String {
+        match tokio::time::timeout(timeout, self.stdout.recv()).await {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("vibe closed its stdout\n{}", self.transcript()),
+            Err(_) => panic!("no stdout line within {timeout:?}\n{}", self.transcript()),
+        }
+    }
+
+    /// The next stdout line as JSON.
+    pub async fn stdout_json(&mut self, timeout: Duration) -> Value {
+        let line = self.stdout_line(timeout).await;
+        serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!(
+                "stdout line is not JSON ({e}): {line}\n{}",
+                self.transcript()
+            )
+        })
+    }
+
+    /// Skip stderr lines until one contains `needle`, and return it; panics (with the
+    /// transcript) when none does within `timeout`.
+    pub async fn stderr_until(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stderr.recv()).await {
+                Ok(Some(line)) if line.contains(needle) => return line,
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!(
+                    "vibe closed its stderr before printing {needle:?}\n{}",
+                    self.transcript()
+                ),
+                Err(_) => panic!(
+                    "no stderr line with {needle:?} within {timeout:?}\n{}",
+                    self.transcript()
+                ),
+            }
+        }
+    }
+
+    /// Wait for the process to exit (at most `timeout`); returns its status and the
+    /// output not consumed yet.
+    pub async fn exit(mut self, timeout: Duration) -> Run {
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.expect("wait for vibe"),
+            Err(_) => panic!("vibe still runs after {timeout:?}\n{}", self.transcript()),
+        };
+        let mut stdout = Vec::new();
+        while let Some(line) = self.stdout.recv().await {
+            stdout.push(line);
+        }
+        let mut stderr = Vec::new();
+        while let Some(line) = self.stderr.recv().await {
+            stderr.push(line);
+        }
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: stdout.join("\n"),
+            stderr: stderr.join("\n"),
+        }
+    }
+}
