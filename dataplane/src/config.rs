@@ -132,6 +132,10 @@ pub struct Cli {
     #[command(flatten)]
     pub blobs: crate::blobs::BlobArgs,
 
+    /// Realtime WebSocket limits (`VIBE_WS_*`).
+    #[command(flatten)]
+    pub realtime: crate::realtime::RealtimeArgs,
+
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "VIBE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -254,6 +258,8 @@ pub struct Config {
     pub s3: Option<S3Config>,
     /// Blob limits and lifetimes.
     pub blobs: crate::blobs::BlobSettings,
+    /// Realtime WebSocket limits and timings.
+    pub realtime: crate::realtime::RealtimeSettings,
 }
 
 impl Config {
@@ -271,6 +277,7 @@ impl Config {
             allowed_origins: Vec::new(),
             s3: None,
             blobs: crate::blobs::BlobSettings::default(),
+            realtime: crate::realtime::RealtimeSettings::default(),
         }
     }
 }
@@ -412,6 +419,10 @@ impl Cli {
             .blobs
             .resolve()
             .map_err(|e| config_error(e.setting, e.problem))?;
+        let realtime = self
+            .realtime
+            .resolve()
+            .map_err(|e| config_error(e.setting, e.problem))?;
 
         let allowed_origins = self
             .allowed_origins
@@ -442,6 +453,7 @@ impl Cli {
             allowed_origins,
             s3,
             blobs,
+            realtime,
         })
     }
 }

@@ -59,8 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .merge(blobs::routes())
         .merge(sync::routes())
-        .merge(realtime::routes());
-    // Features: .merge(blobs::routes()) / .merge(realtime::routes()) / .merge(sync::routes())
+        .merge(realtime::routes_with(state.config.realtime.clone()));
 
     let mut app = api
         .fallback(not_found)

@@ -20,6 +20,6 @@ pub mod settings;
 pub use event::{Event, EventKind};
 pub use hub::{ChangesHub, FeedReceiver, HubSettings, Lagged};
 pub use replay::{ReplayFence, ReplayPage, replay_page};
-pub use routes::{routes, routes_with};
+pub use routes::routes_with;
 pub use seq::Seq;
-pub use settings::RealtimeSettings;
+pub use settings::{RealtimeArgs, RealtimeSettings};

@@ -15,16 +15,8 @@ use super::settings::RealtimeSettings;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The realtime routes with settings from the `VIBE_WS_*` environment (defaults otherwise).
-pub fn routes() -> Router<AppState> {
-    let settings = RealtimeSettings::from_env().unwrap_or_else(|problem| {
-        tracing::error!(%problem, "invalid realtime setting; using defaults");
-        RealtimeSettings::default()
-    });
-    routes_with(settings)
-}
-
-/// The realtime routes with explicit settings (one engine per call).
+/// The realtime routes with `settings` (from [`crate::config::Config::realtime`]; one
+/// engine per call).
 pub fn routes_with(settings: RealtimeSettings) -> Router<AppState> {
     let realtime = Arc::new(Realtime::new(settings));
     Router::new()
