@@ -4,7 +4,7 @@
 //!   the right ids and revisions, and nothing of other collections; an app without
 //!   `read:` is refused, and a revoked grant ends the watch;
 //! - a watcher survives a crash (SIGKILL) and a graceful stop of the data plane, and a
-//!   restart of CouchDB: every change made meanwhile is printed exactly once, in order,
+//!   stop and a crash of CouchDB: every change made meanwhile is printed exactly once, in order,
 //!   and the reconnections are reported; `--since` replays from a printed sequence;
 //! - `--count` exits 0 after N events; an unreachable instance ends with a clear error
 //!   after `--reconnect-for`.
@@ -333,8 +333,9 @@ async fn a_watcher_resumes_after_data_plane_and_couchdb_restarts_without_loss_or
         .await,
     );
 
-    // 3. CouchDB stops and comes back (same port and data): the watcher's socket stays
-    //    open, the data plane resumes its change feed, and later writes arrive.
+    // 3. CouchDB stops and comes back (same port and data), then crashes and comes back:
+    //    the watcher's socket stays open, the data plane resumes its change feed, and
+    //    later writes arrive.
     stack.couch.stop().await;
     let down = vibe.run(&["status"]).await;
     assert_eq!(
@@ -349,6 +350,19 @@ async fn a_watcher_resumes_after_data_plane_and_couchdb_restarts_without_loss_or
     .await;
     let (c1, c1_rev) = put(&vibe, &app, "notes", json!({"_id": "notes/c1"})).await;
     printed.extend(expect_events(&mut watcher, &[update(&c1, &c1_rev)]).await);
+    // And once more after CouchDB crashes (SIGKILL).
+    stack.couch.kill();
+    stack
+        .couch
+        .restart()
+        .await
+        .expect("CouchDB back after a crash");
+    eventually(WAIT, "the instance ready after the crash", || async {
+        (vibe.run(&["status"]).await.code == 0).then_some(())
+    })
+    .await;
+    let (c2, c2_rev) = put(&vibe, &app, "notes", json!({"_id": "notes/c2"})).await;
+    printed.extend(expect_events(&mut watcher, &[update(&c2, &c2_rev)]).await);
     // A last write: any repeated or stray event would come before it.
     let (z, z_rev) = put(&vibe, &app, "notes", json!({"_id": "notes/z"})).await;
     printed.extend(expect_events(&mut watcher, &[update(&z, &z_rev)]).await);
@@ -360,7 +374,7 @@ async fn a_watcher_resumes_after_data_plane_and_couchdb_restarts_without_loss_or
         .skip(1)
         .map(summary)
         .collect();
-    assert_eq!(after_b1.len(), 5);
+    assert_eq!(after_b1.len(), 6);
     let since = b1_seq.to_string();
     let count = after_b1.len().to_string();
     let replay = vibe
