@@ -6,8 +6,9 @@
 //! - a watcher survives a crash (SIGKILL) and a graceful stop of the data plane, and a
 //!   stop and a crash of CouchDB: every change made meanwhile is printed exactly once, in order,
 //!   and the reconnections are reported; `--since` replays from a printed sequence;
-//! - `--count` exits 0 after N events; an unreachable instance ends with a clear error
-//!   after `--reconnect-for`.
+//! - `--count` exits 0 after N events; a watch started while CouchDB is down subscribes
+//!   once it is back; an unreachable instance ends it with a clear error after
+//!   `--reconnect-for`.
 //!
 //! Synchronisation uses what the CLI prints (`subscribed to …`, `disconnected from …`,
 //! `resubscribed to …` on stderr, events on stdout) and `vibe status`, never sleeps.
@@ -450,6 +451,20 @@ async fn count_exits_after_n_events_and_an_unreachable_instance_ends_the_watch()
             update(&written[1].0, &written[1].1)
         ]
     );
+
+    // Started while CouchDB is down: the instance says its database is unavailable; the
+    // watch reports it, keeps trying, and subscribes once CouchDB is back.
+    stack.couch.stop().await;
+    let mut early = vibe.spawn(&["--app", "notes-app", "watch", "notes"], &[]);
+    early
+        .stderr_until("Database service is not available.", WAIT)
+        .await;
+    stack.couch.restart().await.expect("CouchDB back");
+    early.stderr_until("subscribed to notes", WAIT).await;
+    let (id, rev) = put(&vibe, &app, "notes", json!({"n": "after CouchDB"})).await;
+    let event = early.stdout_json(WAIT).await;
+    assert_eq!(summary(&event), update(&id, &rev), "{}", early.transcript());
+    drop(early);
 
     // A running watch whose instance goes away for good gives up after --reconnect-for.
     let mut orphan = vibe.spawn(
