@@ -1,30 +1,36 @@
-//! `vibe-bench`: see `vibe-bench --help` and docs/benchmarks.md.
+//! `vibe-bench`: every benchmark of issue 10 in one run; see `vibe-bench --help` and
+//! docs/benchmarks.md. Markdown on stdout, progress on stderr.
 
 use std::process::ExitCode;
 
+use clap::Parser;
+use vibe_e2e::bench::{self, Args, report};
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match vibe_e2e::bench::parse_args(&args) {
+    let args = Args::parse();
+    let options = match args.options() {
         Ok(options) => options,
         Err(message) => {
-            eprintln!("{message}");
+            eprintln!("vibe-bench: {message}");
             return ExitCode::from(2);
         }
     };
-    let command = format!(
-        "cargo run --release -p vibe-e2e --bin vibe-bench --{}",
-        args.iter().map(|a| format!(" {a}")).collect::<String>()
-    );
-    match vibe_e2e::bench::run(&options).await {
+    let command = std::env::var(bench::COMMAND_ENV)
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| {
+            let mut words: Vec<String> = ["cargo", "run", "--release", "-p", "vibe-e2e"]
+                .into_iter()
+                .chain(["--bin", "vibe-bench", "--"])
+                .map(str::to_string)
+                .collect();
+            words.extend(std::env::args().skip(1));
+            report::shell_words(&words)
+        });
+    match bench::run(&options).await {
         Ok(results) => {
-            println!(
-                "## Run of {}\n",
-                chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-            );
-            println!("Command: `{command}`\n");
-            println!("{}", vibe_e2e::bench::environment());
-            println!("{}", vibe_e2e::bench::markdown(&results, &options));
+            println!("{}", report::markdown(&results, &command));
             ExitCode::SUCCESS
         }
         Err(e) => {
