@@ -179,3 +179,138 @@ async fn every_documented_operation_is_routed_and_served() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// Names of the functions in the crate's source that call the auth throttle
+/// (`….throttle()?`), i.e. the handlers that can answer 429.
+fn throttled_handlers() -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("read source");
+                for (at, _) in text.match_indices(".throttle()?") {
+                    let before = &text[..at];
+                    let name_start = before.rfind("fn ").expect("inside a function") + 3;
+                    let name: String = before[name_start..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    found.insert(name);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// (METHOD, OpenAPI path) of every route whose handler is one of `handlers`.
+fn routes_of(handlers: &BTreeSet<String>) -> BTreeSet<(String, String)> {
+    let mut found = BTreeSet::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("read source");
+                for line in text.lines().filter(|l| l.contains(".route(\"")) {
+                    let Some(route_path) = line.split('"').nth(1) else {
+                        continue;
+                    };
+                    for method in ["get", "post", "put", "delete", "patch"] {
+                        for (at, _) in line.match_indices(&format!("{method}(")) {
+                            let handler: String = line[at + method.len() + 1..]
+                                .chars()
+                                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                                .collect();
+                            let handler = handler.rsplit("::").next().unwrap_or_default();
+                            if handlers.contains(handler) {
+                                found.insert((method.to_uppercase(), openapi_path(route_path)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_throttled_operation_documents_429() {
+    let handlers = throttled_handlers();
+    let throttled = routes_of(&handlers);
+    assert!(
+        throttled.len() >= 3,
+        "the source scan found too few throttled routes: {handlers:?} → {throttled:?}"
+    );
+    let doc: Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+    let mut missing = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let key = (method.to_uppercase(), openapi_path(path));
+            if throttled.contains(&key) {
+                let answer = &operation["responses"]["429"];
+                if answer["content"]["application/json"].is_null()
+                    || answer["headers"]["Retry-After"].is_null()
+                {
+                    missing.push(key);
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "throttled operations without a documented 429 (JSON body and Retry-After): {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_documented_429_is_what_a_flood_gets() {
+    let couch = CouchSettings {
+        // Nothing listens there: each call is answered at once (503) after the throttle.
+        url: "http://127.0.0.1:9".parse().unwrap(),
+        user: None,
+        password: None,
+    };
+    let config = Config::new(
+        "http://dataplane.test",
+        couch,
+        vibe_identity::Keypair::generate(),
+    );
+    let app = router(AppState::new(config).unwrap());
+    for _ in 0..100_000 {
+        let response = app
+            .clone()
+            .oneshot(
+                Request::post("/api/v1/auth/challenge")
+                    .header("content-type", "application/json")
+                    .body(Body::from("{}"))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        if response.status() != StatusCode::TOO_MANY_REQUESTS {
+            continue;
+        }
+        assert_eq!(
+            response.headers()["retry-after"],
+            vibe_dataplane::error::RETRY_AFTER_SECONDS.to_string()
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("Too many"),
+            "{body}"
+        );
+        return;
+    }
+    panic!("no 429 after 100,000 challenges");
+}
