@@ -6,13 +6,13 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use tempfile::TempDir;
 
-use crate::process::{ServerProcess, port_was_taken};
-use crate::{SupportError, binaries, ports, random_hex};
+use crate::ports::{restart_on_port, start_on_free_port};
+use crate::process::ServerProcess;
+use crate::{SupportError, binaries, random_hex};
 
 const SERVER: &str = "pouchdb-server";
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_GRACE: Duration = Duration::from_secs(5);
-const START_ATTEMPTS: usize = 5;
 
 /// A pouchdb-server on 127.0.0.1 with its own data folder and a server admin (it is never an
 /// "admin party": anonymous clients cannot create databases or change configuration).
@@ -60,33 +60,26 @@ impl CouchServer {
                 message: e.to_string(),
             })?;
 
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = ports::free_port();
+        let (port, url, process) = start_on_free_port(async |port| {
             let mut process = spawn(&bin, dir.path(), port)?;
             let url = format!("http://127.0.0.1:{port}");
-            match process
+            process
                 .wait_ready(START_TIMEOUT, || answers(&http, &url, &user, &password))
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(%url, "pouchdb-server ready");
-                    return Ok(Self {
-                        url,
-                        user,
-                        password,
-                        port,
-                        bin,
-                        http,
-                        process,
-                        dir,
-                    });
-                }
-                Err(error) if port_was_taken(&error) => last_error = Some(error),
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last_error.expect("at least one attempt"))
+                .await?;
+            Ok((port, url, process))
+        })
+        .await?;
+        tracing::info!(%url, "pouchdb-server ready");
+        Ok(Self {
+            url,
+            user,
+            password,
+            port,
+            bin,
+            http,
+            process,
+            dir,
+        })
     }
 
     /// Stops the server gracefully (SIGTERM, then SIGKILL after a grace period). Data stays.
@@ -103,27 +96,18 @@ impl CouchServer {
     /// data, and waits until it answers.
     pub async fn restart(&mut self) -> Result<(), SupportError> {
         self.stop().await;
-        // The port is ours, but another test may grab it while we are down; wait a little.
-        let mut attempts = 0;
-        loop {
+        // The port is ours, but another test may grab it while we are down.
+        self.process = restart_on_port(async || {
             let mut process = spawn(&self.bin, self.dir.path(), self.port)?;
-            let ready = process
+            process
                 .wait_ready(START_TIMEOUT, || {
                     answers(&self.http, &self.url, &self.user, &self.password)
                 })
-                .await;
-            match ready {
-                Ok(()) => {
-                    self.process = process;
-                    return Ok(());
-                }
-                Err(error) if port_was_taken(&error) && attempts < 20 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+                .await?;
+            Ok(process)
+        })
+        .await?;
+        Ok(())
     }
 
     /// True while the server process runs.

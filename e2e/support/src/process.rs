@@ -235,13 +235,3 @@ fn configure_lifetime(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     command.process_group(0);
 }
-
-/// True when a start-up failure was the port being taken (by another test's server).
-pub(crate) fn port_was_taken(error: &SupportError) -> bool {
-    match error {
-        SupportError::Exited { log_tail, .. } => {
-            log_tail.contains("EADDRINUSE") || log_tail.contains("Address already in use")
-        }
-        _ => false,
-    }
-}

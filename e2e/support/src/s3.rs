@@ -6,13 +6,13 @@ use std::time::Duration;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use tempfile::TempDir;
 
-use crate::process::{ServerProcess, port_was_taken};
-use crate::{SupportError, binaries, ports, random_hex};
+use crate::ports::{restart_on_port, start_on_free_port};
+use crate::process::ServerProcess;
+use crate::{SupportError, binaries, random_hex};
 
 const SERVER: &str = "s3s-fs";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(5);
-const START_ATTEMPTS: usize = 5;
 
 /// An s3s-fs server on 127.0.0.1 that checks SigV4 signatures (including presigned URLs)
 /// against its own random key pair. Objects live in a temporary folder, one sub-folder per
@@ -49,31 +49,27 @@ impl S3Server {
         let secret_key = random_hex(20);
         let region = "us-east-1".to_string();
 
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = ports::free_port();
+        let (port, endpoint, process) = start_on_free_port(async |port| {
             let endpoint = format!("http://127.0.0.1:{port}");
             let probe = client_for(&endpoint, &access_key, &secret_key, &region);
             let mut process = spawn(&bin, dir.path(), port, &access_key, &secret_key)?;
-            match process.wait_ready(START_TIMEOUT, || answers(&probe)).await {
-                Ok(()) => {
-                    tracing::info!(%endpoint, "s3s-fs ready");
-                    return Ok(Self {
-                        endpoint,
-                        access_key,
-                        secret_key,
-                        region,
-                        port,
-                        bin,
-                        process,
-                        dir,
-                    });
-                }
-                Err(error) if port_was_taken(&error) => last_error = Some(error),
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last_error.expect("at least one attempt"))
+            process
+                .wait_ready(START_TIMEOUT, || answers(&probe))
+                .await?;
+            Ok((port, endpoint, process))
+        })
+        .await?;
+        tracing::info!(%endpoint, "s3s-fs ready");
+        Ok(Self {
+            endpoint,
+            access_key,
+            secret_key,
+            region,
+            port,
+            bin,
+            process,
+            dir,
+        })
     }
 
     /// Stops the server gracefully (SIGTERM, then SIGKILL after a grace period). Objects stay.
@@ -91,8 +87,8 @@ impl S3Server {
     pub async fn restart(&mut self) -> Result<(), SupportError> {
         self.stop().await;
         let probe = self.client();
-        let mut attempts = 0;
-        loop {
+        // The port is ours, but another test may grab it while we are down.
+        self.process = restart_on_port(async || {
             let mut process = spawn(
                 &self.bin,
                 self.dir.path(),
@@ -100,18 +96,13 @@ impl S3Server {
                 &self.access_key,
                 &self.secret_key,
             )?;
-            match process.wait_ready(START_TIMEOUT, || answers(&probe)).await {
-                Ok(()) => {
-                    self.process = process;
-                    return Ok(());
-                }
-                Err(error) if port_was_taken(&error) && attempts < 20 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+            process
+                .wait_ready(START_TIMEOUT, || answers(&probe))
+                .await?;
+            Ok(process)
+        })
+        .await?;
+        Ok(())
     }
 
     /// True while the server process runs.
