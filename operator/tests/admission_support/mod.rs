@@ -5,6 +5,11 @@
 //!
 //! Requests are answered one at a time, in arrival order, like one API server; concurrency
 //! comes from the many client tasks that interleave their reads and writes.
+//!
+//! Every request is checked against the operator's RBAC list (`rbac::assert_allowed`, the
+//! check the controller's mock API runs too): one that `REQUIRED` does not grant is answered
+//! 403 Forbidden, as the real API server would, and recorded; the test then fails when its
+//! `FakeApi` handle is dropped (or at once through [`FakeApi::assert_rbac_clean`]).
 
 #![allow(dead_code)]
 
@@ -14,6 +19,10 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+#[path = "../../src/rbac.rs"]
+#[allow(dead_code, missing_docs)]
+mod rbac;
 
 /// Resource plurals the fake serves.
 const RESOURCES: [&str; 3] = [
@@ -40,6 +49,8 @@ struct Store {
     log: Vec<Logged>,
     failing: Option<String>,
     barrier: Option<Barrier>,
+    /// Requests `rbac::REQUIRED` does not allow, with the reason.
+    rbac_violations: Vec<String>,
 }
 
 /// Holds back answers to GETs of objects named `prefix…` until `readers` of them are waiting,
@@ -55,14 +66,67 @@ struct Barrier {
 #[derive(Clone, Default)]
 pub struct FakeApi {
     store: Arc<Mutex<Store>>,
+    /// Held by the test's handles only (not the serving task): when the last one is dropped,
+    /// requests outside the RBAC list fail the test.
+    rbac_check: Option<Arc<RbacCheck>>,
+}
+
+/// Fails the test (panics on drop, unless already panicking) when any request was outside
+/// `rbac::REQUIRED`, as mock objects check their expectations when dropped.
+struct RbacCheck(Arc<Mutex<Store>>);
+
+impl Drop for RbacCheck {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let violations = self
+            .0
+            .lock()
+            .map(|store| store.rbac_violations.clone())
+            .unwrap_or_default();
+        assert!(
+            violations.is_empty(),
+            "requests outside operator::rbac::REQUIRED (answered 403):\n{}",
+            violations.join("\n")
+        );
+    }
+}
+
+/// `Err(reason)` when `rbac::REQUIRED` does not allow the request.
+fn rbac_verdict(
+    method: &Method,
+    uri: &http::Uri,
+    content_type: Option<&str>,
+) -> Result<(), String> {
+    let path_and_query = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string());
+    std::panic::catch_unwind(|| {
+        rbac::assert_allowed(method.as_str(), &path_and_query, content_type)
+    })
+    .map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| format!("{method} {path_and_query} is not allowed"))
+    })
 }
 
 impl FakeApi {
     /// A fake API server and a client talking to it.
     pub fn start() -> (kube::Client, FakeApi) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let fake = FakeApi::default();
-        let server = fake.clone();
+        let store = Arc::new(Mutex::new(Store::default()));
+        let server = FakeApi {
+            store: store.clone(),
+            rbac_check: None,
+        };
+        let fake = FakeApi {
+            rbac_check: Some(Arc::new(RbacCheck(store.clone()))),
+            store,
+        };
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Some((request, respond)) = handle.next_request().await {
@@ -72,7 +136,14 @@ impl FakeApi {
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                let (status, value) = server.answer(&parts.method, &parts.uri, &bytes);
+                let content_type = parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                let (status, value) = match rbac_verdict(&parts.method, &parts.uri, content_type) {
+                    Ok(()) => server.answer(&parts.method, &parts.uri, &bytes),
+                    Err(reason) => server.forbid(&parts.method, &parts.uri, reason),
+                };
                 let response = Response::builder()
                     .status(status)
                     .header("content-type", "application/json")
@@ -106,6 +177,49 @@ impl FakeApi {
             }
         });
         (kube::Client::new(service, "default"), fake)
+    }
+
+    /// Requests so far that `rbac::REQUIRED` does not allow (each answered 403).
+    pub fn rbac_violations(&self) -> Vec<String> {
+        self.store.lock().unwrap().rbac_violations.clone()
+    }
+
+    /// Returns and forgets the violations so far (for tests that provoke one on purpose).
+    pub fn take_rbac_violations(&self) -> Vec<String> {
+        std::mem::take(&mut self.store.lock().unwrap().rbac_violations)
+    }
+
+    /// Panics now when a request so far was outside `rbac::REQUIRED` (otherwise that
+    /// happens when the last test handle is dropped).
+    pub fn assert_rbac_clean(&self) {
+        let violations = self.rbac_violations();
+        assert!(
+            violations.is_empty(),
+            "requests outside operator::rbac::REQUIRED (answered 403):\n{}",
+            violations.join("\n")
+        );
+    }
+
+    /// Answers 403 as an API server does when RBAC denies a request, and records it.
+    fn forbid(&self, method: &Method, uri: &http::Uri, reason: String) -> (StatusCode, Value) {
+        let mut store = self.store.lock().unwrap();
+        store.rbac_violations.push(reason);
+        let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+        store.log.push(Logged {
+            method: method.clone(),
+            resource: segments.iter().rev().nth(1).unwrap_or(&"").to_string(),
+            name: segments.last().map(|s| s.to_string()),
+            status: 403,
+        });
+        status(
+            403,
+            "Forbidden",
+            &format!(
+                "{} {} is forbidden: the operator's service account is not granted it",
+                method,
+                uri.path()
+            ),
+        )
     }
 
     /// Every request so far.
