@@ -104,7 +104,7 @@ write -> push latency), blobs (presign rate, streamed upload vs direct presigned
 plane RSS during a 1 GiB streamed upload).\n\n\
 Needs the test servers (deploy/local/install-servers). deploy/local/bench installs them, builds \
 the release binaries and runs this with the same arguments.",
-    after_help = "Examples:\n  deploy/local/bench                         the full run (about 6 minutes)\n  \
+    after_help = "Examples:\n  deploy/local/bench                         the full run (about 4 minutes)\n  \
 deploy/local/bench --quick                 a smoke run (about 1 minute)\n  \
 deploy/local/bench --only realtime --sockets 1,100,1000"
 )]

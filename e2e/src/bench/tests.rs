@@ -120,7 +120,7 @@ fn report_has_every_section_that_ran() {
         "{text}"
     );
     assert!(
-        text.contains("| 1000 | 0.0 | 19.8 | 10.2 | 27.00 | 42.00 | 45.00 |"),
+        text.contains("| 1000 | 0.00 | 19.8 | 10.2 | 27.00 | 42.00 | 45.00 |"),
         "{text}"
     );
     assert!(
