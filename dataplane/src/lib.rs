@@ -37,6 +37,7 @@ pub mod health;
 pub mod json;
 pub mod openapi;
 pub mod realtime;
+pub mod shutdown;
 pub mod state;
 pub mod sync;
 

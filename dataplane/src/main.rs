@@ -28,6 +28,7 @@ async fn main() -> ExitCode {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
 
+    raise_open_file_limit();
     let listen = config.listen;
     let state = match AppState::new(config) {
         Ok(state) => state,
@@ -64,15 +65,40 @@ async fn main() -> ExitCode {
     tokio::spawn(vibe_dataplane::blobs::sweep_forever(state.clone()));
 
     tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "vibe-dataplane listening");
+    let shutdown = state.shutdown.clone();
+    let on_signal = state.shutdown.clone();
     let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Tell WebSockets and streamed feeds to wind down while HTTP requests finish.
+            on_signal.begin();
+        })
         .await;
+    if !served_shutdown_drained(&shutdown).await {
+        tracing::warn!("some connections were still open after the shutdown grace period");
+    }
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vibe-dataplane: server error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Wait (bounded) for WebSockets and streamed feeds to close after shutdown began.
+async fn served_shutdown_drained(shutdown: &vibe_dataplane::shutdown::Shutdown) -> bool {
+    shutdown.begin();
+    shutdown.drained(std::time::Duration::from_secs(5)).await
+}
+
+/// Every WebSocket and every live sync feed holds a file descriptor. Distributions start
+/// services with a soft limit of 1024 but a much higher hard limit; raise the soft limit
+/// to the hard one, as servers that hold many connections do.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
 

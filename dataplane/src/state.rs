@@ -53,6 +53,8 @@ pub struct StateInner {
     pub readiness: Vec<Arc<dyn ReadinessProbe>>,
     /// Blob storage; `None` when no object store is configured.
     pub blobs: Option<Arc<crate::blobs::Blobs>>,
+    /// Graceful shutdown of WebSockets and streamed sync feeds.
+    pub shutdown: crate::shutdown::Shutdown,
     owner: RwLock<Option<Did>>,
     indexes: Mutex<HashSet<String>>,
     system_ready: OnceCell<()>,
@@ -89,6 +91,7 @@ impl AppState {
                 grants: GrantsCache::default(),
                 readiness: blobs.iter().map(|b| b.probe()).collect(),
                 blobs,
+                shutdown: Default::default(),
                 owner,
                 indexes: Mutex::new(HashSet::new()),
                 system_ready: OnceCell::new(),

@@ -271,21 +271,22 @@ impl DataPlane {
         proc_status_kib(self.pid()?, "VmHWM:")
     }
 
-    /// Graceful stop: SIGTERM, then SIGKILL after 10 s.
-    pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
+    /// Graceful stop: SIGTERM, then SIGKILL after 10 s. Returns the exit status when the
+    /// process ended by itself after SIGTERM (`None`: it was not running, or had to be
+    /// killed).
+    pub async fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
         if let Some(pid) = child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
         }
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
+        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = child.kill().await;
+                None
+            }
         }
     }
 

@@ -30,6 +30,9 @@ pub const CLOSE_RATE_LIMITED: u16 = 4029;
 pub const CLOSE_IDLE: u16 = 4000;
 /// Close code (RFC 6455): a frame larger than allowed.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code (RFC 6455): the server is shutting down; reconnect (to another replica or
+/// after the restart) and resume with `since`.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// The original's answer to anything it does not understand.
 pub const INVALID_MESSAGE: &str = "Invalid message format.";

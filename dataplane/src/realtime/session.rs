@@ -14,8 +14,8 @@ use tracing::debug;
 use super::event::Event;
 use super::hub::{ChangesHub, FeedReceiver, Lagged};
 use super::protocol::{
-    CLOSE_AUTH, CLOSE_IDLE, CLOSE_RATE_LIMITED, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG, ClientAction,
-    INVALID_MESSAGE, Status, error_text, missing_read,
+    CLOSE_AUTH, CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_RATE_LIMITED, CLOSE_SLOW_CONSUMER,
+    CLOSE_TOO_BIG, ClientAction, INVALID_MESSAGE, Status, error_text, missing_read,
 };
 use super::replay::{REPLAY_PAGE_ROWS, ReplayFence, replay_page};
 use super::seq::Seq;
@@ -88,6 +88,8 @@ enum End {
 
 /// Serve an upgraded socket until it ends. `pre` is set when `?token=` authenticated it.
 pub async fn serve(mut ws: WebSocket, state: AppState, rt: Arc<Realtime>, pre: Option<Authed>) {
+    // Shutdown waits (bounded) for this socket to say goodbye.
+    let _held = state.shutdown.hold();
     let authed = match pre {
         Some(authed) => authed,
         None => match first_frame_auth(&mut ws, &state, &rt.settings).await {
@@ -127,7 +129,10 @@ async fn first_frame_auth(
 ) -> Result<Authed, End> {
     let deadline = tokio::time::Instant::now() + settings.auth_timeout;
     loop {
-        let frame = match tokio::time::timeout_at(deadline, ws.recv()).await {
+        let frame = match tokio::select! {
+            _ = state.shutdown.started() => return Err(going_away()),
+            frame = tokio::time::timeout_at(deadline, ws.recv()) => frame,
+        } {
             Err(_) => return Err(End::Close(CLOSE_AUTH, "Authentication required.")),
             Ok(None) | Ok(Some(Err(_))) => return Err(End::Drop),
             Ok(Some(Ok(frame))) => frame,
@@ -150,6 +155,13 @@ async fn first_frame_auth(
             Message::Binary(_) => return Err(End::Close(CLOSE_AUTH, "Authentication required.")),
         }
     }
+}
+
+fn going_away() -> End {
+    End::Close(
+        CLOSE_GOING_AWAY,
+        "Server shutting down; reconnect and resume with since.",
+    )
 }
 
 fn authenticated() -> String {
@@ -220,6 +232,7 @@ impl Session {
             let expiry = tokio::time::sleep(expires_in(self.authed.expires_at));
             tokio::select! {
                 biased;
+                _ = self.state.shutdown.started() => return Err(going_away()),
                 change = grants.recv() => match change {
                     Ok(change) if change.app_id != self.authed.app_id => {}
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.recheck_grants(ws).await?,

@@ -150,14 +150,31 @@ async fn handle(
         upstream = upstream.body(body);
     }
     let response = db.client().send(upstream).await?;
-    let continuous = request == SyncRequest::Changes
-        && url_param(uri.query(), "feed").as_deref() == Some("continuous");
+    let feed = url_param(uri.query(), "feed");
+    let feed = if request == SyncRequest::Changes {
+        feed.as_deref()
+    } else {
+        None
+    };
     match request {
-        SyncRequest::Changes if continuous => Ok(stream_back(response, true)),
+        // Never finishes by itself: ends (after a complete line) when shutdown begins, and
+        // the replicator resumes from its checkpoint on the next replica or after restart.
+        SyncRequest::Changes if feed == Some("continuous") => {
+            Ok(stream_back(response, Some(state.shutdown.signal())))
+        }
+        // May wait a minute for a change: give way to shutdown with a retryable 503.
+        SyncRequest::Changes if feed == Some("longpoll") && response.status().is_success() => {
+            tokio::select! {
+                answer = filtered_json(response) => answer,
+                _ = state.shutdown.started() => Err(ApiError::Unavailable(
+                    "The server is shutting down; retry.".into(),
+                )),
+            }
+        }
         SyncRequest::Changes | SyncRequest::AllDocs if response.status().is_success() => {
             filtered_json(response).await
         }
-        _ => Ok(stream_back(response, false)),
+        _ => Ok(stream_back(response, None)),
     }
 }
 
@@ -223,17 +240,24 @@ async fn bulk_docs(
     Ok((StatusCode::CREATED, Json(Value::Array(merged))).into_response())
 }
 
-/// Stream CouchDB's answer back with its status and content headers; with
-/// `line_filter`, drop the lines of hidden documents from a continuous feed.
-fn stream_back(response: reqwest::Response, line_filter: bool) -> Response {
+/// Stream CouchDB's answer back with its status and content headers. With
+/// `continuous_until`, the answer is a continuous feed: the lines of hidden documents are
+/// dropped, and it ends cleanly when that signal fires.
+fn stream_back(
+    response: reqwest::Response,
+    continuous_until: Option<tokio_util::sync::CancellationToken>,
+) -> Response {
     let mut builder = Response::builder().status(response.status().as_u16());
     for name in [header::CONTENT_TYPE, header::ETAG, header::CACHE_CONTROL] {
         if let Some(value) = response.headers().get(name.as_str()) {
             builder = builder.header(name, value.as_bytes());
         }
     }
-    let body = if line_filter {
-        Body::from_stream(filter_lines(Box::pin(response.bytes_stream())))
+    let body = if let Some(until) = continuous_until {
+        use futures::StreamExt;
+        Body::from_stream(
+            filter_lines(Box::pin(response.bytes_stream())).take_until(until.cancelled_owned()),
+        )
     } else {
         Body::from_stream(response.bytes_stream())
     };
