@@ -345,6 +345,25 @@ fn profile_dir() -> Result<PathBuf, StackError> {
     Ok(dir)
 }
 
+/// Whether `name` is one of the variables cargo sets for the crate it runs (not cargo's
+/// own configuration such as `CARGO_HOME` or `CARGO_BUILD_*`).
+fn is_package_env(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
+}
+
 /// Path of a fresh `vibe-dataplane` binary, building it once per process.
 pub fn dataplane_binary() -> Result<PathBuf, StackError> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -369,6 +388,15 @@ fn build_dataplane() -> Result<PathBuf, StackError> {
         .to_string();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = std::process::Command::new(cargo);
+    // Cargo sets CARGO_MANIFEST_DIR, CARGO_PKG_* … for the test or bench running us.
+    // Passed on, they change the fingerprints of build scripts that watch them (ring's
+    // does), so every test run would rebuild the TLS stack and the data plane, and so
+    // would the next ordinary build.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_package_env) {
+            command.env_remove(name);
+        }
+    }
     command
         .current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", target_dir)
@@ -458,5 +486,35 @@ impl Stack {
     /// A client for the data plane.
     pub fn instance(&self) -> Instance {
         self.dataplane.instance()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_package_env;
+
+    #[test]
+    fn only_the_running_crates_variables_are_dropped_from_the_nested_build() {
+        for dropped in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_BIN_EXE_vibe",
+            "CARGO_CRATE_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+        ] {
+            assert!(is_package_env(dropped), "{dropped}");
+        }
+        for kept in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO_NET_OFFLINE",
+            "PATH",
+        ] {
+            assert!(!is_package_env(kept), "{kept}");
+        }
     }
 }

@@ -266,10 +266,19 @@ impl<'a> FolderSync<'a> {
                     }
                 }
             }
-            if let Some(last) = changes.get("last_seq") {
-                state.since = last.clone();
+            let last_seq = changes.get("last_seq").cloned();
+            let advanced = last_seq.as_ref().is_some_and(|last| *last != state.since);
+            if let Some(last) = last_seq {
+                state.since = last;
             }
-            if results.len() < BATCH {
+            // The instance leaves its own design documents out of a page, so a short
+            // page is no sign of the end: CouchDB's `pending` is; without it, an empty
+            // page.
+            let done = match changes.get("pending").and_then(Value::as_u64) {
+                Some(pending) => pending == 0,
+                None => results.is_empty(),
+            };
+            if done || !advanced {
                 return Ok(());
             }
         }
@@ -369,7 +378,16 @@ impl<'a> FolderSync<'a> {
         for (collection, key, file) in self.local_files()? {
             let id = format!("{collection}/{key}");
             present.insert(id.clone());
-            if self.conflict_file_of(&collection, &key).exists() {
+            let conflict_file = self.conflict_file_of(&collection, &key);
+            if conflict_file.exists() {
+                let prefix = format!("{id}:");
+                if !report.conflicts.iter().any(|c| c.starts_with(&prefix)) {
+                    report.conflicts.push(format!(
+                        "{id}: not pushed while {} exists; merge it into {} and delete it",
+                        conflict_file.display(),
+                        file.display()
+                    ));
+                }
                 continue;
             }
             let bytes = read_file(&file)?.unwrap_or_default();

@@ -681,13 +681,7 @@ async fn watch(
 async fn sync(context: &Context, args: SyncArgs) -> Result<()> {
     let client = context.owner_or_app()?;
     if args.endpoint {
-        let token = client.access_token().await?;
-        let url = format!("{}/", client.instance().endpoint("api/v1/sync"));
-        context.out.result(
-            || format!("{url}\nAuthorization: Bearer {token}"),
-            &json!({ "url": url, "authorization": format!("Bearer {token}") }),
-        );
-        return Ok(());
+        return sync_endpoint(context, &client).await;
     }
     let folder = args
         .folder
@@ -721,4 +715,42 @@ async fn sync(context: &Context, args: SyncArgs) -> Result<()> {
             report.errors.len()
         )))
     }
+}
+
+/// `vibe sync --endpoint`: the replication URL and a bearer token a device can use on
+/// its own. A replicator sends no `X-Vibe-App-ID`, so with `--app` the token is a fresh
+/// app-bound one (never the owner's), and the endpoint is asked first, so a token it
+/// refuses (an app without the `sync` grant) is an error here, not on the device.
+async fn sync_endpoint(context: &Context, client: &Client) -> Result<()> {
+    let (token, expires_at) = match (&context.app_token, &context.app) {
+        (None, Some(app)) => {
+            let minted = context.owner()?.app_token(app).await?;
+            (minted.access_token, Some(minted.access_token_expires_in))
+        }
+        _ => {
+            let token = client.access_token().await?;
+            let expires_at = client
+                .tokens()
+                .current()
+                .await
+                .map(|t| t.access_token_expires_in);
+            (token, expires_at)
+        }
+    };
+    let device = Client::new(client.instance().clone(), TokenSource::fixed(token.clone()));
+    let _: Value = device
+        .send_json("GET /api/v1/sync/", |i| {
+            i.request(reqwest::Method::GET, "api/v1/sync/")
+        })
+        .await?;
+    let url = format!("{}/", client.instance().endpoint("api/v1/sync"));
+    context.out.result(
+        || format!("{url}\nAuthorization: Bearer {token}"),
+        &json!({
+            "url": url,
+            "authorization": format!("Bearer {token}"),
+            "expiresAt": expires_at,
+        }),
+    );
+    Ok(())
 }
