@@ -431,3 +431,42 @@ async fn the_endpoint_refuses_what_sync_must_not_reach() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// CouchDB going away while a replicator's longpoll waits in it is CouchDB being
+/// unavailable (503, the replicator retries), never an internal error (it was a 500).
+#[tokio::test]
+async fn a_longpoll_cut_by_couchdb_stopping_is_a_503() {
+    let mut instance = TestInstance::start().await;
+    let token = instance.owner_token().await;
+    let (status, changes) = instance
+        .get("/api/v1/sync/_changes", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changes}");
+    let since = match &changes["last_seq"] {
+        Value::String(seq) => seq.clone(),
+        other => other.to_string(),
+    };
+    let url = instance.url(&format!(
+        "/api/v1/sync/_changes?feed=longpoll&heartbeat=50&since={since}"
+    ));
+    let waiting = tokio::spawn(
+        instance
+            .http
+            .get(url)
+            .bearer_auth(&token)
+            .timeout(Duration::from_secs(30))
+            .send(),
+    );
+    // The answer must be 503 whenever CouchDB stops; this pause only makes it stop while
+    // the longpoll is under way (its heartbeats flowing), the case that answered 500.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    instance.couch.stop().await;
+    let response = waiting.await.unwrap().expect("the data plane answers");
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        body["error"], "Database service is not available.",
+        "{body}"
+    );
+}

@@ -237,6 +237,17 @@ impl Device {
     async fn stats(&mut self) -> Value {
         self.call("stats", json!({})).await
     }
+
+    /// How many requests to the instance failed so far (no answer or 5xx).
+    async fn failed_requests(&mut self) -> u64 {
+        let stats = self.stats().await;
+        stats["failedRequests"]
+            .as_object()
+            .expect("failedRequests")
+            .values()
+            .filter_map(Value::as_u64)
+            .sum()
+    }
 }
 
 /// A stack claimed through the CLI (keygen + claim), with an app `devices-app` granted
@@ -406,6 +417,8 @@ async fn live_devices_lose_nothing_across_data_plane_and_couchdb_restarts() {
 
     // The data plane goes away with both devices' live feeds open; the devices keep
     // writing while it is down and after it is back.
+    let failed_before = (a.failed_requests().await, b.failed_requests().await);
+    assert_eq!(failed_before, (0, 0));
     stack.dataplane.stop().await;
     write_notes(&mut a, "a-dp-down", 5).await;
     write_notes(&mut b, "b-dp-down", 5).await;
@@ -423,6 +436,12 @@ async fn live_devices_lose_nothing_across_data_plane_and_couchdb_restarts() {
     ]))
     .await;
     all_agree(&mut a, &mut b, &owner, 41).await;
+    // Both devices did lose the instance for a while (and recovered by themselves).
+    let failed_after_dp = (a.failed_requests().await, b.failed_requests().await);
+    assert!(
+        failed_after_dp.0 > 0 && failed_after_dp.1 > 0,
+        "{failed_after_dp:?}"
+    );
 
     // The CouchDB-compatible server goes away and comes back (same data).
     stack.couch.stop().await;
@@ -443,6 +462,11 @@ async fn live_devices_lose_nothing_across_data_plane_and_couchdb_restarts() {
     ]))
     .await;
     all_agree(&mut a, &mut b, &owner, 62).await;
+    let failed_after_couch = (a.failed_requests().await, b.failed_requests().await);
+    assert!(
+        failed_after_couch.0 > failed_after_dp.0 && failed_after_couch.1 > failed_after_dp.1,
+        "{failed_after_couch:?}"
+    );
 
     // An edit made on a device after both restarts still travels both ways.
     let mut doc = a.get("notes/b-couch-up-004").await;
@@ -453,6 +477,13 @@ async fn live_devices_lose_nothing_across_data_plane_and_couchdb_restarts() {
         let stats = device.stats().await;
         assert_eq!(stats["errors"], json!([]), "{stats}");
         assert_eq!(stats["denied"], json!([]), "{stats}");
+        // During the outages the instance answered 503 (retry) or not at all; never
+        // another error.
+        let kinds = stats["failedRequests"].as_object().unwrap();
+        assert!(
+            kinds.keys().all(|k| k == "503" || k == "no answer"),
+            "{stats}"
+        );
     }
 }
 

@@ -189,9 +189,21 @@ fn url_param(query: Option<&str>, name: &str) -> Option<String> {
 /// read whole to be filtered; continuous feeds are filtered line by line instead.
 async fn filtered_json(response: reqwest::Response) -> Result<Response, ApiError> {
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::OK);
-    let mut answer: Value = response.json().await.map_err(ApiError::internal)?;
+    let mut answer = read_json(response).await?;
     hide::filter_answer(&mut answer);
     Ok((status, Json(answer)).into_response())
+}
+
+/// Read CouchDB's whole JSON answer. The connection breaking mid-answer (CouchDB stopped
+/// during a longpoll) means CouchDB is unavailable: a retryable 503, as when it refuses
+/// the connection. Only an answer that is not JSON is an internal error.
+async fn read_json(response: reqwest::Response) -> ApiResult<Value> {
+    let bytes = response.bytes().await.map_err(|e| {
+        ApiError::from(crate::couch::CouchError::Unavailable(
+            e.without_url().to_string(),
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(ApiError::internal)
 }
 
 /// Read a request body up to the configured limit (413 beyond it).
@@ -229,7 +241,7 @@ async fn bulk_docs(
         let request = client.request(Method::POST, url).json(&batch.forward);
         let response = client.send(request).await?;
         let status = response.status();
-        let answer: Value = response.json().await.map_err(ApiError::internal)?;
+        let answer = read_json(response).await?;
         match answer {
             Value::Array(items) => items,
             // A whole-batch error from CouchDB (e.g. 400 bad_request): pass it through.

@@ -21,7 +21,8 @@
 //                                all of `leaves`; -> the document (null when deleted)
 //   waitCount {count, timeoutMs?} until exactly `count` documents exist -> {id: rev}
 //   all                          {id: rev} of every local document
-//   stats                        replication counters (docs read/written, errors, denied)
+//   stats                        replication counters (docs written each way, fatal errors,
+//                                denied documents, failed requests to the instance)
 //
 // Waits are driven by the local database's changes feed, never by polling on a timer.
 'use strict';
@@ -40,15 +41,33 @@ const stats = {
   denied: [],
   errors: [],
   pausedWithError: 0,
+  // Requests to the instance that failed, by kind ('no answer' or the 5xx status).
+  failedRequests: {},
   state: 'stopped',
 };
+
+function failed(kind) {
+  stats.failedRequests[kind] = (stats.failedRequests[kind] || 0) + 1;
+}
 
 function remote(url, authorization) {
   return new PouchDB(url, {
     skip_setup: true,
-    fetch: (target, opts) => {
+    fetch: async (target, opts) => {
       opts.headers.set('Authorization', authorization);
-      return PouchDB.fetch(target, opts);
+      let response;
+      try {
+        response = await PouchDB.fetch(target, opts);
+      } catch (err) {
+        // PouchDB aborts its own pending requests when a replication is cancelled.
+        if (err.name !== 'AbortError') failed('no answer');
+        throw err;
+      }
+      if (response.status >= 500) {
+        failed(String(response.status));
+        log(opts.method || 'GET', String(target).replace(/^.*\/api\/v1\/sync\//, ''), '->', response.status);
+      }
+      return response;
     },
   });
 }
