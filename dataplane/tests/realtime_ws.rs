@@ -582,6 +582,12 @@ async fn oversized_frame_closes_1009() {
     ws.send(json!({"action": "subscribe", "collection": "x".repeat(4096)}))
         .await;
     assert_eq!(ws.closed().await.0, 1009);
+
+    // Before authentication too: the close says why instead of just dropping the socket.
+    let mut ws = Ws::connect(&url).await;
+    ws.send(json!({"action": "auth", "token": "x".repeat(4096), "appId": APP}))
+        .await;
+    assert_eq!(ws.closed().await.0, 1009);
 }
 
 #[tokio::test]

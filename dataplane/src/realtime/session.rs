@@ -134,6 +134,7 @@ async fn first_frame_auth(
             frame = tokio::time::timeout_at(deadline, ws.recv()) => frame,
         } {
             Err(_) => return Err(End::Close(CLOSE_AUTH, "Authentication required.")),
+            Ok(Some(Err(e))) if is_too_big(&e) => return Err(too_big()),
             Ok(None) | Ok(Some(Err(_))) => return Err(End::Drop),
             Ok(Some(Ok(frame))) => frame,
         };
@@ -155,6 +156,17 @@ async fn first_frame_auth(
             Message::Binary(_) => return Err(End::Close(CLOSE_AUTH, "Authentication required.")),
         }
     }
+}
+
+/// Whether a receive error is tungstenite refusing a frame or message over the limit
+/// (axum passes it on only as text).
+fn is_too_big(error: &axum::Error) -> bool {
+    let text = error.to_string();
+    text.contains("too long") || text.contains("limit exceeded")
+}
+
+fn too_big() -> End {
+    End::Close(CLOSE_TOO_BIG, "Message too big.")
 }
 
 fn going_away() -> End {
@@ -246,13 +258,8 @@ impl Session {
                 }
                 frame = ws.recv() => match frame {
                     None => return Ok(()),
-                    Some(Err(e)) => {
-                        let text = e.to_string();
-                        if text.contains("too long") || text.contains("limit exceeded") {
-                            return Err(End::Close(CLOSE_TOO_BIG, "Message too big."));
-                        }
-                        return Ok(());
-                    }
+                    Some(Err(e)) if is_too_big(&e) => return Err(too_big()),
+                    Some(Err(_)) => return Ok(()),
                     Some(Ok(frame)) => self.on_frame(ws, frame).await?,
                 },
                 event = next_event(&mut self.feed) => match event {
