@@ -26,6 +26,9 @@ struct Inner {
     objects: HashMap<String, Known>,
     object_bytes: u64,
     reservations: HashMap<String, Reservation>,
+    /// Sum of the reservations whose object is not known yet, kept up to date by every
+    /// change so a request never walks all reservations (an app could hold many).
+    reserved_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,9 +97,7 @@ impl QuotaLedger {
                 quota: self.quota,
             });
         }
-        inner
-            .reservations
-            .insert(key.to_string(), Reservation { size, expires_at });
+        inner.set_reservation(key, Reservation { size, expires_at });
         Ok(())
     }
 
@@ -119,23 +120,21 @@ impl QuotaLedger {
                 quota: self.quota,
             });
         }
-        inner.reservations.remove(key);
+        inner.remove_reservation(key);
         inner.insert_object(key, size);
         Ok(())
     }
 
     /// Drops a reservation whose upload failed.
     pub fn release(&self, key: &str) {
-        self.lock().reservations.remove(key);
+        self.lock().remove_reservation(key);
     }
 
     /// Stops counting a deleted object (and any reservation for it).
     pub fn forget(&self, key: &str) {
         let mut inner = self.lock();
-        inner.reservations.remove(key);
-        if let Some(old) = inner.objects.remove(key) {
-            inner.object_bytes -= old.size;
-        }
+        inner.remove_reservation(key);
+        inner.remove_object(key);
     }
 
     /// Whether `key` has a reservation that has not expired at `now`.
@@ -163,9 +162,7 @@ impl QuotaLedger {
             .map(|(k, _)| k.clone())
             .collect();
         for key in stale {
-            if let Some(old) = inner.objects.remove(&key) {
-                inner.object_bytes -= old.size;
-            }
+            inner.remove_object(&key);
         }
         for (key, size) in listing {
             match inner.objects.get(key) {
@@ -176,7 +173,7 @@ impl QuotaLedger {
         // An expired reservation is dropped: either its object is listed (and counted as an
         // object now) or the client never uploaded. Live ones stay; `reserved_bytes` skips
         // those whose object is already known.
-        inner.reservations.retain(|_, r| r.expires_at > now);
+        inner.drop_expired_reservations(now);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -187,12 +184,40 @@ impl QuotaLedger {
 }
 
 impl Inner {
+    /// Bytes of reservations whose object is not known yet.
     fn reserved_bytes(&self) -> u64 {
-        self.reservations
+        self.reserved_bytes
+    }
+
+    /// The reservation of `key` counts only while its object is unknown.
+    fn counted_reservation(&self, key: &str) -> u64 {
+        match self.reservations.get(key) {
+            Some(r) if !self.objects.contains_key(key) => r.size,
+            _ => 0,
+        }
+    }
+
+    fn set_reservation(&mut self, key: &str, reservation: Reservation) {
+        self.reserved_bytes -= self.counted_reservation(key);
+        self.reservations.insert(key.to_string(), reservation);
+        self.reserved_bytes += self.counted_reservation(key);
+    }
+
+    fn remove_reservation(&mut self, key: &str) {
+        self.reserved_bytes -= self.counted_reservation(key);
+        self.reservations.remove(key);
+    }
+
+    fn drop_expired_reservations(&mut self, now: SystemTime) {
+        let expired: Vec<String> = self
+            .reservations
             .iter()
-            .filter(|(k, _)| !self.objects.contains_key(*k))
-            .map(|(_, r)| r.size)
-            .sum()
+            .filter(|(_, r)| r.expires_at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            self.remove_reservation(&key);
+        }
     }
 
     fn insert_object(&mut self, key: &str, size: u64) {
@@ -200,6 +225,7 @@ impl Inner {
     }
 
     fn insert_object_at(&mut self, key: &str, size: u64, touched: Instant) {
+        self.reserved_bytes -= self.counted_reservation(key);
         if let Some(old) = self
             .objects
             .insert(key.to_string(), Known { size, touched })
@@ -207,6 +233,13 @@ impl Inner {
             self.object_bytes -= old.size;
         }
         self.object_bytes += size;
+    }
+
+    fn remove_object(&mut self, key: &str) {
+        if let Some(old) = self.objects.remove(key) {
+            self.object_bytes -= old.size;
+            self.reserved_bytes += self.counted_reservation(key);
+        }
     }
 }
 
@@ -288,5 +321,68 @@ mod tests {
                 quota: 1000
             }
         );
+    }
+
+    /// The running sums always equal what a full walk of the maps gives, whatever the order
+    /// of reservations, commits, releases, deletions and reconciliations.
+    #[test]
+    fn running_sums_match_a_full_recount_after_every_operation() {
+        fn recount(ledger: &QuotaLedger) -> (u64, u64) {
+            let inner = ledger.lock();
+            let stored = inner.objects.values().map(|o| o.size).sum();
+            let reserved = inner
+                .reservations
+                .iter()
+                .filter(|(k, _)| !inner.objects.contains_key(*k))
+                .map(|(_, r)| r.size)
+                .sum();
+            (stored, reserved)
+        }
+        let ledger = QuotaLedger::new(u64::MAX / 2);
+        // A small deterministic generator: the sequence is the same on every run.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+        for step in 0..5_000 {
+            let key = &keys[next(keys.len() as u64) as usize];
+            let size = 1 + next(100);
+            match next(6) {
+                0 => {
+                    let expires = if next(3) == 0 {
+                        SystemTime::now() - Duration::from_secs(1)
+                    } else {
+                        later(60)
+                    };
+                    ledger.reserve(key, size, expires).unwrap();
+                }
+                1 => ledger.commit(key, size).unwrap(),
+                2 => ledger.release(key),
+                3 => ledger.forget(key),
+                4 => {
+                    let since = Instant::now();
+                    let mut listing = HashMap::new();
+                    for k in &keys {
+                        if next(2) == 0 {
+                            listing.insert(k.clone(), 1 + next(100));
+                        }
+                    }
+                    ledger.reconcile(&listing, since, SystemTime::now());
+                }
+                _ => {
+                    let _ = ledger.has_active_reservation(key, SystemTime::now());
+                }
+            }
+            let usage = ledger.usage();
+            assert_eq!(
+                (usage.stored, usage.reserved),
+                recount(&ledger),
+                "after step {step}"
+            );
+        }
     }
 }
