@@ -74,7 +74,9 @@ async fn main() -> ExitCode {
             on_signal.begin();
         })
         .await;
-    if !served_shutdown_drained(&shutdown).await {
+    // Also after a server error, which ends `serve` without the signal.
+    shutdown.begin();
+    if !shutdown.drained(std::time::Duration::from_secs(5)).await {
         tracing::warn!("some connections were still open after the shutdown grace period");
     }
     match served {
@@ -84,12 +86,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Wait (bounded) for WebSockets and streamed feeds to close after shutdown began.
-async fn served_shutdown_drained(shutdown: &vibe_dataplane::shutdown::Shutdown) -> bool {
-    shutdown.begin();
-    shutdown.drained(std::time::Duration::from_secs(5)).await
 }
 
 /// Every WebSocket and every live sync feed holds a file descriptor. Distributions start

@@ -47,10 +47,9 @@ impl Shutdown {
         self.connections.token()
     }
 
-    /// Wait, at most `within`, until every held connection has finished; `false` if some
-    /// were still open when the time ran out.
+    /// After [`Shutdown::begin`]: wait, at most `within`, until every held connection has
+    /// finished; `false` if some were still open when the time ran out.
     pub async fn drained(&self, within: Duration) -> bool {
-        self.connections.close();
         tokio::time::timeout(within, self.connections.wait())
             .await
             .is_ok()
@@ -64,6 +63,7 @@ mod tests {
     #[tokio::test]
     async fn drained_waits_for_held_connections_only_as_long_as_allowed() {
         let shutdown = Shutdown::default();
+        shutdown.begin();
         assert!(
             shutdown.drained(Duration::from_millis(10)).await,
             "nothing held"

@@ -35,16 +35,8 @@ fn run(args: &[&str], env: &[(&str, &str)], bare: bool) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vibe-dataplane"));
     command.env_clear().args(args);
     if !bare {
-        command
-            .env("PUBLIC_INSTANCE_URL", "https://alice.vibe.test")
-            // Nothing listens there: the process must stop before it would connect.
-            .env("COUCHDB_URL", "http://127.0.0.1:9")
-            .env(
-                "VIBE_SIGNING_KEY",
-                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-            )
-            .env("PORT", "0")
-            .env("HOST", "127.0.0.1");
+        // The process must stop before it would connect to CouchDB.
+        common::offline_binary_env(&mut command);
     }
     command.envs(env.iter().copied());
     command.stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -2,6 +2,8 @@
 //! limit far below the hard one, `vibe-dataplane` raises its soft open-file limit to the
 //! hard limit.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,22 +18,15 @@ fn open_file_limits(pid: u32) -> Option<(String, String)> {
 #[test]
 fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
     // The shell lowers only the soft limit, then becomes the data plane (same pid).
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .args([
             "-c",
             r#"ulimit -Sn 256 && exec "$0""#,
             env!("CARGO_BIN_EXE_vibe-dataplane"),
         ])
-        .env_clear()
-        .env("PUBLIC_INSTANCE_URL", "https://alice.vibe.test")
-        // Nothing listens there: the process serves (not ready) without CouchDB.
-        .env("COUCHDB_URL", "http://127.0.0.1:9")
-        .env(
-            "VIBE_SIGNING_KEY",
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-        )
-        .env("PORT", "0")
-        .env("HOST", "127.0.0.1")
+        .env_clear();
+    let mut child = common::offline_binary_env(&mut command)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

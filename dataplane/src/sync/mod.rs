@@ -151,11 +151,7 @@ async fn handle(
     }
     let response = db.client().send(upstream).await?;
     let feed = url_param(uri.query(), "feed");
-    let feed = if request == SyncRequest::Changes {
-        feed.as_deref()
-    } else {
-        None
-    };
+    let feed = feed.as_deref();
     match request {
         // Never finishes by itself: ends (after a complete line) when shutdown begins, and
         // the replicator resumes from its checkpoint on the next replica or after restart.

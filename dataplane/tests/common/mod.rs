@@ -238,3 +238,18 @@ pub fn signed_login(key: &Keypair, nonce: &str, timestamp: &str) -> Value {
         "signature": key.sign_base64(&message),
     })
 }
+
+/// The least environment the `vibe-dataplane` binary starts with, on a free port, without a
+/// reachable CouchDB (it serves, not ready): for tests of the process itself.
+pub fn offline_binary_env(command: &mut std::process::Command) -> &mut std::process::Command {
+    command
+        .env("PUBLIC_INSTANCE_URL", "https://alice.vibe.test")
+        // Nothing listens there.
+        .env("COUCHDB_URL", "http://127.0.0.1:9")
+        .env(
+            "VIBE_SIGNING_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+}
