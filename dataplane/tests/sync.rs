@@ -12,28 +12,15 @@ use serde_json::{Value, json};
 use vibe_dataplane::realtime::hub::{ChangesHub, HubSettings};
 use vibe_identity::{Keypair, TokenIssuer, TokenKind, TokenSpec};
 
-/// `node_modules` of the PouchDB client installed by `deploy/local/install-servers`.
-fn pouchdb_client_modules() -> PathBuf {
-    let tools = std::env::var_os("VIBE_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vibe-cloud/tools")
-        });
-    let modules = tools.join("pouchdb-client/node_modules");
-    assert!(
-        modules.join("pouchdb").is_dir(),
-        "PouchDB client not installed in {}: run deploy/local/install-servers",
-        modules.display()
-    );
-    modules
-}
-
 /// Run the two-device PouchDB scenario against `sync_url` and return what it observed.
 async fn run_devices(sync_url: &str, token: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sync/devices.js");
     let output = tokio::process::Command::new("node")
         .arg(script)
-        .env("NODE_PATH", pouchdb_client_modules())
+        .env(
+            "NODE_PATH",
+            vibe_test_support::pouchdb_client_modules().expect("PouchDB client"),
+        )
         .env("SYNC_URL", sync_url)
         .env("TOKEN", token)
         .kill_on_drop(true)

@@ -13,7 +13,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::VibeCli;
@@ -26,17 +26,6 @@ use vibe_e2e::stack::Stack;
 const DEVICE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a device waits for a document to arrive (ms, inside the driver).
 const WAIT_MS: u64 = 30_000;
-
-/// `node_modules` of the PouchDB client installed by `deploy/local/install-servers`.
-fn pouchdb_client_modules() -> PathBuf {
-    let modules = vibe_test_support::tools_dir().join("pouchdb-client/node_modules");
-    assert!(
-        modules.join("pouchdb").is_dir() && modules.join("pouchdb-adapter-memory").is_dir(),
-        "PouchDB client not installed in {}: run deploy/local/install-servers",
-        modules.display()
-    );
-    modules
-}
 
 /// Where a device replicates to, as `vibe sync --endpoint --json` prints it.
 #[derive(Clone, Debug)]
@@ -117,7 +106,10 @@ impl Device {
         let mut child = tokio::process::Command::new("node")
             .arg(script)
             .arg(name)
-            .env("NODE_PATH", pouchdb_client_modules())
+            .env(
+                "NODE_PATH",
+                vibe_test_support::pouchdb_client_modules().expect("PouchDB client"),
+            )
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

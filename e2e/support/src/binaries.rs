@@ -37,6 +37,22 @@ pub fn s3s_fs() -> Result<PathBuf, SupportError> {
     locate("s3s-fs", S3S_FS_BIN_ENV, tools_dir().join("s3s/bin/s3s-fs"))
 }
 
+/// `node_modules` of the PouchDB client (with its memory adapter) that
+/// `deploy/local/install-servers` installs for sync tests, or an error that says how to
+/// install it.
+pub fn pouchdb_client_modules() -> Result<PathBuf, SupportError> {
+    let modules = tools_dir().join("pouchdb-client/node_modules");
+    if modules.join("pouchdb").is_dir() && modules.join("pouchdb-adapter-memory").is_dir() {
+        Ok(modules)
+    } else {
+        Err(SupportError::MissingBinary {
+            server: "the PouchDB client",
+            path: modules,
+            env_var: TOOLS_DIR_ENV,
+        })
+    }
+}
+
 fn locate(
     server: &'static str,
     env_var: &'static str,

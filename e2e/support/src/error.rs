@@ -11,7 +11,7 @@ pub enum SupportError {
         "{server} not found at {path} (set {env_var} to its path, or run deploy/local/install-servers)"
     )]
     MissingBinary {
-        /// Which server (`pouchdb-server`, `s3s-fs`).
+        /// Which server or tool (`pouchdb-server`, `s3s-fs`, the PouchDB client).
         server: &'static str,
         /// Where it was looked for.
         path: PathBuf,

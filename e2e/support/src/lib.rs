@@ -27,7 +27,9 @@ mod ports;
 mod process;
 mod s3;
 
-pub use binaries::{POUCHDB_SERVER_BIN_ENV, S3S_FS_BIN_ENV, TOOLS_DIR_ENV, tools_dir};
+pub use binaries::{
+    POUCHDB_SERVER_BIN_ENV, S3S_FS_BIN_ENV, TOOLS_DIR_ENV, pouchdb_client_modules, tools_dir,
+};
 pub use couch::CouchServer;
 pub use error::SupportError;
 pub use s3::S3Server;

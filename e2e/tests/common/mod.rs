@@ -90,16 +90,25 @@ impl VibeCli {
         self.config.path().join("key.pem")
     }
 
-    /// Run `vibe --json <args>` (with stdin from `input`).
-    pub async fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Run {
-        use tokio::io::AsyncWriteExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vibe"))
+    /// `vibe --json` with this config folder and instance, acting as the owner unless
+    /// the caller sets `VIBE_APP`/`VIBE_APP_TOKEN`.
+    fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_vibe"));
+        command
             .env_remove("VIBE_APP")
             .env_remove("VIBE_APP_TOKEN")
             .env("VIBE_CONFIG_DIR", self.config.path())
             .env("VIBE_INSTANCE", &self.instance)
             .env("VIBE_NO_PROGRESS", "1")
-            .arg("--json")
+            .arg("--json");
+        command
+    }
+
+    /// Run `vibe --json <args>` (with stdin from `input`).
+    pub async fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Run {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self
+            .command()
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -181,14 +190,9 @@ fn forward_lines(
 impl VibeCli {
     /// Start `vibe --json <args>` in the background with extra environment variables.
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> VibeChild {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vibe"))
-            .env_remove("VIBE_APP")
-            .env_remove("VIBE_APP_TOKEN")
-            .env("VIBE_CONFIG_DIR", self.config.path())
-            .env("VIBE_INSTANCE", &self.instance)
-            .env("VIBE_NO_PROGRESS", "1")
+        let mut child = self
+            .command()
             .envs(env.iter().copied())
-            .arg("--json")
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
