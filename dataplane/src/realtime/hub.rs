@@ -147,7 +147,7 @@ impl ChangesHub {
         let (tx, rx) = broadcast::channel(self.inner.settings.capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
         let published = Arc::new(AtomicU64::new(0));
-        let position = Arc::new(std::sync::Mutex::new(since.clone()));
+        let position = Arc::new(std::sync::Mutex::new(since));
         let feed = Arc::new(Feed {
             tx: tx.clone(),
             published: published.clone(),
@@ -156,7 +156,6 @@ impl ChangesHub {
         });
         let reader = Reader {
             db: db.clone(),
-            since,
             tx,
             published,
             position,
@@ -189,17 +188,17 @@ enum FeedError {
 
 struct Reader {
     db: Database,
-    since: Seq,
     tx: broadcast::Sender<Arc<Event>>,
     published: Arc<AtomicU64>,
-    /// `since` as subscribers see it; `published` changes only while this is locked.
+    /// The sequence of the last row read (where a reconnect resumes), shared with
+    /// subscribers; `published` changes only while this is locked.
     position: Arc<std::sync::Mutex<Seq>>,
     settings: HubSettings,
 }
 
 impl Reader {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
-        info!(since = %self.since.as_query(), "change reader started");
+        info!(since = %self.lock_position().as_query(), "change reader started");
         let mut delay = self.settings.backoff_min;
         loop {
             let outcome = tokio::select! {
@@ -234,7 +233,7 @@ impl Reader {
     async fn follow(&mut self) -> Result<bool, (bool, FeedError)> {
         let query = ChangesQuery {
             feed: ChangesFeed::Continuous,
-            since: Some(self.since.as_json().clone()),
+            since: Some(self.lock_position().as_json().clone()),
             include_docs: true,
             heartbeat_ms: Some(self.settings.heartbeat.as_millis() as u64),
             ..ChangesQuery::default()
@@ -291,8 +290,7 @@ impl Reader {
         if value.get("id").is_none() {
             // `{"last_seq": …}` closes a feed.
             if let Some(last) = value.get("last_seq").filter(|v| !v.is_null()) {
-                self.since = Seq::from(last.clone());
-                *self.lock_position() = self.since.clone();
+                *self.lock_position() = Seq::from(last.clone());
             }
             return Ok(());
         }
@@ -303,10 +301,9 @@ impl Reader {
                 return Ok(());
             }
         };
-        self.since = Seq::from(row.seq.clone());
         // The row's sequence and its ordinal move together (see FeedReceiver::position).
         let mut position = self.lock_position();
-        *position = self.since.clone();
+        *position = Seq::from(row.seq.clone());
         if let Some(mut event) = Event::from_row(row) {
             event.ordinal = self.published.load(Ordering::Relaxed) + 1;
             self.published.store(event.ordinal, Ordering::Release);
