@@ -65,15 +65,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let config = Arc::new(cli.operator.clone());
     let namespaces = cli.run.namespaces();
-    let scopes: Vec<Scope> = if namespaces.is_empty() {
-        vec![Scope::new(None)]
-    } else {
-        namespaces
-            .into_iter()
-            .map(|ns| Scope::new(Some(ns)))
-            .collect()
-    };
-    let index = InstanceIndex::new(scopes.iter().map(|s| s.instances.clone()).collect());
+    let scopes = Scope::for_namespaces(namespaces);
+    let index = InstanceIndex::new(scopes.iter().map(Scope::cache).collect());
 
     let mut registry = Registry::with_prefix("vibe_operator");
     let metrics = Arc::new(Metrics::register(&mut registry));
@@ -99,14 +92,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let state = State::new(config.clone(), index, metrics, registry, leadership);
 
-    tokio::spawn({
-        let state = state.clone();
-        async move {
-            state.instances.wait_until_ready().await;
-            state.set_ready(true);
-            tracing::info!("watch caches synced");
-        }
-    });
+    tokio::spawn(controller::readiness::log_when_synced(
+        state.instances.clone(),
+    ));
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(cli.run.http_addr)

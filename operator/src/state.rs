@@ -13,54 +13,82 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch;
+
+/// The VibeInstance cache of one watch scope (a namespace, or the whole cluster) and whether
+/// its initial list has been applied to it.
+///
+/// `synced` is flipped by the controller's watch stream itself when the reflector has applied
+/// the initial list (`watcher::Event::InitDone`, see
+/// [`crate::controller::readiness::mark_synced`]). It deliberately does not use
+/// `Store::wait_until_ready`: in kube-runtime 5 that future keeps a single waker, so when two
+/// tasks wait on the same store (the controller's runner does) only the last one to poll is
+/// ever woken — the operator's readiness never flipped on a real API server (issue 14).
+#[derive(Clone)]
+pub struct ScopeCache {
+    /// The instances of the scope.
+    pub store: Store<VibeInstance>,
+    /// `true` once the initial list is in `store`; never goes back to `false`.
+    pub synced: watch::Receiver<bool>,
+}
 
 /// Read access to the VibeInstance watch caches of every watched namespace.
 #[derive(Clone, Default)]
 pub struct InstanceIndex {
-    stores: Vec<Store<VibeInstance>>,
+    scopes: Vec<ScopeCache>,
 }
 
 impl InstanceIndex {
-    /// An index over the given stores (one per watched namespace, or one for all).
-    pub fn new(stores: Vec<Store<VibeInstance>>) -> Self {
-        Self { stores }
+    /// An index over the given scopes (one per watched namespace, or one for all).
+    pub fn new(scopes: Vec<ScopeCache>) -> Self {
+        Self { scopes }
+    }
+
+    fn stores(&self) -> impl Iterator<Item = &Store<VibeInstance>> {
+        self.scopes.iter().map(|s| &s.store)
     }
 
     /// Every cached instance.
     pub fn all(&self) -> Vec<Arc<VibeInstance>> {
-        self.stores.iter().flat_map(|s| s.state()).collect()
+        self.stores().flat_map(|s| s.state()).collect()
     }
 
     /// One instance by namespace and name.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<VibeInstance>> {
         let key = ObjectRef::new(name).within(namespace);
-        self.stores.iter().find_map(|s| s.get(&key))
+        self.stores().find_map(|s| s.get(&key))
     }
 
     /// The instance serving `host` (explicit `spec.host`, or the default
     /// `<name>.<base domain>`), if any. Case-insensitive.
     pub fn find_by_host(&self, host: &str, config: &OperatorConfig) -> Option<Arc<VibeInstance>> {
         let host = host.to_ascii_lowercase();
-        self.stores
-            .iter()
+        self.stores()
             .find_map(|s| s.find(|i| effective_host(i, config).eq_ignore_ascii_case(&host)))
     }
 
     /// Instances owned by `did`.
     pub fn find_by_owner(&self, did: &str) -> Vec<Arc<VibeInstance>> {
-        self.stores
-            .iter()
+        self.stores()
             .flat_map(|s| s.state_filter(|i| i.owner_did() == Some(did)))
             .collect()
     }
 
-    /// Whether every store has completed its initial list.
-    pub async fn wait_until_ready(&self) {
-        for store in &self.stores {
-            // An error only means the writer was dropped (shutdown).
-            let _ = store.wait_until_ready().await;
+    /// Whether every scope's initial list is in its cache (an index of no scope is synced).
+    pub fn is_synced(&self) -> bool {
+        self.scopes.iter().all(|s| *s.synced.borrow())
+    }
+
+    /// Waits until [`Self::is_synced`]; any number of tasks may wait at once. Returns `false`
+    /// when a scope's watch stopped (shutdown) before its initial list completed.
+    pub async fn wait_until_synced(&self) -> bool {
+        for scope in &self.scopes {
+            let mut synced = scope.synced.clone();
+            if synced.wait_for(|s| *s).await.is_err() {
+                return false;
+            }
         }
+        true
     }
 
     /// Count of instances by phase (instances without a status count as Provisioning).
@@ -90,7 +118,8 @@ pub fn effective_host(instance: &VibeInstance, config: &OperatorConfig) -> Strin
         .unwrap_or_else(|| format!("{}.{}", instance.name_any(), config.base_domain))
 }
 
-/// Process-wide state: configuration, caches, metrics, leadership and readiness.
+/// Process-wide state: configuration, caches, metrics, leadership and readiness (the caches'
+/// sync flags).
 #[derive(Clone)]
 pub struct State {
     /// Operator configuration.
@@ -102,7 +131,6 @@ pub struct State {
     /// Leadership flag.
     pub leadership: Leadership,
     registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
 }
 
 impl State {
@@ -120,18 +148,13 @@ impl State {
             metrics,
             leadership,
             registry: Arc::new(registry),
-            ready: Arc::default(),
         }
     }
 
-    /// Marks the process ready (caches synced).
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
-    }
-
-    /// Whether the caches are synced.
+    /// Whether the VibeInstance caches of every scope are synced (`/readyz` and the admission
+    /// webhook answer from this).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.instances.is_synced()
     }
 
     /// OpenMetrics text of every registered metric.

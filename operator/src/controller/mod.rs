@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod drift;
+pub mod readiness;
 pub mod status;
 
 use crate::bucket::BucketClient;
@@ -18,7 +19,7 @@ use crate::error::{Error, Result, backoff};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::naming::{FIELD_MANAGER, MANAGED_SELECTOR};
-use crate::state::State;
+use crate::state::{ScopeCache, State};
 use cache::{ChildCaches, ChildWriters};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -448,6 +449,8 @@ pub struct Scope {
     /// VibeInstance cache (also read by the admission endpoint through [`State`]).
     pub instances: Store<VibeInstance>,
     instance_writer: Writer<VibeInstance>,
+    synced_tx: tokio::sync::watch::Sender<bool>,
+    synced: tokio::sync::watch::Receiver<bool>,
     /// Child caches.
     pub caches: ChildCaches,
     writers: ChildWriters,
@@ -457,13 +460,36 @@ impl Scope {
     /// Empty caches for a scope.
     pub fn new(namespace: Option<String>) -> Self {
         let (instances, instance_writer) = reflector::store();
+        let (synced_tx, synced) = readiness::flag();
         let (caches, writers) = ChildCaches::new();
         Self {
             namespace,
             instances,
             instance_writer,
+            synced_tx,
+            synced,
             caches,
             writers,
+        }
+    }
+
+    /// One scope per watched namespace, or one for the whole cluster when `namespaces` is empty.
+    pub fn for_namespaces(namespaces: Vec<String>) -> Vec<Self> {
+        if namespaces.is_empty() {
+            vec![Self::new(None)]
+        } else {
+            namespaces
+                .into_iter()
+                .map(|ns| Self::new(Some(ns)))
+                .collect()
+        }
+    }
+
+    /// The instance cache and its sync flag, for [`crate::state::InstanceIndex`].
+    pub fn cache(&self) -> ScopeCache {
+        ScopeCache {
+            store: self.instances.clone(),
+            synced: self.synced.clone(),
         }
     }
 }
@@ -548,8 +574,10 @@ async fn run_scope(
     )
     .default_backoff()
     .modify(|o: &mut VibeInstance| o.managed_fields_mut().clear())
-    .reflect(scope.instance_writer)
-    .applied_objects();
+    .reflect(scope.instance_writer);
+    // Readiness comes from the stream (after the reflector applied the list), not from
+    // `Store::wait_until_ready`, which the Controller below already waits on (see readiness).
+    let instances = readiness::mark_synced(instances, scope.synced_tx).applied_objects();
     let w = scope.writers;
     Controller::for_stream(instances, scope.instances)
         .owns_stream(child_stream(&client, ns, w.secrets))
