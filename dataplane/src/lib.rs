@@ -9,6 +9,7 @@
 //! - [`auth`]: owner login (challenge/login/refresh/logout), the owner claim, and the
 //!   [`auth::Caller`] extractor with [`auth::Caller::require`] for grants.
 //! - [`apps`]: app registrations and the in-memory grants cache.
+//! - [`devices`]: device credentials for long-running sync.
 //! - [`documents`]: document CRUD and reads with our own paging cursor.
 //! - [`health`], [`openapi`].
 //!
@@ -31,6 +32,7 @@ pub mod blobs;
 pub mod config;
 pub mod couch;
 pub mod dbnames;
+pub mod devices;
 pub mod documents;
 pub mod error;
 pub mod health;
@@ -56,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(auth::routes())
         .merge(apps::routes())
+        .merge(devices::routes())
         .merge(documents::routes())
         .merge(openapi::routes())
         .merge(blobs::routes())

@@ -49,6 +49,8 @@ pub struct StateInner {
     pub tokens: TokenService,
     /// In-memory app registrations and grants.
     pub grants: GrantsCache,
+    /// In-memory device registrations (sync credentials).
+    pub devices: crate::devices::DeviceRegistry,
     /// Probes `/ready` runs besides CouchDB.
     pub readiness: Vec<Arc<dyn ReadinessProbe>>,
     /// Blob storage; `None` when no object store is configured.
@@ -89,6 +91,7 @@ impl AppState {
                 couch,
                 tokens,
                 grants: GrantsCache::default(),
+                devices: Default::default(),
                 readiness: blobs.iter().map(|b| b.probe()).collect(),
                 blobs,
                 shutdown: Default::default(),
@@ -119,6 +122,7 @@ impl AppState {
                 db.ensure_exists().await?;
                 claim::load_or_seed(self, &db).await?;
                 self.grants.load(&db).await?;
+                self.devices.load(&db).await?;
                 tracing::info!(db = db.name(), "system database ready");
                 Ok::<(), ApiError>(())
             })

@@ -50,9 +50,14 @@ pub struct Claims {
     /// For [`TokenKind::App`]: the app the token is bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
-    /// For [`TokenKind::Refresh`]: the rotation family the token belongs to.
+    /// The rotation family the token belongs to: for [`TokenKind::Refresh`] its own,
+    /// for access and app tokens the family of the session that minted them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
+    /// For [`TokenKind::App`]: the registration of the app it was minted for (an app
+    /// deleted and registered again is a new registration, which the token does not fit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reg: Option<String>,
 }
 
 /// What to put in a new token.
@@ -63,6 +68,7 @@ pub struct TokenSpec {
     lifetime: Duration,
     app: Option<String>,
     family: Option<String>,
+    registration: Option<String>,
     issued_at: Option<i64>,
     not_before: Option<i64>,
 }
@@ -76,6 +82,7 @@ impl TokenSpec {
             lifetime,
             app: None,
             family: None,
+            registration: None,
             issued_at: None,
             not_before: None,
         }
@@ -90,6 +97,12 @@ impl TokenSpec {
     /// Places a refresh token in a rotation family.
     pub fn family(mut self, family: impl Into<String>) -> Self {
         self.family = Some(family.into());
+        self
+    }
+
+    /// Binds an app token to one registration of its app (the `reg` claim).
+    pub fn registration(mut self, registration: impl Into<String>) -> Self {
+        self.registration = Some(registration.into());
         self
     }
 
@@ -156,6 +169,7 @@ impl TokenIssuer {
             kind: spec.kind,
             app: spec.app,
             family: spec.family,
+            reg: spec.registration,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some("JWT".into());
@@ -338,16 +352,17 @@ mod tests {
     fn app_and_family_claims_round_trip() {
         let (_, issuer, verifier) = setup();
         let app = issuer
-            .issue(TokenSpec::new("did:vibe:zX", TokenKind::App, Duration::minutes(5)).app("notes"))
+            .issue(
+                TokenSpec::new("did:vibe:zX", TokenKind::App, Duration::minutes(5))
+                    .app("notes")
+                    .family("f0")
+                    .registration("r1"),
+            )
             .unwrap();
-        assert_eq!(
-            verifier
-                .verify(&app.token, TokenKind::App)
-                .unwrap()
-                .app
-                .as_deref(),
-            Some("notes")
-        );
+        let claims = verifier.verify(&app.token, TokenKind::App).unwrap();
+        assert_eq!(claims.app.as_deref(), Some("notes"));
+        assert_eq!(claims.family.as_deref(), Some("f0"));
+        assert_eq!(claims.reg.as_deref(), Some("r1"));
         let refresh = issuer
             .issue(
                 TokenSpec::new("did:vibe:zX", TokenKind::Refresh, Duration::days(7)).family("f1"),

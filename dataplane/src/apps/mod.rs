@@ -59,9 +59,24 @@ pub struct AppRecord {
     /// Last change of grants (RFC 3339).
     #[serde(default)]
     pub grants_updated_at: String,
+    /// Identifies this registration: chosen when the app is registered, kept by updates,
+    /// new when the app is deleted and registered again. App tokens carry it (`reg`) and
+    /// stop fitting when it changes. Registrations stored before it existed fall back to
+    /// their `registeredAt` ([`AppRecord::registration_id`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub registration: String,
 }
 
 impl AppRecord {
+    /// The registration id tokens are bound to.
+    pub fn registration_id(&self) -> String {
+        if self.registration.is_empty() {
+            format!("registered-at:{}", self.registered_at)
+        } else {
+            self.registration.clone()
+        }
+    }
+
     /// Whether the owner granted `permission` with `always`.
     pub fn allows(&self, permission: &str) -> bool {
         self.grants.get(permission) == Some(&GrantSetting::Always)
@@ -229,6 +244,7 @@ mod tests {
             grants: BTreeMap::new(),
             registered_at: String::new(),
             grants_updated_at: String::new(),
+            registration: String::new(),
         };
         app.grants.insert("read:x".into(), GrantSetting::Always);
         app.grants.insert("write:x".into(), GrantSetting::Ask);

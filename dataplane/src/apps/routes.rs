@@ -137,6 +137,7 @@ fn parse_upsert(body: &Value) -> ApiResult<AppRecord> {
         grants,
         registered_at: String::new(),
         grants_updated_at: String::new(),
+        registration: String::new(),
     })
 }
 
@@ -158,6 +159,14 @@ async fn upsert(
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| now.clone());
+    // An update keeps the registration (and so the app's tokens); a first registration,
+    // also after a delete, starts a new one.
+    app.registration = match &existing {
+        Some(doc) => serde_json::from_value::<AppRecord>(doc.clone())
+            .map(|stored| stored.registration_id())
+            .unwrap_or_else(|_| uuid::Uuid::now_v7().to_string()),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
     app.grants_updated_at = now;
     let mut doc = serde_json::to_value(&app).map_err(ApiError::internal)?;
     doc["collection"] = json!("apps");
@@ -261,6 +270,7 @@ async fn remove(
         Err(e) => return Err(e.into()),
     }
     state.grants.remove(&app_id);
+    tracing::info!("app registration deleted; its tokens and devices are revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -280,10 +290,16 @@ async fn app_token(
         }
     };
     state.system_db().await?;
-    if state.grants.get(&app_id).is_none() {
+    let Some(app) = state.grants.get(&app_id) else {
         return Err(ApiError::NotFound("App not registered.".into()));
-    }
-    let issued = state.tokens.issue_app(&caller.did, &app_id)?;
+    };
+    // The token lives no longer than the session minting it and the registration it is for.
+    let family = caller.family().ok_or_else(|| {
+        ApiError::Forbidden("Forbidden: App tokens are minted from an owner session.".into())
+    })?;
+    let issued = state
+        .tokens
+        .issue_app(&caller.did, &app_id, &app.registration_id(), family)?;
     Ok(Json(json!({
         "accessToken": issued.token,
         "accessTokenExpiresIn": issued.claims.exp,

@@ -5,11 +5,16 @@
 //!   `X-Vibe-App-ID` header it acts as that app (agent mode); without one it is the owner
 //!   itself (owner-only routes such as `/api/v1/apps/*`).
 //! - an **app token** (from `/api/v1/apps/token`): acts as its bound app only; an
-//!   `X-Vibe-App-ID` naming another app is refused with 403.
+//!   `X-Vibe-App-ID` naming another app is refused with 403. It dies with the owner
+//!   session (refresh family) that minted it and with the app registration it was minted
+//!   for: deleting the app, also when the same app id is registered again, ends it.
+//! - a **device** credential ([`authenticate_device`], sync only): see [`crate::devices`].
 //!
 //! Then [`Caller::require`] checks a grant (`read:<c>`, `blob:write:<c>`, …) against the
 //! in-memory grants cache, and [`Caller::require_owner`] guards owner-only routes.
-//! WebSocket and other non-header transports call [`authenticate`] directly.
+//! WebSocket and other non-header transports call [`authenticate`] directly. Long-lived
+//! streams (WebSocket, continuous and longpoll sync feeds) also wait on [`until_revoked`]
+//! so a revocation ends them within a second.
 
 pub mod claim;
 mod nonces;
@@ -27,8 +32,9 @@ use axum::http::request::Parts;
 use vibe_identity::{Claims, Did, TokenKind};
 
 use crate::apps::AppRecord;
+use crate::devices::DeviceRecord;
 use crate::error::{ApiError, ApiResult, UNAUTHORIZED_TOKEN};
-use crate::state::AppState;
+use crate::state::{AppState, now_unix};
 
 /// The header naming the app an owner token acts for.
 pub const APP_ID_HEADER: &str = "x-vibe-app-id";
@@ -40,6 +46,17 @@ pub enum CallerKind {
     Owner,
     /// App-bound token.
     App,
+    /// A registered device's credential (sync only; see [`crate::devices`]).
+    Device,
+}
+
+/// What the caller presented.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A verified access or app token.
+    Token(Claims),
+    /// A trusted device.
+    Device(Arc<DeviceRecord>),
 }
 
 /// An authenticated request: the instance owner, possibly acting as an app.
@@ -47,12 +64,12 @@ pub enum CallerKind {
 pub struct Caller {
     /// The owner's DID (tokens of any other subject are refused).
     pub did: Did,
-    /// Owner token or app token.
+    /// Owner token, app token or device.
     pub kind: CallerKind,
     /// The app this request acts as, if any.
     pub app_id: Option<String>,
-    /// The token's claims.
-    pub claims: Claims,
+    /// The token's claims or the device.
+    pub credential: Credential,
     app: Option<Arc<AppRecord>>,
 }
 
@@ -61,7 +78,7 @@ impl Caller {
     pub fn require_owner(&self) -> ApiResult<()> {
         match self.kind {
             CallerKind::Owner => Ok(()),
-            CallerKind::App => Err(ApiError::Forbidden(
+            CallerKind::App | CallerKind::Device => Err(ApiError::Forbidden(
                 "Forbidden: This operation requires an owner token.".into(),
             )),
         }
@@ -75,9 +92,19 @@ impl Caller {
         })
     }
 
-    /// Whether the acting app holds `permission` with `always` (false without an app).
+    /// Whether the acting app holds `permission` with `always` (false without an app),
+    /// and, for a device, whether its scopes include it.
     pub fn allows(&self, permission: &str) -> bool {
-        self.app.as_ref().is_some_and(|app| app.allows(permission))
+        self.app.as_ref().is_some_and(|app| app.allows(permission)) && self.scoped(permission)
+    }
+
+    /// Whether the credential's own scope covers `permission` (tokens: always; devices:
+    /// their scopes).
+    pub fn scoped(&self, permission: &str) -> bool {
+        match &self.credential {
+            Credential::Token(_) => true,
+            Credential::Device(device) => device.has_scope(permission),
+        }
     }
 
     /// Require an acting app holding `permission` with `always`: 400 without an app,
@@ -90,6 +117,80 @@ impl Caller {
             Err(ApiError::missing_permission(permission))
         }
     }
+
+    /// The token's claims (none for a device).
+    pub fn claims(&self) -> Option<&Claims> {
+        match &self.credential {
+            Credential::Token(claims) => Some(claims),
+            Credential::Device(_) => None,
+        }
+    }
+
+    /// The refresh family of the owner session behind the credential, if any.
+    pub fn family(&self) -> Option<&str> {
+        self.claims().and_then(|c| c.family.as_deref())
+    }
+
+    /// When the credential expires (UNIX seconds); `None`: while trusted (devices).
+    pub fn expires_at(&self) -> Option<i64> {
+        self.claims().map(|c| c.exp)
+    }
+
+    /// The caller as it stands now: the same credential checked again against revoked
+    /// families, app registrations and devices, with the app's current grants. Long-lived
+    /// streams call it whenever something was revoked; `Err` means the credential is dead.
+    pub fn refreshed(&self, state: &AppState) -> ApiResult<Caller> {
+        if self.expires_at().is_some_and(|exp| exp <= now_unix()) {
+            return Err(ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()));
+        }
+        if self
+            .family()
+            .is_some_and(|family| state.tokens.is_family_revoked(family))
+        {
+            return Err(ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()));
+        }
+        match &self.credential {
+            Credential::Token(claims) => {
+                let app = bound_app(state, self.kind, claims, self.app_id.as_deref())?;
+                Ok(Caller {
+                    app,
+                    ..self.clone()
+                })
+            }
+            Credential::Device(device) => {
+                let device = state
+                    .devices
+                    .get(&device.device_id)
+                    .filter(|current| current.secret_hash == device.secret_hash)
+                    .ok_or_else(|| ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()))?;
+                device_caller(state, self.did, device, self.app_id.as_deref())
+            }
+        }
+    }
+}
+
+/// The app record an authenticated token acts with. An app token must fit the app's
+/// current registration: deleted, or deleted and registered again, means 401.
+fn bound_app(
+    state: &AppState,
+    kind: CallerKind,
+    claims: &Claims,
+    app_id: Option<&str>,
+) -> ApiResult<Option<Arc<AppRecord>>> {
+    let app = app_id.and_then(|id| state.grants.get(id));
+    if kind == CallerKind::App {
+        let fits = app.as_ref().is_some_and(|app| {
+            claims
+                .reg
+                .as_deref()
+                .is_some_and(|reg| reg == app.registration_id())
+        });
+        if !fits {
+            tracing::debug!("app token of a deleted or replaced app registration");
+            return Err(ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()));
+        }
+    }
+    Ok(app)
 }
 
 /// Authenticate a bearer `token`, with the app id the client names (header or query), if
@@ -100,11 +201,7 @@ pub async fn authenticate(
     requested_app: Option<&str>,
 ) -> ApiResult<Caller> {
     let claims = state.tokens.verify(token)?;
-    // The owner may come from the system database (claimed instance): load it first.
-    state.system_db().await?;
-    let owner = state
-        .owner()
-        .ok_or_else(|| ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()))?;
+    let owner = owner_of_instance(state).await?;
     if claims.sub != owner.to_string() {
         return Err(ApiError::Forbidden(
             "Forbidden: Token identity does not match this instance.".into(),
@@ -123,14 +220,105 @@ pub async fn authenticate(
         }
         _ => (CallerKind::Owner, requested_app.map(str::to_string)),
     };
-    let app = app_id.as_deref().and_then(|id| state.grants.get(id));
+    let app = bound_app(state, kind, &claims, app_id.as_deref())?;
     Ok(Caller {
         did: owner,
         kind,
         app_id,
-        claims,
+        credential: Credential::Token(claims),
         app,
     })
+}
+
+/// Authenticate a device by its id and secret (sync's Basic credentials).
+pub async fn authenticate_device(
+    state: &AppState,
+    device_id: &str,
+    secret: &str,
+    requested_app: Option<&str>,
+) -> ApiResult<Caller> {
+    let owner = owner_of_instance(state).await?;
+    let device = state.devices.verify(device_id, secret).ok_or_else(|| {
+        tracing::debug!("unknown device or wrong device secret");
+        ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into())
+    })?;
+    let requested_app = requested_app.map(str::trim).filter(|a| !a.is_empty());
+    device_caller(state, owner, device, requested_app)
+}
+
+fn device_caller(
+    state: &AppState,
+    owner: Did,
+    device: Arc<DeviceRecord>,
+    requested_app: Option<&str>,
+) -> ApiResult<Caller> {
+    if requested_app.is_some_and(|a| Some(a) != device.app_id.as_deref()) {
+        return Err(ApiError::Forbidden(
+            "Forbidden: Device is bound to another application.".into(),
+        ));
+    }
+    let app = match &device.app_id {
+        None => None,
+        Some(app_id) => {
+            let app = state
+                .grants
+                .get(app_id)
+                .filter(|app| device.app_registration.as_deref() == Some(&app.registration_id()))
+                .ok_or_else(|| {
+                    tracing::debug!("device of a deleted or replaced app registration");
+                    ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into())
+                })?;
+            Some(app)
+        }
+    };
+    Ok(Caller {
+        did: owner,
+        kind: CallerKind::Device,
+        app_id: device.app_id.clone(),
+        credential: Credential::Device(device),
+        app,
+    })
+}
+
+/// The instance's owner, loaded from the system database when the instance was claimed.
+async fn owner_of_instance(state: &AppState) -> ApiResult<Did> {
+    state.system_db().await?;
+    state
+        .owner()
+        .ok_or_else(|| ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()))
+}
+
+/// Completes once `caller` may no longer do what a long-lived stream serves it: its
+/// credential expired or was revoked (logout, refresh-token reuse, app registration
+/// deleted or replaced, device revoked), or `still_allowed` fails for the caller with its
+/// current grants. Woken by every revocation and grant change, so it fires within
+/// milliseconds of the revoking request; the per-request check stays the authority.
+pub async fn until_revoked(state: AppState, caller: Caller, still_allowed: fn(&Caller) -> bool) {
+    let mut revocations = state.tokens.revocations();
+    let mut grants = state.grants.subscribe();
+    let expiry = caller.expires_at();
+    loop {
+        match caller.refreshed(&state) {
+            Ok(current) if still_allowed(&current) => {}
+            _ => return,
+        }
+        let expired = async {
+            match expiry {
+                Some(exp) => {
+                    let left = exp.saturating_sub(now_unix()).max(0) as u64;
+                    tokio::time::sleep(std::time::Duration::from_secs(left)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = revocations.changed() => if changed.is_err() {
+                std::future::pending::<()>().await
+            },
+            _ = grants.recv() => {}
+            _ = expired => return,
+        }
+    }
 }
 
 /// The bearer token of a request, if any.

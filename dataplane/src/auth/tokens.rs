@@ -1,9 +1,12 @@
-//! Access and app tokens (EdDSA JWTs from `vibe-identity`, `iss` = `aud` = the public URL)
-//! and revocation of refresh families for access tokens already issued.
+//! Access and app tokens (EdDSA JWTs from `vibe-identity`, `iss` = `aud` = the public URL),
+//! revocation of refresh families for access and app tokens already issued, and the
+//! revocation signal long-lived streams wait on.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use vibe_identity::{Claims, Did, IssuedToken, TokenIssuer, TokenKind, TokenSpec, TokenVerifier};
 
@@ -18,6 +21,9 @@ pub struct TokenService {
     /// Families revoked by logout or refresh reuse → when the entry may be forgotten
     /// (after every access token of the family has expired).
     revoked_families: RwLock<HashMap<String, Instant>>,
+    /// Bumped on every revocation (family, device); streams re-check their caller on
+    /// each change ([`crate::auth::until_revoked`]).
+    revocations: watch::Sender<u64>,
     /// Bounds the unauthenticated, CouchDB-writing auth routes (challenge, login, claim).
     pub(crate) throttle: Throttle,
 }
@@ -68,6 +74,7 @@ impl TokenService {
             verifier: TokenVerifier::new(&key.public_key(), &config.public_url, &config.public_url),
             access_ttl: config.limits.access_token_ttl,
             revoked_families: RwLock::new(HashMap::new()),
+            revocations: watch::Sender::new(0),
             throttle: Throttle::new(50.0, 200.0),
         }
     }
@@ -84,9 +91,19 @@ impl TokenService {
         self.issuer.issue(spec).map_err(ApiError::internal)
     }
 
-    /// An app-bound token: acts only as `app_id`.
-    pub fn issue_app(&self, owner: &Did, app_id: &str) -> Result<IssuedToken, ApiError> {
-        let spec = TokenSpec::new(owner.to_string(), TokenKind::App, self.chrono_ttl()).app(app_id);
+    /// An app-bound token: acts only as `app_id`, and only while registration
+    /// `registration` of the app and the owner session `family` it was minted from last.
+    pub fn issue_app(
+        &self,
+        owner: &Did,
+        app_id: &str,
+        registration: &str,
+        family: &str,
+    ) -> Result<IssuedToken, ApiError> {
+        let spec = TokenSpec::new(owner.to_string(), TokenKind::App, self.chrono_ttl())
+            .app(app_id)
+            .registration(registration)
+            .family(family);
         self.issuer.issue(spec).map_err(ApiError::internal)
     }
 
@@ -132,6 +149,19 @@ impl TokenService {
             family.to_string(),
             now + self.access_ttl + Duration::from_secs(60),
         );
+        drop(revoked);
+        self.announce_revocation();
+    }
+
+    /// Tell every open stream to re-check its caller (after any revocation).
+    pub fn announce_revocation(&self) {
+        self.revocations
+            .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
+    }
+
+    /// Hear about revocations (the value is only a counter).
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// 429 when the unauthenticated auth routes are flooded.
@@ -139,7 +169,8 @@ impl TokenService {
         self.throttle.check()
     }
 
-    fn is_family_revoked(&self, family: &str) -> bool {
+    /// Whether tokens of `family` were revoked (logout, refresh-token reuse).
+    pub fn is_family_revoked(&self, family: &str) -> bool {
         self.revoked_families
             .read()
             .unwrap_or_else(|e| e.into_inner())

@@ -46,7 +46,7 @@ impl Realtime {
 #[derive(Clone)]
 pub struct Authed {
     app_id: String,
-    token: String,
+    caller: crate::auth::Caller,
     expires_at: i64,
 }
 
@@ -73,8 +73,8 @@ pub async fn check_token(
         .ok_or_else(|| ApiError::BadRequest("Missing application identifier.".into()))?;
     Ok(Authed {
         app_id,
-        token: token.to_owned(),
-        expires_at: caller.claims.exp,
+        expires_at: caller.expires_at().unwrap_or(i64::MAX),
+        caller,
     })
 }
 
@@ -235,6 +235,7 @@ impl Session {
     async fn run_inner(&mut self, ws: &mut WebSocket) -> Result<(), End> {
         let settings = self.rt.settings.clone();
         let mut grants = self.state.grants.subscribe();
+        let mut revocations = self.state.tokens.revocations();
         let start = tokio::time::Instant::now();
         let mut ping =
             tokio::time::interval_at(start + settings.ping_interval, settings.ping_interval);
@@ -245,17 +246,19 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.state.shutdown.started() => return Err(going_away()),
+                // Logout, refresh-token reuse: close at once, not at the next recheck.
+                // (The sender lives as long as the state this session holds.)
+                _ = revocations.changed() => self.check_credential()?,
                 change = grants.recv() => match change {
                     Ok(change) if change.app_id != self.authed.app_id => {}
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.recheck_grants(ws).await?,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.check_credential()?;
+                        self.recheck_grants(ws).await?
+                    }
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
                 _ = expiry => return Err(End::Close(CLOSE_AUTH, "Token expired.")),
-                _ = recheck.tick() => {
-                    if self.state.tokens.verify(&self.authed.token).is_err() {
-                        return Err(End::Close(CLOSE_AUTH, "Token expired or revoked."));
-                    }
-                }
+                _ = recheck.tick() => self.check_credential()?,
                 frame = ws.recv() => match frame {
                     None => return Ok(()),
                     Some(Err(e)) if is_too_big(&e) => return Err(too_big()),
@@ -276,6 +279,18 @@ impl Session {
                     send(ws, Message::Ping(Default::default()), settings.send_timeout).await?;
                 }
             }
+        }
+    }
+
+    /// Close with 4001 when the credential was revoked (its family logged out or reused,
+    /// its app registration deleted or replaced) or expired, or its app is gone.
+    fn check_credential(&self) -> Result<(), End> {
+        match self.authed.caller.refreshed(&self.state) {
+            Ok(_) if self.state.grants.get(&self.authed.app_id).is_none() => {
+                Err(End::Close(CLOSE_AUTH, "Application no longer registered."))
+            }
+            Ok(_) => Ok(()),
+            Err(_) => Err(End::Close(CLOSE_AUTH, "Token expired or revoked.")),
         }
     }
 

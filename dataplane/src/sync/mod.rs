@@ -32,7 +32,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
+use std::time::Duration;
+
+use crate::auth::{Caller, CallerKind};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use request::{Refusal, SyncRequest};
@@ -54,9 +56,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The caller of a sync request. Besides `Authorization: Bearer <token>`, sync accepts
-/// HTTP Basic auth whose password is the token (any user name): CouchDB's replicator
-/// and PouchDB take credentials in the database URL (`https://sync:<token>@host/…`) and
-/// turn them into Basic auth, and some replicators cannot send other headers.
+/// HTTP Basic auth: a registered device's id and secret ([`crate::devices`]), or a token
+/// as the password (any user name), since CouchDB's replicator and PouchDB take
+/// credentials in the database URL (`https://sync:<token>@host/…`) and turn them into
+/// Basic auth, and some replicators cannot send other headers. A token always contains
+/// dots, a device secret never does.
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
     let app = match headers.get(crate::auth::APP_ID_HEADER) {
         Some(value) => Some(value.to_str().map_err(|_| {
@@ -64,15 +68,20 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller
         })?),
         None => None,
     };
-    let token = crate::auth::bearer_token(headers)
-        .map(str::to_owned)
-        .or_else(|| basic_password(headers))
+    if let Some(token) = crate::auth::bearer_token(headers) {
+        return crate::auth::authenticate(state, token, app).await;
+    }
+    let (user, password) = basic_credentials(headers)
         .ok_or_else(|| ApiError::Unauthorized(crate::error::UNAUTHORIZED_TOKEN.into()))?;
-    crate::auth::authenticate(state, &token, app).await
+    if password.contains('.') {
+        crate::auth::authenticate(state, &password, app).await
+    } else {
+        crate::auth::authenticate_device(state, &user, &password, app).await
+    }
 }
 
-/// The password of an `Authorization: Basic` header.
-fn basic_password(headers: &HeaderMap) -> Option<String> {
+/// The user name and password of an `Authorization: Basic` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     use base64::Engine;
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
@@ -83,16 +92,38 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
         .decode(encoded.trim())
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    let (_, password) = text.split_once(':')?;
-    (!password.is_empty()).then(|| password.to_owned())
+    let (user, password) = text.split_once(':')?;
+    (!password.is_empty()).then(|| (user.to_owned(), password.to_owned()))
 }
 
-/// Owner tokens sync; apps need the `sync` grant.
+/// Owner tokens and the owner's own devices sync; apps (and app devices) need the
+/// `sync` grant, devices also the `sync` scope.
 fn authorize(caller: &Caller) -> ApiResult<()> {
-    match caller.app_id {
-        None => caller.require_owner(),
-        Some(_) => caller.require(SYNC_PERMISSION),
+    match (caller.kind, &caller.app_id) {
+        (CallerKind::Owner, None) => Ok(()),
+        (CallerKind::Device, None) if caller.scoped(SYNC_PERMISSION) => Ok(()),
+        (CallerKind::Device, None) => Err(ApiError::missing_permission(SYNC_PERMISSION)),
+        _ => caller.require(SYNC_PERMISSION),
     }
+}
+
+/// Whether a caller may still sync (for streams re-checking after a revocation).
+fn still_syncs(caller: &Caller) -> bool {
+    authorize(caller).is_ok()
+}
+
+/// The longest a longpoll `_changes` waits, whatever `timeout` asks (CouchDB's default).
+pub const MAX_LONGPOLL_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a longpoll waits: the client's `timeout` (milliseconds), at most
+/// [`MAX_LONGPOLL_WAIT`]. Not every CouchDB-compatible server honours `timeout`
+/// (pouchdb-server ignores it), so the data plane bounds the wait itself.
+fn longpoll_wait(query: Option<&str>) -> Duration {
+    url_param(query, "timeout")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(MAX_LONGPOLL_WAIT, |ms| {
+            Duration::from_millis(ms).min(MAX_LONGPOLL_WAIT)
+        })
 }
 
 async fn handle(
@@ -147,21 +178,39 @@ async fn handle(
         }
     }
     if !body.is_empty() {
-        upstream = upstream.body(body);
+        upstream = upstream.body(body.clone());
     }
     let response = db.client().send(upstream).await?;
     let feed = url_param(uri.query(), "feed");
     let feed = feed.as_deref();
     match request {
-        // Never finishes by itself: ends (after a complete line) when shutdown begins, and
-        // the replicator resumes from its checkpoint on the next replica or after restart.
+        // Never finishes by itself: ends (after a complete line) when shutdown begins or
+        // the caller's credential is revoked; the replicator resumes from its checkpoint
+        // on the next replica, after restart, or never (revoked).
         SyncRequest::Changes if feed == Some("continuous") => {
-            Ok(stream_back(response, Some(state.shutdown.signal())))
+            let shutdown = state.shutdown.signal();
+            let revoked = crate::auth::until_revoked(state.clone(), caller, still_syncs);
+            let end = async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = revoked => tracing::info!("sync: continuous feed ended by revocation"),
+                }
+            };
+            Ok(stream_back(response, Some(Box::pin(end))))
         }
-        // May wait a minute for a change: give way to shutdown with a retryable 503.
+        // May wait a minute for a change: answers when a change comes, when the client's
+        // `timeout` runs out (with what a normal feed says then), 401 when the credential
+        // is revoked, and a retryable 503 when shutdown begins.
         SyncRequest::Changes if feed == Some("longpoll") && response.status().is_success() => {
+            let revoked = crate::auth::until_revoked(state.clone(), caller, still_syncs);
             tokio::select! {
                 answer = filtered_json(response) => answer,
+                _ = tokio::time::sleep(longpoll_wait(uri.query())) => {
+                    changes_now(&db, &method, uri.query(), &headers, body).await
+                }
+                _ = revoked => Err(ApiError::Unauthorized(
+                    crate::error::UNAUTHORIZED_TOKEN.into(),
+                )),
                 _ = state.shutdown.started() => Err(ApiError::Unavailable(
                     "The server is shutting down; retry.".into(),
                 )),
@@ -172,6 +221,39 @@ async fn handle(
         }
         _ => Ok(stream_back(response, None)),
     }
+}
+
+/// The `_changes` answer of a normal feed for the same request: what a longpoll whose
+/// `timeout` ran out answers (no results, and the sequence to continue from).
+async fn changes_now(
+    db: &crate::couch::Database,
+    method: &Method,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut url = db.url(&["_changes"]);
+    {
+        let mut pairs = url.query_pairs_mut();
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if !matches!(name.as_ref(), "feed" | "timeout" | "heartbeat") {
+                pairs.append_pair(&name, &value);
+            }
+        }
+        pairs.append_pair("feed", "normal");
+    }
+    let mut upstream = db.client().request(method.clone(), url);
+    if let Some(value) = headers.get(header::CONTENT_TYPE) {
+        upstream = upstream.header(header::CONTENT_TYPE, value);
+    }
+    if !body.is_empty() {
+        upstream = upstream.body(body);
+    }
+    let response = db.client().send(upstream).await?;
+    if !response.status().is_success() {
+        return Ok(stream_back(response, None));
+    }
+    filtered_json(response).await
 }
 
 fn url_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -250,10 +332,10 @@ async fn bulk_docs(
 
 /// Stream CouchDB's answer back with its status and content headers. With
 /// `continuous_until`, the answer is a continuous feed: the lines of hidden documents are
-/// dropped, and it ends cleanly when that signal fires.
+/// dropped, and it ends cleanly when that future completes.
 fn stream_back(
     response: reqwest::Response,
-    continuous_until: Option<tokio_util::sync::CancellationToken>,
+    continuous_until: Option<futures::future::BoxFuture<'static, ()>>,
 ) -> Response {
     let mut builder = Response::builder().status(response.status().as_u16());
     for name in [header::CONTENT_TYPE, header::ETAG, header::CACHE_CONTROL] {
@@ -263,9 +345,7 @@ fn stream_back(
     }
     let body = if let Some(until) = continuous_until {
         use futures::StreamExt;
-        Body::from_stream(
-            filter_lines(Box::pin(response.bytes_stream())).take_until(until.cancelled_owned()),
-        )
+        Body::from_stream(filter_lines(Box::pin(response.bytes_stream())).take_until(until))
     } else {
         Body::from_stream(response.bytes_stream())
     };

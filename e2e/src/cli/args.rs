@@ -91,6 +91,9 @@ pub enum Command {
     /// Apps and their grants (owner only).
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Devices trusted to sync with the instance (owner only).
+    #[command(subcommand)]
+    Devices(DevicesCommand),
     /// Write documents: one JSON object (create or update) or an array (bulk).
     #[command(
         after_help = "Without DATA or with `-`, the JSON is read from stdin. To update, \
@@ -240,6 +243,33 @@ pub enum AppsCommand {
     Token {
         /// App id.
         app_id: String,
+    },
+}
+
+/// `vibe devices …`.
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Register a device: prints its replication URL and its credentials (a device id
+    /// and a secret, shown only now), valid until the device is revoked.
+    #[command(
+        after_help = "Give the device the URL with the credentials as HTTP Basic auth         (user = device id, password = secret), e.g.         new PouchDB('https://<id>:<secret>@alice.example/api/v1/sync/'). Nothing expires:         the device syncs until `vibe devices revoke`, or until its app is removed."
+    )]
+    Add {
+        /// A name to recognise the device by.
+        name: String,
+        /// Act as this app (its `sync` grant is needed); default: as the owner.
+        #[arg(long)]
+        app: Option<String>,
+        /// Scopes (repeatable); default: sync.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// List trusted devices.
+    List,
+    /// Revoke a device: its credentials stop working and its open feeds end at once.
+    Revoke {
+        /// Device id (as printed by `devices list`).
+        device_id: String,
     },
 }
 

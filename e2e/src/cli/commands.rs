@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use vibe_identity::Keypair;
 
-use super::args::{AppsCommand, BlobCommand, Cli, Command, SyncArgs};
+use super::args::{AppsCommand, BlobCommand, Cli, Command, DevicesCommand, SyncArgs};
 use super::output::{Out, pretty};
 use crate::client::{Client, Instance, ReadQuery, TokenSource};
 use crate::error::{ClientError, Result};
@@ -93,6 +93,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Login => login(&context).await,
         Command::Logout => logout(&context).await,
         Command::Apps(command) => apps(&context, command).await,
+        Command::Devices(command) => devices(&context, command).await,
         Command::Put { collection, data } => put(&context, &collection, data).await,
         Command::Get { collection, id } => {
             let doc = context.acting()?.get(&collection, &id).await?;
@@ -380,6 +381,74 @@ async fn apps(context: &Context, command: AppsCommand) -> Result<()> {
             let token = client.app_token(&app_id).await?;
             let value = serde_json::to_value(&token).expect("serializes");
             context.out.result(|| token.access_token.clone(), &value);
+        }
+    }
+    Ok(())
+}
+
+async fn devices(context: &Context, command: DevicesCommand) -> Result<()> {
+    let client = context.owner()?;
+    match command {
+        DevicesCommand::Add { name, app, scopes } => {
+            for scope in &scopes {
+                crate::client::check_permission(scope)?;
+            }
+            let device = client
+                .register_device(&name, app.as_deref(), &scopes)
+                .await?;
+            let mut value = serde_json::to_value(&device).expect("serializes");
+            value["authorization"] = json!(device.credentials.authorization());
+            context.out.result(
+                || {
+                    format!(
+                        "device {} registered\nurl:      {}\nuser:     {}\npassword: {}\n\
+                         (the password is not shown again)",
+                        device.device_id,
+                        device.sync_url,
+                        device.credentials.username,
+                        device.credentials.password
+                    )
+                },
+                &value,
+            );
+        }
+        DevicesCommand::List => {
+            let devices = client.list_devices().await?;
+            context.out.result(
+                || {
+                    let list = devices["devices"].as_array().cloned().unwrap_or_default();
+                    if list.is_empty() {
+                        return "no devices".into();
+                    }
+                    list.iter()
+                        .map(|d| {
+                            format!(
+                                "{}  {}  {}  scopes: {}",
+                                d["deviceId"].as_str().unwrap_or("?"),
+                                d["name"].as_str().unwrap_or("?"),
+                                d["appId"].as_str().unwrap_or("(owner)"),
+                                d["scopes"]
+                                    .as_array()
+                                    .map(|s| s
+                                        .iter()
+                                        .filter_map(Value::as_str)
+                                        .collect::<Vec<_>>()
+                                        .join(","))
+                                    .unwrap_or_default()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+                &devices,
+            );
+        }
+        DevicesCommand::Revoke { device_id } => {
+            client.revoke_device(&device_id).await?;
+            context.out.result(
+                || format!("device {device_id} revoked"),
+                &json!({ "deviceId": device_id, "revoked": true }),
+            );
         }
     }
     Ok(())

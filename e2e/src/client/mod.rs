@@ -10,12 +10,14 @@ mod apps;
 mod auth;
 mod blobs;
 mod data;
+mod devices;
 mod tokens;
 
-pub use apps::{AppStatus, AppToken};
+pub use apps::{AppStatus, AppToken, check_permission};
 pub use auth::{Challenge, LoginRequest, Tokens};
 pub use blobs::{BlobMeta, Progress, UploadUrl};
 pub use data::{Page, ReadQuery, WriteResult, local_id};
+pub use devices::{DeviceCredentials, RegisteredDevice};
 pub use tokens::TokenSource;
 
 use std::time::Duration;

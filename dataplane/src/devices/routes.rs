@@ -1,0 +1,190 @@
+//! Owner-only device routes: register a device (its secret is shown once), list trusted
+//! devices, revoke one.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use serde_json::{Value, json};
+
+use super::{DEVICE_DOC_PREFIX, DeviceRecord};
+use crate::apps::is_valid_permission;
+use crate::auth::Caller;
+use crate::couch::CouchError;
+use crate::error::{ApiError, ApiResult};
+use crate::json::StrictJson;
+use crate::state::AppState;
+
+/// Most scopes one device may hold.
+const MAX_SCOPES: usize = 64;
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/devices", get(list).post(register))
+        .route("/api/v1/devices/{deviceId}", delete(revoke))
+}
+
+fn doc_id(device_id: &str) -> String {
+    format!("{DEVICE_DOC_PREFIX}{device_id}")
+}
+
+/// Device ids are 32 lowercase hex digits (a UUIDv7 without dashes).
+pub(crate) fn is_device_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn describe(device: &DeviceRecord) -> Value {
+    json!({
+        "deviceId": device.device_id,
+        "name": device.name,
+        "appId": device.app_id,
+        "scopes": device.scopes,
+        "createdAt": device.created_at,
+    })
+}
+
+struct Registration {
+    name: String,
+    app_id: Option<String>,
+    scopes: Vec<String>,
+}
+
+fn parse_registration(body: &Value) -> ApiResult<Registration> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| ApiError::Validation("Body must be a JSON object.".into()))?;
+    if let Some(key) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "name" | "appId" | "scopes"))
+    {
+        return Err(ApiError::Validation(format!("Unknown field '{key}'.")));
+    }
+    let name = match object.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => s.clone(),
+        _ => {
+            return Err(ApiError::Validation(
+                "'name' is required and must be a non-empty string of at most 256 bytes.".into(),
+            ));
+        }
+    };
+    let app_id = match object.get("appId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 512 => Some(s.clone()),
+        _ => {
+            return Err(ApiError::Validation(
+                "'appId' must be a non-empty string.".into(),
+            ));
+        }
+    };
+    let mut scopes: Vec<String> = match object.get("scopes") {
+        None | Some(Value::Null) => vec![crate::sync::SYNC_PERMISSION.to_string()],
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_SCOPES => items
+            .iter()
+            .map(|item| match item.as_str() {
+                Some(p) if is_valid_permission(p) => Ok(p.to_string()),
+                _ => Err(ApiError::Validation(format!(
+                    "Invalid scope {item}: expected a permission such as sync or read:<c>."
+                ))),
+            })
+            .collect::<ApiResult<_>>()?,
+        _ => {
+            return Err(ApiError::Validation(format!(
+                "'scopes' must be an array of 1 to {MAX_SCOPES} permissions."
+            )));
+        }
+    };
+    scopes.sort();
+    scopes.dedup();
+    Ok(Registration {
+        name,
+        app_id,
+        scopes,
+    })
+}
+
+/// `POST /api/v1/devices` `{name, appId?, scopes?}` → 201 with the device and its
+/// credentials (the secret is never shown again).
+async fn register(
+    State(state): State<AppState>,
+    caller: Caller,
+    StrictJson(body): StrictJson,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_owner()?;
+    let registration = parse_registration(&body)?;
+    let db = state.system_db().await?;
+    let app_registration = match &registration.app_id {
+        None => None,
+        Some(app_id) => match state.grants.get(app_id) {
+            Some(app) => Some(app.registration_id()),
+            None => return Err(ApiError::NotFound("App not registered.".into())),
+        },
+    };
+    let secret = vibe_identity::secret::generate(32);
+    let device = DeviceRecord {
+        device_id: uuid::Uuid::now_v7().simple().to_string(),
+        name: registration.name,
+        app_id: registration.app_id,
+        app_registration,
+        scopes: registration.scopes,
+        secret_hash: vibe_identity::secret::hash(&secret),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    let mut doc = serde_json::to_value(&device).map_err(ApiError::internal)?;
+    doc["collection"] = json!("devices");
+    db.put(&doc_id(&device.device_id), &doc).await?;
+    let mut answer = describe(&device);
+    answer["credentials"] = json!({ "username": device.device_id, "password": secret });
+    answer["syncUrl"] = json!(format!(
+        "{}{}/",
+        state.config.public_url.trim_end_matches('/'),
+        crate::sync::SYNC_ROOT
+    ));
+    state.devices.put(device);
+    tracing::info!("device registered");
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// `GET /api/v1/devices` → `{devices: [...]}` (never the secrets).
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require_owner()?;
+    state.system_db().await?;
+    let devices: Vec<Value> = state.devices.all().iter().map(|d| describe(d)).collect();
+    Ok(Json(json!({ "devices": devices })))
+}
+
+/// `DELETE /api/v1/devices/{deviceId}` → 204; 404 when not trusted. Ends the device's
+/// open feeds within a second.
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(device_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_owner()?;
+    let db = state.system_db().await?;
+    if !is_device_id(&device_id) {
+        return Err(ApiError::NotFound("Device not registered.".into()));
+    }
+    let id = doc_id(&device_id);
+    let Some(doc) = db.get(&id).await? else {
+        return Err(ApiError::NotFound("Device not registered.".into()));
+    };
+    let rev = doc.get("_rev").and_then(Value::as_str).unwrap_or_default();
+    match db.delete(&id, rev).await {
+        Ok(_) | Err(CouchError::NotFound { .. }) => {}
+        Err(CouchError::Conflict) => {
+            return Err(ApiError::Conflict(
+                "Device registration changed concurrently; retry.".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state.devices.remove(&device_id);
+    state.tokens.announce_revocation();
+    tracing::info!("device revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

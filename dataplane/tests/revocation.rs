@@ -1,0 +1,432 @@
+//! Token lifecycle and revocation of open streams (issue 15, items 3 and 4), against the
+//! real router and pouchdb-server.
+//!
+//! - App tokens die with the owner session (refresh family) they were minted from and
+//!   with the app registration they were minted for.
+//! - Logout, refresh-token reuse, app deletion and grant revocation end every open
+//!   WebSocket (4001), continuous sync feed (clean end) and longpoll (401) of the
+//!   affected tokens within one second; the measured times are printed.
+//! - A longpoll honours `timeout` although pouchdb-server ignores it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestInstance;
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
+
+const APP: &str = "https://hostile.example";
+/// The promise: a revoked credential's streams end within this.
+const WITHIN: Duration = Duration::from_secs(1);
+/// How long a test waits for anything before failing (well above [`WITHIN`]).
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One owner login.
+struct Session {
+    access: String,
+    refresh: String,
+}
+
+async fn login(instance: &TestInstance) -> Session {
+    let tokens = instance.login().await;
+    Session {
+        access: tokens["accessToken"].as_str().unwrap().to_string(),
+        refresh: tokens["refreshToken"].as_str().unwrap().to_string(),
+    }
+}
+
+async fn app_token(instance: &TestInstance, owner: &str, app: &str) -> (StatusCode, Value) {
+    instance
+        .post(
+            "/api/v1/apps/token",
+            Some(owner),
+            None,
+            json!({ "appId": app }),
+        )
+        .await
+}
+
+async fn mint(instance: &TestInstance, owner: &str) -> String {
+    let (status, body) = app_token(instance, owner, APP).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["accessToken"].as_str().unwrap().to_string()
+}
+
+async fn read(instance: &TestInstance, token: &str, collection: &str) -> StatusCode {
+    instance
+        .post(
+            "/api/v1/data/read",
+            Some(token),
+            None,
+            json!({ "collection": collection }),
+        )
+        .await
+        .0
+}
+
+async fn logout(instance: &TestInstance, session: &Session) {
+    let (status, body) = instance
+        .post(
+            "/api/v1/auth/logout",
+            Some(&session.access),
+            None,
+            json!({ "refreshToken": session.refresh }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}
+
+/// Refresh once (fine), then present the spent refresh token again: the family is revoked.
+async fn reuse_refresh_token(instance: &TestInstance, session: &Session) {
+    let body = json!({ "refreshToken": session.refresh });
+    let (status, _) = instance
+        .post("/api/v1/auth/refresh", None, None, body.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = instance
+        .post("/api/v1/auth/refresh", None, None, body)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// The kinds of revocation the promise covers.
+#[derive(Debug, Clone, Copy)]
+enum Revocation {
+    Logout,
+    RefreshReuse,
+    AppDeleted,
+    GrantRevoked,
+}
+
+const ALL: [Revocation; 4] = [
+    Revocation::Logout,
+    Revocation::RefreshReuse,
+    Revocation::AppDeleted,
+    Revocation::GrantRevoked,
+];
+
+/// A fresh registration of [`APP`] with `grants` and an app token minted from a fresh
+/// session; `revoke` then revokes it the way `kind` says.
+struct Victim {
+    session: Session,
+    owner: String,
+    token: String,
+}
+
+impl Victim {
+    async fn new(instance: &TestInstance, grants: &[(&str, &str)]) -> Victim {
+        let admin = instance.owner_token().await;
+        instance.upsert_app(&admin, APP, grants).await;
+        let session = login(instance).await;
+        let token = mint(instance, &session.access).await;
+        Victim {
+            session,
+            owner: admin,
+            token,
+        }
+    }
+
+    /// Revoke; returns when the revoking request was sent.
+    async fn revoke(&self, instance: &TestInstance, kind: Revocation, grant: &str) -> Instant {
+        let started = Instant::now();
+        match kind {
+            Revocation::Logout => logout(instance, &self.session).await,
+            Revocation::RefreshReuse => reuse_refresh_token(instance, &self.session).await,
+            Revocation::AppDeleted => {
+                let path = format!("/api/v1/apps/{}", urlencode(APP));
+                let (status, _) = instance
+                    .call(Method::DELETE, &path, Some(&self.owner), None, None)
+                    .await;
+                assert_eq!(status, StatusCode::NO_CONTENT);
+            }
+            Revocation::GrantRevoked => {
+                let grants = [
+                    ("read:notes", "always"),
+                    ("sync", "always"),
+                    (grant, "never"),
+                ];
+                instance.upsert_app(&self.owner, APP, &grants).await;
+            }
+        }
+        started
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn app_tokens_die_with_the_session_they_were_minted_from() {
+    let instance = TestInstance::start().await;
+    let admin = instance.owner_token().await;
+    instance
+        .upsert_app(&admin, APP, &[("read:notes", "always")])
+        .await;
+
+    // Logout.
+    let session = login(&instance).await;
+    let token = mint(&instance, &session.access).await;
+    assert_eq!(read(&instance, &token, "notes").await, StatusCode::OK);
+    logout(&instance, &session).await;
+    assert_eq!(
+        read(&instance, &token, "notes").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Refresh-token reuse.
+    let session = login(&instance).await;
+    let token = mint(&instance, &session.access).await;
+    assert_eq!(read(&instance, &token, "notes").await, StatusCode::OK);
+    reuse_refresh_token(&instance, &session).await;
+    assert_eq!(
+        read(&instance, &token, "notes").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Other sessions and their app tokens are not affected.
+    let other = mint(&instance, &admin).await;
+    assert_eq!(read(&instance, &other, "notes").await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_re_registration_is_a_new_registration() {
+    let instance = TestInstance::start().await;
+    let admin = instance.owner_token().await;
+    instance
+        .upsert_app(&admin, APP, &[("read:notes", "always")])
+        .await;
+    let old = mint(&instance, &admin).await;
+    assert_eq!(read(&instance, &old, "notes").await, StatusCode::OK);
+
+    // Updating grants keeps the registration: the token keeps working, with new grants.
+    instance
+        .upsert_app(
+            &admin,
+            APP,
+            &[("read:notes", "always"), ("read:diary", "always")],
+        )
+        .await;
+    assert_eq!(read(&instance, &old, "diary").await, StatusCode::OK);
+
+    // Deleted: dead. Registered again with more grants: still dead.
+    let path = format!("/api/v1/apps/{}", urlencode(APP));
+    let (status, _) = instance
+        .call(Method::DELETE, &path, Some(&admin), None, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        read(&instance, &old, "notes").await,
+        StatusCode::UNAUTHORIZED
+    );
+    instance
+        .upsert_app(
+            &admin,
+            APP,
+            &[
+                ("read:notes", "always"),
+                ("read:diary", "always"),
+                ("read:secretz", "always"),
+            ],
+        )
+        .await;
+    for collection in ["notes", "diary", "secretz"] {
+        assert_eq!(
+            read(&instance, &old, collection).await,
+            StatusCode::UNAUTHORIZED,
+            "{collection}"
+        );
+    }
+    // A token of the new registration works.
+    let new = mint(&instance, &admin).await;
+    assert_eq!(read(&instance, &new, "secretz").await, StatusCode::OK);
+}
+
+/// Open a WebSocket as the victim's app token, subscribed to `notes`.
+async fn open_socket(
+    instance: &TestInstance,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("{}/ws", instance.base.replacen("http", "ws", 1));
+    let (mut ws, _) = connect_async(url).await.expect("websocket connects");
+    for frame in [
+        json!({"action": "auth", "token": token, "appId": APP}),
+        json!({"action": "subscribe", "collection": "notes"}),
+    ] {
+        ws.send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("answer")
+                .expect("open")
+                .expect("frame");
+            if let Message::Text(_) = message {
+                break;
+            }
+        }
+    }
+    ws
+}
+
+#[tokio::test]
+async fn revocation_closes_websockets_within_a_second() {
+    let instance = TestInstance::start().await;
+    let mut figures = Vec::new();
+    for kind in ALL {
+        let victim = Victim::new(&instance, &[("read:notes", "always"), ("sync", "always")]).await;
+        let mut ws = open_socket(&instance, &victim.token).await;
+        let started = victim.revoke(&instance, kind, "read:notes").await;
+        // Grant revocation ends the subscription it fed ("revoked"); every other kind
+        // ends the socket with 4001.
+        let outcome = loop {
+            let message = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("{kind:?}: nothing within {WAIT:?}"));
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => break format!("close {}", frame.code),
+                Some(Ok(Message::Text(text))) if text.contains("\"revoked\"") => {
+                    break "revoked".to_string();
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("{kind:?}: socket ended without a close frame: {other:?}"),
+            }
+        };
+        let elapsed = started.elapsed();
+        match kind {
+            Revocation::GrantRevoked => assert_eq!(outcome, "revoked", "{kind:?}"),
+            _ => assert_eq!(outcome, "close 4001", "{kind:?}"),
+        }
+        figures.push((kind, elapsed));
+        assert!(
+            elapsed < WITHIN,
+            "{kind:?}: WebSocket ended after {elapsed:?}"
+        );
+    }
+    eprintln!("websocket ended after revocation: {figures:?}");
+}
+
+#[tokio::test]
+async fn revocation_ends_continuous_sync_feeds_within_a_second() {
+    let instance = TestInstance::start().await;
+    let mut figures = Vec::new();
+    for kind in ALL {
+        let victim = Victim::new(&instance, &[("read:notes", "always"), ("sync", "always")]).await;
+        let feed = instance
+            .http
+            .get(instance.url("/api/v1/sync/_changes?feed=continuous&since=now&include_docs=true"))
+            .bearer_auth(&victim.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(feed.status(), StatusCode::OK, "{kind:?}");
+        let mut stream = feed.bytes_stream();
+        // Let the feed reach CouchDB before revoking.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = victim.revoke(&instance, kind, "sync").await;
+        loop {
+            match tokio::time::timeout(WAIT, stream.next()).await {
+                Err(_) => panic!("{kind:?}: the feed still runs after {WAIT:?}"),
+                Ok(None) => break,
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("{kind:?}: the feed broke instead of ending: {e}"),
+            }
+        }
+        let elapsed = started.elapsed();
+        figures.push((kind, elapsed));
+        assert!(elapsed < WITHIN, "{kind:?}: feed ended after {elapsed:?}");
+        // And the token cannot open a new one.
+        let (status, _) = instance
+            .get("/api/v1/sync/_changes", Some(&victim.token), None)
+            .await;
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN,
+            "{kind:?}: {status}"
+        );
+    }
+    eprintln!("continuous feed ended after revocation: {figures:?}");
+}
+
+#[tokio::test]
+async fn revocation_answers_waiting_longpolls_within_a_second() {
+    let instance = TestInstance::start().await;
+    let mut figures = Vec::new();
+    for kind in ALL {
+        let victim = Victim::new(&instance, &[("read:notes", "always"), ("sync", "always")]).await;
+        let waiting = tokio::spawn(
+            instance
+                .http
+                .get(instance.url("/api/v1/sync/_changes?feed=longpoll&since=now"))
+                .bearer_auth(&victim.token)
+                .timeout(WAIT)
+                .send(),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = victim.revoke(&instance, kind, "sync").await;
+        let response = waiting
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{kind:?}: no answer: {e}"));
+        let elapsed = started.elapsed();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{kind:?}");
+        figures.push((kind, elapsed));
+        assert!(
+            elapsed < WITHIN,
+            "{kind:?}: longpoll answered after {elapsed:?}"
+        );
+    }
+    eprintln!("longpoll answered after revocation: {figures:?}");
+}
+
+#[tokio::test]
+async fn owner_tokens_streams_end_with_their_session() {
+    let instance = TestInstance::start().await;
+    let session = login(&instance).await;
+    let feed = instance
+        .http
+        .get(instance.url("/api/v1/sync/_changes?feed=continuous&since=now"))
+        .bearer_auth(&session.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), StatusCode::OK);
+    let mut stream = feed.bytes_stream();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    logout(&instance, &session).await;
+    while let Some(chunk) = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("the feed ends")
+    {
+        chunk.expect("clean end");
+    }
+    assert!(started.elapsed() < WITHIN, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn longpoll_honours_timeout() {
+    let instance = TestInstance::start().await;
+    let token = instance.owner_token().await;
+    let started = Instant::now();
+    let (status, body) = instance
+        .get(
+            "/api/v1/sync/_changes?feed=longpoll&since=now&timeout=1500",
+            Some(&token),
+            None,
+        )
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([]), "{body}");
+    assert!(!body["last_seq"].is_null(), "{body}");
+    assert!(
+        elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_millis(3000),
+        "answered after {elapsed:?}"
+    );
+    eprintln!("longpoll timeout=1500 answered after {elapsed:?}");
+}
