@@ -136,6 +136,12 @@ pub struct Cli {
     #[command(flatten)]
     pub realtime: crate::realtime::RealtimeArgs,
 
+    /// Address (`host:port`) of a second listener that serves Prometheus metrics at
+    /// `/metrics`, e.g. `0.0.0.0:9464`. Unset or empty: no metrics listener. Kept off the
+    /// public port so that the ingress never exposes it.
+    #[arg(long, env = "VIBE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "VIBE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -238,6 +244,8 @@ impl Default for Limits {
 pub struct Config {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Listen address of the metrics endpoint; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
     /// Public URL: token issuer and audience (no trailing slash).
     pub public_url: String,
     /// Owner from configuration; `None` = claimable (or claimed earlier, see the system db).
@@ -267,6 +275,7 @@ impl Config {
     pub fn new(public_url: &str, couch: CouchSettings, signing_key: Keypair) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
             public_url: public_url.trim_end_matches('/').to_string(),
             owner: None,
             couch,
@@ -387,6 +396,22 @@ impl Cli {
             return Err(config_error("VIBE_LOG_FORMAT", "must be `text` or `json`"));
         }
 
+        let metrics_listen = non_empty(self.metrics_addr)
+            .map(|addr| addr.trim().parse::<SocketAddr>())
+            .transpose()
+            .map_err(|e| {
+                config_error(
+                    "VIBE_METRICS_ADDR",
+                    format!("not a host:port address ({e})"),
+                )
+            })?;
+        if metrics_listen.is_some_and(|m| m.port() != 0 && m.port() == self.port) {
+            return Err(config_error(
+                "VIBE_METRICS_ADDR",
+                "must use another port than PORT",
+            ));
+        }
+
         let s3 = match (non_empty(self.s3_endpoint), non_empty(self.s3_bucket)) {
             (None, None) => None,
             (Some(endpoint), Some(bucket)) => {
@@ -433,6 +458,7 @@ impl Cli {
 
         Ok(Config {
             listen: SocketAddr::new(self.host, self.port),
+            metrics_listen,
             public_url: public_url.trim_end_matches('/').to_string(),
             owner,
             couch: CouchSettings {
@@ -541,6 +567,29 @@ mod tests {
         assert_eq!(config.listen.port(), 3000);
         assert!(config.s3.is_none());
         assert!(config.owner.is_none());
+    }
+
+    #[test]
+    fn metrics_listener_is_off_unless_an_address_is_given() {
+        let base = [
+            "--public-url",
+            "https://a.example",
+            "--couchdb-url",
+            "http://c:5984",
+            "--signing-key",
+            KEY,
+        ];
+        assert!(cli(&base).into_config().unwrap().metrics_listen.is_none());
+        let mut args = base.to_vec();
+        args.extend(["--metrics-addr", "0.0.0.0:9464"]);
+        let config = cli(&args).into_config().unwrap();
+        assert_eq!(config.metrics_listen, Some("0.0.0.0:9464".parse().unwrap()));
+        for bad in ["9464", "0.0.0.0:3000"] {
+            let mut args = base.to_vec();
+            args.extend(["--metrics-addr", bad]);
+            let err = cli(&args).into_config().unwrap_err();
+            assert_eq!(err.setting, "VIBE_METRICS_ADDR", "{bad}");
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`devices`]: device credentials for long-running sync.
 //! - [`documents`]: document CRUD and reads with our own paging cursor.
 //! - [`health`], [`openapi`].
+//! - [`metrics`]: Prometheus metrics (own port) and the request-id, tracing and HTTP-metrics
+//!   layers added once to the router ([`metrics::layer::instrument`]).
 //!
 //! # Where features plug in
 //! A feature (blobs, realtime, sync) lives in its own module `src/<feature>/` and exposes
@@ -37,6 +39,7 @@ pub mod documents;
 pub mod error;
 pub mod health;
 pub mod json;
+pub mod metrics;
 pub mod openapi;
 pub mod realtime;
 pub mod shutdown;
@@ -48,9 +51,8 @@ pub use state::AppState;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::TraceLayer;
 
 /// The complete HTTP application of one instance.
 pub fn router(state: AppState) -> Router {
@@ -72,17 +74,7 @@ pub fn router(state: AppState) -> Router {
     if let Some(cors) = cors_layer(&state.config.allowed_origins) {
         app = app.layer(cors);
     }
-    app.layer(
-        // Log the path only: query strings can carry tokens (WebSocket `?token=`).
-        TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-            )
-        }),
-    )
-    .with_state(state)
+    metrics::layer::instrument(app, &state).with_state(state)
 }
 
 async fn not_found() -> ApiError {
@@ -112,7 +104,8 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             HeaderName::from_static(auth::APP_ID_HEADER),
-        ]);
+        ])
+        .expose_headers([metrics::layer::REQUEST_ID_HEADER.clone()]);
     if origins.iter().any(|o| o == "*") {
         return Some(layer.allow_origin(AllowOrigin::any()));
     }

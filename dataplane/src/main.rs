@@ -45,6 +45,19 @@ async fn main() -> ExitCode {
         }
     };
 
+    if let Some(addr) = state.config.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, "serving /metrics");
+                tokio::spawn(vibe_dataplane::metrics::serve(listener, state.clone()));
+            }
+            Err(e) => {
+                eprintln!("vibe-dataplane: cannot listen on {addr} for metrics: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
     // Warm up: create the system database and load the owner and grants as soon as
     // CouchDB answers (requests would do it lazily otherwise).
     let warm = state.clone();

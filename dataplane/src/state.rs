@@ -57,6 +57,8 @@ pub struct StateInner {
     pub blobs: Option<Arc<crate::blobs::Blobs>>,
     /// Graceful shutdown of WebSockets and streamed sync feeds.
     pub shutdown: crate::shutdown::Shutdown,
+    /// Prometheus metrics, shared with the CouchDB and S3 clients.
+    pub metrics: Arc<crate::metrics::Metrics>,
     owner: RwLock<Option<Did>>,
     indexes: Mutex<HashSet<String>>,
     system_ready: OnceCell<()>,
@@ -79,13 +81,14 @@ impl AppState {
     /// Build the state. No I/O: CouchDB is contacted lazily (and retried) so the service
     /// starts, and reports not-ready, while CouchDB is down.
     pub fn new(config: Config) -> Result<Self, CouchError> {
-        let couch = CouchClient::new(config.couch.clone())?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let couch = CouchClient::new(config.couch.clone())?.with_metrics(metrics.clone());
         let tokens = TokenService::new(&config);
         let owner = RwLock::new(config.owner);
-        let blobs = config
-            .s3
-            .as_ref()
-            .map(|s3| Arc::new(crate::blobs::Blobs::new(s3, config.blobs.clone())));
+        let blobs = config.s3.as_ref().map(|s3| {
+            let store = crate::blobs::BlobStore::with_metrics(s3, Some(metrics.clone()));
+            Arc::new(crate::blobs::Blobs::with_store(store, config.blobs.clone()))
+        });
         Ok(Self {
             inner: Arc::new(StateInner {
                 couch,
@@ -95,6 +98,7 @@ impl AppState {
                 readiness: blobs.iter().map(|b| b.probe()).collect(),
                 blobs,
                 shutdown: Default::default(),
+                metrics,
                 owner,
                 indexes: Mutex::new(HashSet::new()),
                 system_ready: OnceCell::new(),

@@ -137,6 +137,16 @@ impl GrantsCache {
         self.get(app_id).is_some_and(|app| app.allows(permission))
     }
 
+    /// Number of registrations held.
+    pub fn len(&self) -> usize {
+        self.apps.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no app is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// All registrations, by app id.
     pub fn all(&self) -> Vec<Arc<AppRecord>> {
         let mut apps: Vec<_> = self

@@ -33,6 +33,7 @@ pub mod settings;
 pub mod store;
 pub mod stream;
 pub mod sweep;
+mod telemetry;
 
 pub use error::BlobError;
 pub use key::{KeyScheme, ObjectKey};

@@ -35,8 +35,13 @@ pub struct Blobs {
 impl Blobs {
     /// Blob storage over `s3` (no I/O until first use).
     pub fn new(s3: &S3Config, settings: BlobSettings) -> Self {
+        Self::with_store(BlobStore::new(s3), settings)
+    }
+
+    /// Blob storage over an existing client.
+    pub fn with_store(store: BlobStore, settings: BlobSettings) -> Self {
         Self {
-            store: BlobStore::new(s3),
+            store,
             ledger: QuotaLedger::new(settings.quota_bytes),
             settings,
             loaded: OnceCell::new(),

@@ -1,5 +1,6 @@
 //! The S3 client: presigned URLs, HEAD, delete with retry, listing, bucket checks.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
@@ -15,7 +16,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use super::BlobError;
+use super::telemetry::Telemetry;
 use crate::config::S3Config;
+use crate::metrics::Metrics;
+use crate::metrics::layer::REQUEST_ID_HEADER;
 
 /// Attempts of a delete before the failure is reported.
 const DELETE_ATTEMPTS: u32 = 4;
@@ -74,6 +78,12 @@ pub struct PendingMultipart {
 impl BlobStore {
     /// Builds a client from static settings (no ambient AWS configuration is consulted).
     pub fn new(cfg: &S3Config) -> Self {
+        Self::with_metrics(cfg, None)
+    }
+
+    /// [`BlobStore::new`], recording every S3 call in `metrics`. Either way calls carry the
+    /// id of the HTTP request being served (`x-request-id`).
+    pub fn with_metrics(cfg: &S3Config, metrics: Option<Arc<Metrics>>) -> Self {
         let credentials = Credentials::new(
             cfg.access_key.clone(),
             cfg.secret_key.clone(),
@@ -97,6 +107,7 @@ impl BlobStore {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(RetryConfig::standard().with_max_attempts(2))
             .timeout_config(timeouts)
+            .interceptor(Telemetry { metrics })
             .build();
         Self {
             client: Client::from_conf(conf),
@@ -329,8 +340,11 @@ fn presigning(ttl: Duration) -> Result<PresigningConfig, BlobError> {
 fn to_presigned(req: &aws_sdk_s3::presigning::PresignedRequest, ttl: Duration) -> PresignedRequest {
     PresignedRequest {
         url: req.uri().to_string(),
+        // The request id the interceptor adds is for our own calls, not part of the URL's
+        // contract with the client.
         headers: req
             .headers()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case(REQUEST_ID_HEADER.as_str()))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         expires_at: SystemTime::now() + ttl,

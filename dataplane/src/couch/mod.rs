@@ -13,7 +13,8 @@ mod changes;
 
 pub use changes::{ChangeRow, ChangesFeed, ChangesPage, ChangesQuery, seq_to_param};
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
@@ -127,6 +128,7 @@ pub struct CouchClient {
     base: Url,
     user: Option<String>,
     password: Option<String>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for CouchClient {
@@ -157,7 +159,19 @@ impl CouchClient {
             base,
             user: settings.user,
             password: settings.password,
+            metrics: None,
         })
+    }
+
+    /// Record every call in `metrics` (see [`CouchClient::send`]).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The metrics this client records into, if any (the change readers report there too).
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// The base URL (never contains credentials).
@@ -187,10 +201,14 @@ impl CouchClient {
         url
     }
 
-    /// A request with credentials attached. Use [`CouchClient::send`] to run it so that
+    /// A request with credentials attached, and the id of the HTTP request being served
+    /// (`x-request-id`) when there is one. Use [`CouchClient::send`] to run it so that
     /// transport errors are classified. Meant for pass-through features (sync).
     pub fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        let builder = self.http.request(method, url);
+        let mut builder = self.http.request(method, url);
+        if let Some(id) = crate::metrics::layer::current_request_id() {
+            builder = builder.header(&crate::metrics::layer::REQUEST_ID_HEADER, id);
+        }
         match &self.user {
             Some(user) => builder.basic_auth(user, self.password.as_deref()),
             None => builder,
@@ -198,9 +216,20 @@ impl CouchClient {
     }
 
     /// Send a request; transport failures and 5xx become [`CouchError::Unavailable`].
-    /// Other statuses are returned as-is for the caller to inspect.
+    /// Other statuses are returned as-is for the caller to inspect. Every call is timed
+    /// (until the response head) into the metrics by method, endpoint kind and status.
     pub async fn send(&self, request: RequestBuilder) -> Result<Response, CouchError> {
-        let response = request.send().await.map_err(CouchError::transport)?;
+        let (http, request) = request.build_split();
+        let request = request.map_err(CouchError::transport)?;
+        let method = request.method().clone();
+        let endpoint = self.endpoint_of(request.url());
+        let start = Instant::now();
+        let sent = http.execute(request).await;
+        if let Some(metrics) = &self.metrics {
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            metrics.couch_call(method.as_str(), endpoint, status, start.elapsed());
+        }
+        let response = sent.map_err(CouchError::transport)?;
         if response.status().is_server_error() {
             return Err(CouchError::Unavailable(format!(
                 "CouchDB answered {}",
@@ -221,6 +250,16 @@ impl CouchClient {
             .json::<T>()
             .await
             .map_err(|e| CouchError::Decode(e.without_url().to_string()))
+    }
+
+    /// The `endpoint` label of a URL below the base ([`crate::metrics::couch_endpoint`]).
+    fn endpoint_of(&self, url: &Url) -> &'static str {
+        let path = url
+            .path()
+            .strip_prefix(self.base.path())
+            .unwrap_or_default();
+        let segments: Vec<&str> = path.split('/').collect();
+        crate::metrics::couch_endpoint(&segments)
     }
 
     /// `GET /`: succeeds when the server answers (used by `/ready`).

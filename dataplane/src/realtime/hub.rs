@@ -160,6 +160,7 @@ impl ChangesHub {
             published,
             position,
             settings: self.inner.settings.clone(),
+            clock: db.client().metrics().map(|m| m.change_reader()),
         };
         let span = info_span!("changes_reader", db = %db.name());
         tokio::spawn(reader.run(stop_rx).instrument(span));
@@ -194,6 +195,9 @@ struct Reader {
     /// subscribers; `published` changes only while this is locked.
     position: Arc<std::sync::Mutex<Seq>>,
     settings: HubSettings,
+    /// When CouchDB last said something on the feed (the lag metric); the reader counts
+    /// as running while it is alive.
+    clock: Option<Arc<crate::metrics::ReaderClock>>,
 }
 
 impl Reader {
@@ -243,6 +247,7 @@ impl Reader {
             .changes_stream(&query)
             .await
             .map_err(|e| (false, e.into()))?;
+        self.heard();
         let body = StreamReader::new(response.bytes_stream().map_err(io::Error::other));
         let mut lines = FramedRead::new(
             body,
@@ -269,6 +274,7 @@ impl Reader {
                 Some(Err(LinesCodecError::Io(e))) => return Err((progressed, e.into())),
             };
             progressed = true;
+            self.heard();
             if line.trim().is_empty() {
                 continue; // heartbeat
             }
@@ -312,6 +318,12 @@ impl Reader {
         }
         drop(position);
         Ok(())
+    }
+
+    fn heard(&self) {
+        if let Some(clock) = &self.clock {
+            clock.heard();
+        }
     }
 
     fn lock_position(&self) -> std::sync::MutexGuard<'_, Seq> {

@@ -90,6 +90,7 @@ enum End {
 pub async fn serve(mut ws: WebSocket, state: AppState, rt: Arc<Realtime>, pre: Option<Authed>) {
     // Shutdown waits (bounded) for this socket to say goodbye.
     let _held = state.shutdown.hold();
+    let _open = state.metrics.open(crate::metrics::Open::WebSocket);
     let authed = match pre {
         Some(authed) => authed,
         None => match first_frame_auth(&mut ws, &state, &rt.settings).await {

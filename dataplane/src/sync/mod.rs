@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use crate::auth::{Caller, CallerKind};
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::Open;
 use crate::state::AppState;
 use request::{Refusal, SyncRequest};
 
@@ -189,8 +190,11 @@ async fn handle(
         // on the next replica, after restart, or never (revoked).
         SyncRequest::Changes if feed == Some("continuous") => {
             let shutdown = state.shutdown.signal();
+            // Counted as an open feed for as long as the body streams.
+            let open = state.metrics.open(Open::SyncFeed);
             let revoked = crate::auth::until_revoked(state.clone(), caller, still_syncs);
             let end = async move {
+                let _counted = open;
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = revoked => tracing::info!("sync: continuous feed ended by revocation"),
@@ -203,6 +207,7 @@ async fn handle(
         // is revoked, and a retryable 503 when shutdown begins.
         SyncRequest::Changes if feed == Some("longpoll") && response.status().is_success() => {
             let revoked = crate::auth::until_revoked(state.clone(), caller, still_syncs);
+            let _open = state.metrics.open(Open::SyncFeed);
             tokio::select! {
                 answer = filtered_json(response) => answer,
                 _ = tokio::time::sleep(longpoll_wait(uri.query())) => {
