@@ -59,6 +59,11 @@ pub struct Cli {
     #[arg(long, env = "VIBE_SYSTEM_DB", default_value = "vibe_system")]
     pub system_db: String,
 
+    /// Prefix of every database name this instance uses (the system database and the owner's
+    /// data database), so several instances or test runs can share one CouchDB. Empty: none.
+    #[arg(long, env = "VIBE_DB_PREFIX", default_value = "")]
+    pub db_prefix: String,
+
     /// File holding the Ed25519 token-signing key: PKCS#8 PEM, a base64/hex 32-byte seed,
     /// or 32 raw bytes.
     #[arg(long, env = "VIBE_SIGNING_KEY_FILE")]
@@ -252,8 +257,10 @@ pub struct Config {
     pub owner: Option<Did>,
     /// CouchDB connection.
     pub couch: CouchSettings,
-    /// System database name.
+    /// System database name, without [`Config::db_prefix`] (see [`Config::system_db_name`]).
     pub system_db: String,
+    /// Prefix of every database name (`VIBE_DB_PREFIX`; empty by default).
+    pub db_prefix: String,
     /// Token-signing key.
     pub signing_key: Keypair,
     /// Claim code, if any.
@@ -280,6 +287,7 @@ impl Config {
             owner: None,
             couch,
             system_db: "vibe_system".to_string(),
+            db_prefix: String::new(),
             signing_key,
             claim_code: None,
             limits: Limits::default(),
@@ -290,6 +298,22 @@ impl Config {
         }
     }
 }
+
+impl Config {
+    /// The system database's full name: prefix + `VIBE_SYSTEM_DB`.
+    pub fn system_db_name(&self) -> String {
+        format!("{}{}", self.db_prefix, self.system_db)
+    }
+
+    /// The full name of `owner`'s data database: prefix + [`crate::dbnames::user_db_name`].
+    pub fn data_db_name(&self, owner: &Did) -> String {
+        format!("{}{}", self.db_prefix, crate::dbnames::user_db_name(owner))
+    }
+}
+
+/// Longest accepted `VIBE_DB_PREFIX`: with the longest data database name (123 characters)
+/// the result stays within CouchDB's 238.
+pub const MAX_DB_PREFIX_LEN: usize = 100;
 
 fn required<T>(value: Option<T>, setting: &'static str) -> Result<T, ConfigError> {
     value.ok_or_else(|| config_error(setting, "is required but not set"))
@@ -389,6 +413,19 @@ impl Cli {
                 "must match ^[a-z][a-z0-9_$()+/-]*$",
             ));
         }
+        let db_prefix = self.db_prefix.trim().to_string();
+        if !db_prefix.is_empty() && !crate::dbnames::is_valid_db_name(&db_prefix) {
+            return Err(config_error(
+                "VIBE_DB_PREFIX",
+                "must be empty or match ^[a-z][a-z0-9_$()+/-]*$",
+            ));
+        }
+        if db_prefix.len() > MAX_DB_PREFIX_LEN {
+            return Err(config_error(
+                "VIBE_DB_PREFIX",
+                format!("must be at most {MAX_DB_PREFIX_LEN} characters"),
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(config_error("VIBE_MAX_BODY_BYTES", "must be at least 1024"));
         }
@@ -467,6 +504,7 @@ impl Cli {
                 password: couchdb_password,
             },
             system_db: self.system_db,
+            db_prefix,
             signing_key,
             claim_code,
             limits: Limits {
@@ -589,6 +627,52 @@ mod tests {
             args.extend(["--metrics-addr", bad]);
             let err = cli(&args).into_config().unwrap_err();
             assert_eq!(err.setting, "VIBE_METRICS_ADDR", "{bad}");
+        }
+    }
+
+    #[test]
+    fn db_prefix_applies_to_every_database_and_is_checked() {
+        let base = [
+            "--public-url",
+            "https://a.example",
+            "--couchdb-url",
+            "http://c:5984",
+            "--signing-key",
+            KEY,
+        ];
+        let owner = Keypair::from_seed([7; 32]).did();
+        let plain = cli(&base).into_config().expect("valid");
+        assert_eq!(plain.system_db_name(), "vibe_system");
+        assert_eq!(
+            plain.data_db_name(&owner),
+            crate::dbnames::user_db_name(&owner)
+        );
+
+        let mut args = base.to_vec();
+        args.extend(["--db-prefix", "t42_"]);
+        let prefixed = cli(&args).into_config().expect("valid");
+        assert_eq!(prefixed.system_db_name(), "t42_vibe_system");
+        let data = prefixed.data_db_name(&owner);
+        assert_eq!(
+            data,
+            format!("t42_{}", crate::dbnames::user_db_name(&owner))
+        );
+        assert!(crate::dbnames::is_valid_db_name(&data));
+
+        let longest = "p".repeat(MAX_DB_PREFIX_LEN);
+        let mut args = base.to_vec();
+        args.extend(["--db-prefix", &longest]);
+        let config = cli(&args).into_config().expect("valid");
+        assert!(crate::dbnames::is_valid_db_name(
+            &config.data_db_name(&owner)
+        ));
+
+        let too_long = "p".repeat(MAX_DB_PREFIX_LEN + 1);
+        for bad in ["T42_", "_users", "9x", "a b", too_long.as_str()] {
+            let mut args = base.to_vec();
+            args.extend(["--db-prefix", bad]);
+            let err = cli(&args).into_config().unwrap_err();
+            assert_eq!(err.setting, "VIBE_DB_PREFIX", "{bad}");
         }
     }
 

@@ -22,7 +22,6 @@ use crate::auth::claim;
 use crate::auth::tokens::TokenService;
 use crate::config::Config;
 use crate::couch::{CouchClient, CouchError, Database};
-use crate::dbnames::user_db_name;
 use crate::error::{ApiError, ApiResult};
 
 /// A check `/ready` runs; `Err` carries a short, secret-free reason.
@@ -120,7 +119,7 @@ impl AppState {
     /// The system database, created and loaded (claim state, owner, grants) on first use.
     /// Fails with 503 while CouchDB is down; the next call retries.
     pub async fn system_db(&self) -> ApiResult<Database> {
-        let db = self.couch.db(&self.config.system_db);
+        let db = self.couch.db(&self.config.system_db_name());
         self.system_ready
             .get_or_try_init(|| async {
                 db.ensure_exists().await?;
@@ -144,7 +143,7 @@ impl AppState {
         let db = self
             .data_ready
             .get_or_try_init(|| async {
-                let db = self.couch.db(&user_db_name(&owner));
+                let db = self.couch.db(&self.config.data_db_name(&owner));
                 db.ensure_exists().await?;
                 db.create_index(COLLECTION_INDEX, INDEX_DESIGN_DOC, &["collection", "_id"])
                     .await?;

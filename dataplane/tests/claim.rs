@@ -107,9 +107,14 @@ async fn claim_flow_as_the_original_tests_and_persistence() {
     assert_eq!(b["error"], "Claim code has already been used.");
     // The claimed owner's data database is the one named after the claimer's DID.
     let db = t.state.data_db().await.expect("data db");
+    assert_eq!(db.name(), t.state.config.data_db_name(&admin.did()));
     assert_eq!(
         db.name(),
-        vibe_dataplane::dbnames::user_db_name(&admin.did())
+        format!(
+            "{}{}",
+            t.couch.db_prefix(),
+            vibe_dataplane::dbnames::user_db_name(&admin.did())
+        )
     );
 }
 

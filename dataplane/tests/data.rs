@@ -949,6 +949,9 @@ async fn grant_revocation_is_effective_on_the_very_next_request() {
 
 #[tokio::test]
 async fn couchdb_outage_gives_503_then_recovers_by_itself() {
+    if vibe_test_support::skip_with_external_couchdb("stops and restarts CouchDB") {
+        return;
+    }
     let (mut t, token) = granted_instance().await;
     let tok = Some(token.as_str());
     let (s, _) = t
@@ -1015,6 +1018,9 @@ async fn couchdb_outage_gives_503_then_recovers_by_itself() {
 
 #[tokio::test]
 async fn service_starts_while_couchdb_is_down() {
+    if vibe_test_support::skip_with_external_couchdb("stops and restarts CouchDB") {
+        return;
+    }
     let mut couch = vibe_test_support::CouchServer::start()
         .await
         .expect("couch");
@@ -1036,4 +1042,42 @@ async fn service_starts_while_couchdb_is_down() {
     t.couch.restart().await.expect("restart");
     let token = t.owner_token().await;
     assert!(!token.is_empty());
+}
+
+#[tokio::test]
+async fn every_database_carries_the_configured_prefix() {
+    // The harness hands the test server's prefix to the data plane (VIBE_DB_PREFIX), so
+    // instances sharing one CouchDB never meet and a test's databases can be deleted by prefix.
+    let (t, token) = granted_instance().await;
+    let (s, b) = t
+        .post(
+            "/api/v1/data/write",
+            Some(&token),
+            Some(APP),
+            json!({"collection": C, "data": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    let prefix = t.couch.db_prefix();
+    assert!(!prefix.is_empty());
+    let system = format!("{prefix}vibe_system");
+    let data = format!(
+        "{prefix}{}",
+        vibe_dataplane::dbnames::user_db_name(&t.owner.did())
+    );
+    let mut ours = t.couch.own_databases().await.expect("list databases");
+    ours.sort();
+    let mut expected = vec![system, data];
+    expected.sort();
+    assert_eq!(ours, expected);
+    // Nothing under the unprefixed name of this owner's data database.
+    let unprefixed = vibe_dataplane::dbnames::user_db_name(&t.owner.did());
+    let response = t
+        .couch
+        .request(Method::GET, &format!("/{unprefixed}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }

@@ -355,6 +355,9 @@ async fn resume_with_since_after_a_disconnect_misses_nothing_and_repeats_nothing
 
 #[tokio::test]
 async fn couch_restart_with_sockets_open_loses_no_event() {
+    if vibe_test_support::skip_with_external_couchdb("restarts CouchDB") {
+        return;
+    }
     let mut s = Setup::new().await;
     let mut sockets = Vec::new();
     for _ in 0..3 {

@@ -1,6 +1,7 @@
 //! Real stacks for the end-to-end suite and the benchmarks: the BUILT `vibe-dataplane`
 //! binary run as a process, against the real CouchDB- and S3-compatible servers that
-//! `vibe-test-support` starts.
+//! `vibe-test-support` starts (or an existing CouchDB through its `VIBE_TEST_COUCHDB_URL`
+//! switch).
 //!
 //! The binary is found next to the running executable in the cargo target folder (or at
 //! `$VIBE_DATAPLANE_BIN`) and built first with `cargo build -p vibe-dataplane` in the
@@ -76,6 +77,9 @@ pub struct DataPlaneConfig {
     pub owner: Option<String>,
     /// `VIBE_SYSTEM_DB`.
     pub system_db: String,
+    /// `VIBE_DB_PREFIX`: the CouchDB test server's prefix, so an existing CouchDB shared by
+    /// several tests keeps them apart and the server's clean-up finds every database.
+    pub db_prefix: String,
     /// `PUBLIC_INSTANCE_URL`; default `http://127.0.0.1:<port>`.
     pub public_url: Option<String>,
     /// S3, when blobs are wanted.
@@ -95,6 +99,7 @@ impl DataPlaneConfig {
             claim_code: Some(format!("claim-{}", random_suffix())),
             owner: None,
             system_db: format!("vibe_system_{}", random_suffix()),
+            db_prefix: couch.db_prefix().to_string(),
             public_url: None,
             s3: None,
             extra_env: Vec::new(),
@@ -178,6 +183,7 @@ impl DataPlane {
             .env("COUCHDB_PASSWORD", &c.couch_password)
             .env("VIBE_SIGNING_KEY", c.signing_key.seed_base64())
             .env("VIBE_SYSTEM_DB", &c.system_db)
+            .env("VIBE_DB_PREFIX", &c.db_prefix)
             .env(
                 "RUST_LOG",
                 std::env::var("VIBE_E2E_DATAPLANE_LOG").unwrap_or_else(|_| "info".into()),

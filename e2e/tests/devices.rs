@@ -396,6 +396,9 @@ async fn all_agree(a: &mut Device, b: &mut Device, endpoint: &Endpoint, count: u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_devices_lose_nothing_across_data_plane_and_couchdb_restarts() {
+    if vibe_test_support::skip_with_external_couchdb("stops and restarts CouchDB") {
+        return;
+    }
     let (mut stack, vibe) = claimed_stack().await;
     let owner = Endpoint::from_cli(&vibe, &[]).await;
     let app = Endpoint::from_cli(&vibe, &APP).await;

@@ -221,6 +221,9 @@ async fn watchers_see_creates_updates_and_deletes_of_their_collection_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_resumes_after_data_plane_and_couchdb_restarts_without_loss_or_duplicates() {
+    if vibe_test_support::skip_with_external_couchdb("stops, kills and restarts CouchDB") {
+        return;
+    }
     let mut stack = Stack::start(false).await.expect("stack");
     let (vibe, did) = owner_cli(&stack).await;
     vibe.ok(&["apps", "grant", "notes-app", "read:notes", "write:notes"])
@@ -243,10 +246,15 @@ async fn a_watcher_resumes_after_data_plane_and_couchdb_restarts_without_loss_or
     //    plane runs, documents change in the owner's database: written straight into
     //    CouchDB as the server admin, as another writer of the store would (a replica,
     //    replication). This is the only way to be sure the watcher is disconnected while
-    //    they are written. The name is the data plane's documented `userdata-<hex(DID)>`.
+    //    they are written. The name is the data plane's documented `userdata-<hex(DID)>`
+    //    after the instance's `VIBE_DB_PREFIX`.
     stack.dataplane.kill().await;
     watcher.stderr_until("disconnected from notes", WAIT).await;
-    let db = format!("userdata-{}", hex::encode(did.as_bytes()));
+    let db = format!(
+        "{}userdata-{}",
+        stack.dataplane.config.db_prefix,
+        hex::encode(did.as_bytes())
+    );
     let mut direct = Vec::new();
     for name in ["a1", "a2"] {
         let written: Value = stack
@@ -421,6 +429,9 @@ async fn a_watcher_resumes_after_data_plane_and_couchdb_restarts_without_loss_or
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn count_exits_after_n_events_and_an_unreachable_instance_ends_the_watch() {
+    if vibe_test_support::skip_with_external_couchdb("stops and restarts CouchDB") {
+        return;
+    }
     let mut stack = Stack::start(false).await.expect("stack");
     let (vibe, _did) = owner_cli(&stack).await;
     vibe.ok(&["apps", "grant", "notes-app", "read:notes", "write:notes"])

@@ -85,6 +85,9 @@ async fn sessions_refresh_themselves_and_a_replayed_refresh_token_revokes_the_fa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_data_plane_and_couchdb_loses_nothing() {
+    if vibe_test_support::skip_with_external_couchdb("stops and restarts CouchDB") {
+        return;
+    }
     let mut stack = Stack::start(false).await.expect("stack");
     let (_key, owner) = claim_and_login(&stack).await;
     let app = app_with(&owner, "notes-app", &["read:notes", "write:notes"]).await;

@@ -1,5 +1,6 @@
-//! Shared harness for the data plane's integration tests: a real pouchdb-server
-//! (`vibe-test-support`), the real router served on 127.0.0.1:0, and HTTP helpers.
+//! Shared harness for the data plane's integration tests: a real CouchDB (`vibe-test-support`:
+//! a pouchdb-server of its own, or this test's databases on an existing CouchDB with
+//! `VIBE_TEST_COUCHDB_URL`), the real router served on 127.0.0.1:0, and HTTP helpers.
 //! Feature test files (`tests/blob*.rs`, `tests/realtime*.rs`) can use it with `mod common;`.
 #![allow(dead_code)]
 
@@ -68,7 +69,7 @@ impl TestInstance {
 
     /// A fresh instance; `configure` may change the configuration before start.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
-        let couch = CouchServer::start().await.expect("start pouchdb-server");
+        let couch = CouchServer::start().await.expect("start CouchDB");
         Self::start_on(couch, Keypair::generate(), Keypair::generate(), configure).await
     }
 
@@ -85,6 +86,7 @@ impl TestInstance {
         let addr = listener.local_addr().expect("addr");
         let base = format!("http://{addr}");
         let mut config = Config::new(&base, couch_settings(&couch), signing_key.clone());
+        config.db_prefix = couch.db_prefix().to_string();
         config.owner = Some(owner.did());
         configure(&mut config);
         let (state, server) = serve(listener, config).await;
@@ -115,6 +117,7 @@ impl TestInstance {
             couch_settings(&self.couch),
             self.signing_key.clone(),
         );
+        config.db_prefix = self.couch.db_prefix().to_string();
         config.owner = Some(self.owner.did());
         configure(&mut config);
         let (state, server) = serve(listener, config).await;

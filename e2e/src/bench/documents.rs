@@ -213,9 +213,10 @@ async fn seed(
 /// Run every operation × client count × path.
 pub async fn run(bench: &mut Bench, options: &Options) -> Result<DocumentResults, BenchError> {
     let token = bench.app_token().await?;
+    let direct_db = bench.couch.db_name(DIRECT_DB);
     bench
         .couch
-        .create_db(DIRECT_DB)
+        .create_db(&direct_db)
         .await
         .map_err(crate::stack::StackError::from)?;
     let http = reqwest::Client::builder()
@@ -227,7 +228,7 @@ pub async fn run(bench: &mut Bench, options: &Options) -> Result<DocumentResults
         token,
     };
     let direct = Target::Direct {
-        db_url: format!("{}/{DIRECT_DB}", bench.couch.url),
+        db_url: format!("{}/{direct_db}", bench.couch.url),
         user: bench.couch.user.clone(),
         password: bench.couch.password.clone(),
     };

@@ -1,5 +1,5 @@
-//! `vibe-bench`: every benchmark of issue 10 in one run, against ONE pouchdb-server, ONE
-//! s3s-fs and the spawned release `vibe-dataplane` process, reached black-box over HTTP and
+//! `vibe-bench`: every benchmark of issue 10 in one run, against ONE pouchdb-server (or the
+//! existing CouchDB of `VIBE_TEST_COUCHDB_URL`), ONE s3s-fs and the spawned release `vibe-dataplane` process, reached black-box over HTTP and
 //! WebSocket the way users reach it. Prints Markdown (stdout) for `docs/benchmarks.md`;
 //! progress goes to stderr.
 //!
@@ -94,8 +94,8 @@ impl Section {
 #[command(
     name = "vibe-bench",
     about = "Benchmarks of Vibe Cloud in one run: documents, realtime, blobs, data plane process",
-    long_about = "Benchmarks of Vibe Cloud in one run, against one pouchdb-server, one s3s-fs and \
-the release vibe-dataplane binary started as a separate process (black-box over HTTP and \
+    long_about = "Benchmarks of Vibe Cloud in one run, against one pouchdb-server (or, with \
+VIBE_TEST_COUCHDB_URL/_USER/_PASSWORD set, an existing CouchDB), one s3s-fs and the release vibe-dataplane binary started as a separate process (black-box over HTTP and \
 WebSocket). Prints Markdown for docs/benchmarks.md on stdout (machine, versions, the exact \
 command, one table per measurement); progress goes to stderr.\n\n\
 Sections: process (start-up time, idle RSS), documents (data plane vs CouchDB direct, \
@@ -316,6 +316,10 @@ pub struct Results {
     pub took: Duration,
     /// 1-minute load average at the end.
     pub load_end: String,
+    /// The CouchDB measured, as it names itself (`Apache CouchDB 3.5.0`, `pouchdb-server …`).
+    pub store: String,
+    /// Whether it is an existing CouchDB (`VIBE_TEST_COUCHDB_URL`) rather than the stand-in.
+    pub external_store: bool,
 }
 
 /// The servers and the data plane of a run, with the owner's session.
@@ -331,9 +335,15 @@ pub struct Bench {
 }
 
 impl Bench {
-    /// Start pouchdb-server, s3s-fs (with a bucket) and a claimable data plane.
+    /// Start pouchdb-server (or use the existing CouchDB of `VIBE_TEST_COUCHDB_URL`), s3s-fs
+    /// (with a bucket) and a claimable data plane.
     pub async fn start() -> Result<Self, BenchError> {
-        eprintln!("starting pouchdb-server, s3s-fs and the data plane…");
+        let store = if vibe_test_support::uses_external_couchdb() {
+            "the existing CouchDB (VIBE_TEST_COUCHDB_URL)"
+        } else {
+            "pouchdb-server"
+        };
+        eprintln!("starting {store}, s3s-fs and the data plane…");
         let couch = CouchServer::start().await.map_err(StackError::from)?;
         let s3 = S3Server::start().await.map_err(StackError::from)?;
         let bucket = "vibe-bench";
@@ -429,7 +439,11 @@ pub async fn run(options: &Options) -> Result<Results, BenchError> {
     let environment = report::Environment::detect();
     let open_files = process::raise_open_file_limit();
     let mut bench = Bench::start().await?;
+    let store = bench.couch.describe().await.map_err(StackError::from)?;
+    eprintln!("CouchDB: {store}");
     let mut results = Results {
+        store,
+        external_store: bench.couch.is_external(),
         open_files,
         dataplane_binary: crate::stack::dataplane_binary()?.display().to_string(),
         environment,

@@ -194,11 +194,19 @@ pub fn markdown(results: &Results, command: &str) -> String {
         e.commit,
         e.rustc
     );
-    let _ = writeln!(
-        out,
-        "- CouchDB-compatible server: pouchdb-server {} (LevelDB) on Node {}",
-        e.pouchdb, e.node
-    );
+    if results.external_store {
+        let _ = writeln!(
+            out,
+            "- CouchDB: {} (an existing server, VIBE_TEST_COUCHDB_URL)",
+            results.store
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "- CouchDB-compatible server: pouchdb-server {} (LevelDB) on Node {}",
+            e.pouchdb, e.node
+        );
+    }
     let _ = writeln!(
         out,
         "- S3-compatible server: s3s-fs {} (local file system)",

@@ -129,8 +129,18 @@ fn report_has_every_section_that_ran() {
     );
     assert!(!text.contains("Data plane process"), "{text}");
     assert!(!text.contains("#### Blobs"), "{text}");
+    assert!(text.contains("pouchdb-server"), "{text}");
     results.blobs = Some(blobs::BlobResults::default());
     assert!(report::markdown(&results, "x").contains("#### Blobs"));
+    // On an existing CouchDB the report names it and its version.
+    results.store = "Apache CouchDB 3.5.0".into();
+    results.external_store = true;
+    let text = report::markdown(&results, "x");
+    assert!(
+        text.contains("- CouchDB: Apache CouchDB 3.5.0 (an existing server"),
+        "{text}"
+    );
+    assert!(!text.contains("pouchdb-server"), "{text}");
 }
 
 /// Every section, tiny, against the real servers and the built data plane: the harness works

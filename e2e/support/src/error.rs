@@ -55,6 +55,15 @@ pub enum SupportError {
         log_tail: String,
     },
 
+    /// A setting of the external-CouchDB switch is missing or malformed.
+    #[error("{name} {problem}")]
+    Setting {
+        /// The environment variable.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+
     /// A request to a running server failed or got an unexpected answer.
     #[error("{server}: {message}")]
     Request {

@@ -15,6 +15,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With `VIBE_TEST_COUCHDB_URL`, `VIBE_TEST_COUCHDB_USER` and `VIBE_TEST_COUCHDB_PASSWORD` set,
+//! [`CouchServer::start`] uses that existing CouchDB instead: each value gets databases under a
+//! prefix of its own ([`CouchServer::db_prefix`]) and deletes them when dropped; tests that stop
+//! or restart CouchDB skip themselves with [`skip_with_external_couchdb`].
+//!
 //! The servers must be installed first: `deploy/local/install-servers` puts them under
 //! `$HOME/.cache/vibe-cloud/tools` (or `$VIBE_TOOLS_DIR`); `VIBE_POUCHDB_SERVER_BIN` and
 //! `VIBE_S3S_FS_BIN` point at other copies. A server dies with the value that owns it, and with
@@ -23,6 +28,7 @@
 mod binaries;
 mod couch;
 mod error;
+mod external;
 mod ports;
 mod process;
 mod s3;
@@ -32,6 +38,10 @@ pub use binaries::{
 };
 pub use couch::CouchServer;
 pub use error::SupportError;
+pub use external::{
+    COUCHDB_PASSWORD_ENV, COUCHDB_URL_ENV, COUCHDB_USER_ENV, skip_with_external_couchdb,
+    uses_external_couchdb,
+};
 pub use s3::S3Server;
 
 /// A random lowercase hex string of `bytes * 2` characters.

@@ -5,6 +5,11 @@ use vibe_test_support::{CouchServer, S3Server, SupportError};
 
 #[tokio::test]
 async fn missing_binaries_point_to_the_install_script() {
+    if vibe_test_support::skip_with_external_couchdb(
+        "checks the error for a missing pouchdb-server",
+    ) {
+        return;
+    }
     // SAFETY: this test binary has a single test, so no other thread reads the environment.
     unsafe {
         std::env::set_var("VIBE_POUCHDB_SERVER_BIN", "/nonexistent/pouchdb-server");
