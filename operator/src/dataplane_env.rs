@@ -9,6 +9,10 @@
 pub const PORT: &str = "PORT";
 /// The port the operator configures (the data plane's default).
 pub const PORT_VALUE: i32 = 3000;
+/// Address of the data plane's Prometheus metrics listener (`/metrics`).
+pub const METRICS_ADDR: &str = "VIBE_METRICS_ADDR";
+/// The metrics port the operator configures (container port named `metrics`).
+pub const METRICS_PORT_VALUE: i32 = 9464;
 /// DID of the instance owner; absent while the instance waits to be claimed.
 pub const TARGET_USER_DID: &str = "TARGET_USER_DID";
 /// Base URL of the tenant's CouchDB.

@@ -31,6 +31,10 @@ pub fn env_vars(inputs: &Inputs<'_>) -> Vec<EnvVar> {
     let s3 = &inputs.config.s3;
     let mut vars = vec![
         env(envs::PORT, envs::PORT_VALUE.to_string()),
+        env(
+            envs::METRICS_ADDR,
+            format!("0.0.0.0:{}", envs::METRICS_PORT_VALUE),
+        ),
         env(envs::PUBLIC_URL, inputs.url()),
         env(envs::COUCHDB_URL, inputs.couchdb_url()),
         env_from_secret(
@@ -109,12 +113,20 @@ pub fn deployment(inputs: &Inputs<'_>) -> Deployment {
     let container = Container {
         name: "dataplane".into(),
         image: Some(image),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: envs::PORT_VALUE,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: envs::PORT_VALUE,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: envs::METRICS_PORT_VALUE,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         env: Some(env_vars(inputs)),
         volume_mounts: Some(vec![
             VolumeMount {

@@ -219,6 +219,7 @@ fn dataplane_env_follows_the_contract_unowned() {
         (r.name, r.key)
     };
     assert_eq!(value(envs::PORT).as_deref(), Some("3000"));
+    assert_eq!(value(envs::METRICS_ADDR).as_deref(), Some("0.0.0.0:9464"));
     assert_eq!(
         value(envs::PUBLIC_URL).as_deref(),
         Some("https://alice.vibe.example")
