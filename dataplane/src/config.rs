@@ -147,6 +147,10 @@ pub struct Cli {
     #[arg(long, env = "VIBE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
 
+    /// HTTP connection timeouts (`VIBE_HTTP_*`).
+    #[command(flatten)]
+    pub http: crate::server::HttpArgs,
+
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "VIBE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -275,6 +279,8 @@ pub struct Config {
     pub blobs: crate::blobs::BlobSettings,
     /// Realtime WebSocket limits and timings.
     pub realtime: crate::realtime::RealtimeSettings,
+    /// HTTP connection timeouts.
+    pub http: crate::server::HttpSettings,
 }
 
 impl Config {
@@ -295,6 +301,7 @@ impl Config {
             s3: None,
             blobs: crate::blobs::BlobSettings::default(),
             realtime: crate::realtime::RealtimeSettings::default(),
+            http: crate::server::HttpSettings::default(),
         }
     }
 }
@@ -485,6 +492,10 @@ impl Cli {
             .realtime
             .resolve()
             .map_err(|e| config_error(e.setting, e.problem))?;
+        let http = self
+            .http
+            .resolve()
+            .map_err(|e| config_error(e.setting, e.problem))?;
 
         let allowed_origins = self
             .allowed_origins
@@ -518,6 +529,7 @@ impl Cli {
             s3,
             blobs,
             realtime,
+            http,
         })
     }
 }

@@ -9,11 +9,12 @@ use std::fmt;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The 400 message of a body that is not JSON (kept from the original API).
 pub const PARSE_ERROR: &str = "Failed to parse request body.";
@@ -22,18 +23,37 @@ pub const PARSE_ERROR: &str = "Failed to parse request body.";
 #[derive(Debug, Clone)]
 pub struct StrictJson(pub Value);
 
-impl<S: Send + Sync> FromRequest<S> for StrictJson {
+impl FromRequest<AppState> for StrictJson {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        refuse_declared_oversize(req.headers(), state.config.limits.max_body_bytes)?;
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("Request body is too large.".into())
+                too_large()
             } else {
                 ApiError::BadRequest(PARSE_ERROR.into())
             }
         })?;
         parse_strict(&bytes).map(StrictJson)
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::PayloadTooLarge("Request body is too large.".into())
+}
+
+/// 413 for a body whose declared `Content-Length` is over `limit`, before any of it is
+/// read: a client that sent `Expect: 100-continue` then gets its answer at once instead
+/// of an invitation to upload.
+pub fn refuse_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => Err(too_large()),
+        _ => Ok(()),
     }
 }
 

@@ -14,6 +14,8 @@
 //! - [`health`], [`openapi`].
 //! - [`metrics`]: Prometheus metrics (own port) and the request-id, tracing and HTTP-metrics
 //!   layers added once to the router ([`metrics::layer::instrument`]).
+//! - [`server`]: the HTTP/1.1 server (connection timeouts, lingering close) and the
+//!   middleware that keeps connections usable after answers that left a body unread.
 //!
 //! # Where features plug in
 //! A feature (blobs, realtime, sync) lives in its own module `src/<feature>/` and exposes
@@ -42,6 +44,7 @@ pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod realtime;
+pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod sync;
@@ -74,6 +77,11 @@ pub fn router(state: AppState) -> Router {
     if let Some(cors) = cors_layer(&state.config.allowed_origins) {
         app = app.layer(cors);
     }
+    let drain_limit = server::unread::DrainLimit(state.config.limits.max_body_bytes as u64);
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        drain_limit,
+        server::unread::settle_unread_body,
+    ));
     metrics::layer::instrument(app, &state).with_state(state)
 }
 

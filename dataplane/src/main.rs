@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
 
     raise_open_file_limit();
     let listen = config.listen;
+    let http_settings = config.http.clone();
     let state = match AppState::new(config) {
         Ok(state) => state,
         Err(e) => {
@@ -80,8 +81,8 @@ async fn main() -> ExitCode {
     tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "vibe-dataplane listening");
     let shutdown = state.shutdown.clone();
     let on_signal = state.shutdown.clone();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
+    let served =
+        vibe_dataplane::server::serve(listener, router(state), http_settings, async move {
             shutdown_signal().await;
             // Tell WebSockets and streamed feeds to wind down while HTTP requests finish.
             on_signal.begin();

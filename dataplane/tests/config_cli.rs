@@ -142,3 +142,35 @@ async fn realtime_limits_from_config_reach_the_websocket_endpoint() {
     let default = common::TestInstance::start().await;
     assert_eq!(close_code_after_a_large_frame(&default).await, None);
 }
+
+#[test]
+fn help_lists_the_http_timeouts_and_a_bad_one_stops_the_start() {
+    let out = run(&["--help"], &[], true);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (env, flag, default) in [
+        (
+            "VIBE_HTTP_IDLE_TIMEOUT_SECS",
+            "--http-idle-timeout-secs",
+            "75",
+        ),
+        (
+            "VIBE_HTTP_HEADER_READ_TIMEOUT_SECS",
+            "--http-header-read-timeout-secs",
+            "10",
+        ),
+    ] {
+        let entry = help
+            .split("\n      --")
+            .find(|entry| entry.contains(&flag[2..]) && entry.contains(env))
+            .unwrap_or_else(|| panic!("{flag} [env: {env}] missing from --help:\n{help}"));
+        assert!(entry.contains(&format!("[default: {default}]")), "{entry}");
+        let out = run(&[], &[(env, "0")], false);
+        assert_eq!(out.status.code(), Some(2), "{env}=0");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            format!(
+                "vibe-dataplane: configuration error: {env}: must be between 1 and 3600 seconds"
+            )
+        );
+    }
+}

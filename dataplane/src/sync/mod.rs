@@ -145,7 +145,7 @@ async fn handle(
         Ok(request) => request,
         Err(refusal) => return Ok(refusal_response(refusal)),
     };
-    let body = read_body(&state, &method, body).await?;
+    let body = read_body(&state, &method, &headers, body).await?;
     let db = state.data_db().await?;
     let mut url = match &request {
         SyncRequest::DbInfo => db.url(&[]),
@@ -290,11 +290,17 @@ async fn read_json(response: reqwest::Response) -> ApiResult<Value> {
 }
 
 /// Read a request body up to the configured limit (413 beyond it).
-async fn read_body(state: &AppState, method: &Method, body: Body) -> ApiResult<Bytes> {
+async fn read_body(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Bytes> {
     if matches!(*method, Method::GET | Method::HEAD | Method::DELETE) {
         return Ok(Bytes::new());
     }
     let limit = state.config.limits.max_body_bytes;
+    crate::json::refuse_declared_oversize(headers, limit)?;
     axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::PayloadTooLarge(format!("Request body exceeds the limit of {limit} bytes."))
     })

@@ -55,8 +55,11 @@ pub async fn serve(
 ) -> (AppState, JoinHandle<()>) {
     let state = AppState::new(config).expect("state");
     let app = router(state.clone());
+    let settings = state.config.http.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
+        vibe_dataplane::server::serve(listener, app, settings, std::future::pending())
+            .await
+            .expect("serve");
     });
     (state, server)
 }
