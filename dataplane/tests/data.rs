@@ -812,7 +812,8 @@ async fn app_tokens_act_only_as_their_app() {
     let (s, _) = t.get("/api/v1/apps", at, None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
-    // Deleting the app ends its access at once.
+    // Deleting the app ends its access at once: its tokens were bound to that registration,
+    // so they are no longer valid credentials at all (401, not merely 403).
     let (s, _) = t
         .call(
             Method::DELETE,
@@ -826,7 +827,7 @@ async fn app_tokens_act_only_as_their_app() {
     let (s, _) = t
         .post("/api/v1/data/read", at, None, json!({"collection": C}))
         .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = t
         .call(
             Method::DELETE,
