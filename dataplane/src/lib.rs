@@ -30,6 +30,7 @@
 //! are capped by `DefaultBodyLimit` (`VIBE_MAX_BODY_BYTES`); a streaming route overrides
 //! it with its own `DefaultBodyLimit` layer.
 
+pub mod access;
 pub mod apps;
 pub mod auth;
 pub mod blobs;

@@ -132,6 +132,12 @@ pub async fn list(
             let id = d.get("_id").and_then(Value::as_str).unwrap_or_default();
             after_id.as_deref().is_none_or(|a| id > a)
         })
+        // The result check (see `crate::access`): only metadata documents of this
+        // collection's blobs, whatever the store made of the selector.
+        .filter(|d| {
+            crate::access::document_collection(d) == Some(BLOBS_COLLECTION)
+                && d.get("collectionName").and_then(Value::as_str) == Some(collection)
+        })
         .collect();
     let more = docs.len() as u64 > limit;
     docs.truncate(limit as usize);

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use self::query::{ReadRequest, collection_of};
 use self::validate::{check_collection, check_writable, prepare_document};
+use crate::access::ReadGate;
 use crate::auth::Caller;
 use crate::couch::{CouchError, Database};
 use crate::error::{ApiError, ApiResult};
@@ -68,7 +69,7 @@ async fn read(
     StrictJson(body): StrictJson,
 ) -> ApiResult<Json<Value>> {
     let collection = collection_of(&body).map_err(validation)?;
-    caller.require(&format!("read:{collection}"))?;
+    let gate = ReadGate::collection(&state, &caller, &collection)?;
     let request = ReadRequest::parse(&body).map_err(validation)?;
     let db = state.data_db().await?;
     ensure_index(&state, &db, &request).await?;
@@ -79,7 +80,7 @@ async fn read(
         }
         Err(e) => return Err(e.into()),
     };
-    let (docs, bookmark) = request.finish_page(found.docs);
+    let (docs, bookmark) = request.finish_page(found.docs, |doc| gate.admits_doc(doc));
     let mut answer = json!({ "docs": docs, "bookmark": bookmark });
     if let Some(first) = docs.first() {
         answer["doc"] = first.clone();
@@ -177,13 +178,11 @@ async fn get_document(
     Path((collection, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     check_collection(&collection).map_err(validation)?;
-    caller.require(&format!("read:{collection}"))?;
+    let gate = ReadGate::collection(&state, &caller, &collection)?;
     let full = full_id(&collection, &id)?;
     let db = state.data_db().await?;
     match db.get(&full).await? {
-        Some(doc) if doc.get("collection").and_then(Value::as_str) == Some(&collection) => {
-            Ok(Json(doc))
-        }
+        Some(doc) if gate.admits_doc(&doc) => Ok(Json(doc)),
         _ => Err(ApiError::NotFound(format!(
             "Document with id \"{full}\" not found."
         ))),

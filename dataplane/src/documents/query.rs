@@ -106,7 +106,12 @@ impl ReadRequest {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(f)) => {
                 check_selector(&Value::Object(f.clone()), 0)?;
-                f.clone()
+                let mut filter = f.clone();
+                // Kept for clients that repeat the collection in the filter; it is
+                // the request's own collection clause that selects.
+                filter.remove("collection");
+                check_no_collection_clause(&filter)?;
+                filter
             }
             Some(_) => return Err("Filter must be an object.".into()),
         };
@@ -193,11 +198,7 @@ impl ReadRequest {
         };
         let mut clauses = vec![json!({ "collection": { "$eq": self.collection } })];
         if !self.filter.is_empty() {
-            let mut filter = self.filter.clone();
-            filter.remove("collection");
-            if !filter.is_empty() {
-                clauses.push(Value::Object(filter));
-            }
+            clauses.push(Value::Object(self.filter.clone()));
         }
         for field in &self.sort {
             clauses.push(json!({ field: { "$exists": true } }));
@@ -241,7 +242,10 @@ impl ReadRequest {
         });
         if let Some(fields) = &self.fields {
             let mut all = fields.clone();
-            for needed in self.sort.iter().chain(std::iter::once(&"_id".to_string())) {
+            // `_id` and `collection` are what the result check reads; dropped again in
+            // `finish_page` unless asked for.
+            let always = ["_id".to_string(), "collection".to_string()];
+            for needed in self.sort.iter().chain(always.iter()) {
                 if !all.contains(needed) {
                     all.push(needed.clone());
                 }
@@ -251,16 +255,37 @@ impl ReadRequest {
         query
     }
 
-    /// Shape one page: trim the look-ahead row, strip fields added for paging, and make
-    /// the bookmark of the next page (None on the last page).
-    pub fn finish_page(&self, mut docs: Vec<Value>) -> (Vec<Value>, Option<String>) {
+    /// Shape one page: trim the look-ahead row, drop every row `admit` refuses (the
+    /// result check of [`crate::access`]), strip fields added for paging, and make the
+    /// bookmark of the next page (None on the last page).
+    ///
+    /// The page covers the first `limit` rows the store returned; refused rows among them
+    /// are dropped, not replaced, and the bookmark points after the last row *covered*
+    /// (refused or not). So a page may hold fewer than `limit` documents, even none, and
+    /// still carry a bookmark: readers continue until there is no bookmark. With a store
+    /// that honours the collection clause nothing is ever refused.
+    pub fn finish_page(
+        &self,
+        mut docs: Vec<Value>,
+        admit: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, Option<String>) {
         if let Some(last_id) = self.after.as_ref().and_then(|k| k.last()) {
             docs.retain(|d| d.get("_id") != Some(last_id));
         }
         let more = docs.len() as u64 > self.limit;
         docs.truncate(self.limit as usize);
+        let covered_last = docs.last().cloned();
+        let before = docs.len();
+        docs.retain(|d| admit(d));
+        if docs.len() < before {
+            tracing::warn!(
+                collection = %self.collection,
+                refused = before - docs.len(),
+                "read: the store returned documents outside the request's collection; dropped"
+            );
+        }
         let bookmark = if more {
-            docs.last().map(|last| {
+            covered_last.as_ref().map(|last| {
                 let mut key: Vec<Value> = self
                     .sort
                     .iter()
@@ -336,6 +361,41 @@ fn check_selector(value: &Value, depth: usize) -> Result<(), String> {
         Value::Array(items) => items.iter().try_for_each(|v| check_selector(v, depth + 1)),
         _ => Ok(()),
     }
+}
+
+/// Refuse a filter that names the field `collection` in selector position (top level, or
+/// inside `$and`/`$or`/`$nor`/`$not`): some stores merge such a clause with the
+/// request's own collection clause and let the client's win. Sub-fields
+/// (`{"album": {"collection": …}}`) and `$elemMatch` selectors are about other values and
+/// stay allowed.
+fn check_no_collection_clause(selector: &Map<String, Value>) -> Result<(), String> {
+    for (key, inner) in selector {
+        match key.as_str() {
+            "collection" => {
+                return Err(
+                    "Invalid filter: the field 'collection' cannot be filtered on; \
+                     the request's collection selects the documents."
+                        .into(),
+                );
+            }
+            "$and" | "$or" | "$nor" => {
+                if let Value::Array(items) = inner {
+                    for item in items {
+                        if let Value::Object(map) = item {
+                            check_no_collection_clause(map)?;
+                        }
+                    }
+                }
+            }
+            "$not" => {
+                if let Value::Object(map) = inner {
+                    check_no_collection_clause(map)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn parse_sort(sort: Option<&Value>) -> Result<(Vec<String>, Direction), String> {
@@ -431,7 +491,7 @@ mod tests {
     fn cursor_round_trip_and_binding() {
         let r = ReadRequest::parse(&json!({"collection": "notes", "limit": 1})).unwrap();
         let docs = vec![json!({"_id": "notes/a"}), json!({"_id": "notes/b"})];
-        let (page, bookmark) = r.finish_page(docs);
+        let (page, bookmark) = r.finish_page(docs, |_| true);
         assert_eq!(page.len(), 1);
         let bookmark = bookmark.unwrap();
         let next =

@@ -20,6 +20,7 @@ use super::protocol::{
 use super::replay::{REPLAY_PAGE_ROWS, ReplayFence, replay_page};
 use super::seq::Seq;
 use super::settings::RealtimeSettings;
+use crate::access::ReadGate;
 use crate::couch::CouchError;
 use crate::error::{ApiError, DATABASE_UNAVAILABLE};
 use crate::state::{AppState, now_unix};
@@ -99,6 +100,7 @@ pub async fn serve(mut ws: WebSocket, state: AppState, rt: Arc<Realtime>, pre: O
         },
     };
     let mut session = Session {
+        gate: ReadGate::app(&state, &authed.app_id),
         bucket: TokenBucket::new(rt.settings.messages_per_sec, rt.settings.message_burst),
         state,
         rt,
@@ -208,6 +210,8 @@ struct Session {
     state: AppState,
     rt: Arc<Realtime>,
     authed: Authed,
+    /// Checks every pushed or replayed change (the app never changes on this socket).
+    gate: ReadGate,
     feed: Option<FeedReceiver>,
     subs: HashMap<String, Subscription>,
     bucket: TokenBucket,
@@ -453,7 +457,9 @@ impl Session {
         send_text(ws, Status::of("subscribed", &collection).to_text(), timeout).await?;
         let mut fence = ReplayFence::default();
         loop {
-            for event in page.events.iter().filter(|e| e.collection == collection) {
+            for event in page.events.iter().filter(|e| {
+                e.collection == collection && self.gate.admits_change(&e.id, &e.collection)
+            }) {
                 fence.record(event);
                 send(ws, Message::Text(event.frame.clone()), timeout).await?;
             }
@@ -518,6 +524,9 @@ impl Session {
             if fence.is_empty() {
                 sub.fence = None;
             }
+        }
+        if !self.gate.admits_change(&event.id, &event.collection) {
+            return Ok(());
         }
         let timeout = self.send_timeout();
         send(ws, Message::Text(event.frame.clone()), timeout).await

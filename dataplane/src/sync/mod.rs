@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 
 use std::time::Duration;
 
+use crate::access::ReadGate;
 use crate::auth::{Caller, CallerKind};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Open;
@@ -136,6 +137,8 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&state, &headers).await?;
     authorize(&caller)?;
+    // Every document of every answer passes this gate (see `crate::access`).
+    let gate = ReadGate::sync(&state, &caller)?;
     let rest = uri
         .path()
         .strip_prefix(SYNC_ROOT)
@@ -145,6 +148,11 @@ async fn handle(
         Ok(request) => request,
         Err(refusal) => return Ok(refusal_response(refusal)),
     };
+    if let SyncRequest::Document(id) = &request
+        && !gate.admits_id(id)
+    {
+        return Err(not_found(id));
+    }
     let body = read_body(&state, &method, &headers, body).await?;
     let db = state.data_db().await?;
     let mut url = match &request {
@@ -178,12 +186,18 @@ async fn handle(
             upstream = upstream.header(name, value);
         }
     }
+    if matches!(request, SyncRequest::Document(_)) {
+        // JSON, never multipart, so each revision can be checked before it is sent
+        // (replicators read either form).
+        upstream = upstream.header(header::ACCEPT, "application/json");
+    }
     if !body.is_empty() {
         upstream = upstream.body(body.clone());
     }
     let response = db.client().send(upstream).await?;
     let feed = url_param(uri.query(), "feed");
     let feed = feed.as_deref();
+    let ok = response.status().is_success();
     match request {
         // Never finishes by itself: ends (after a complete line) when shutdown begins or
         // the caller's credential is revoked; the replicator resumes from its checkpoint
@@ -200,18 +214,18 @@ async fn handle(
                     _ = revoked => tracing::info!("sync: continuous feed ended by revocation"),
                 }
             };
-            Ok(stream_back(response, Some(Box::pin(end))))
+            Ok(stream_back(response, Some((gate, Box::pin(end)))))
         }
         // May wait a minute for a change: answers when a change comes, when the client's
         // `timeout` runs out (with what a normal feed says then), 401 when the credential
         // is revoked, and a retryable 503 when shutdown begins.
-        SyncRequest::Changes if feed == Some("longpoll") && response.status().is_success() => {
+        SyncRequest::Changes if feed == Some("longpoll") && ok => {
             let revoked = crate::auth::until_revoked(state.clone(), caller, still_syncs);
             let _open = state.metrics.open(Open::SyncFeed);
             tokio::select! {
-                answer = filtered_json(response) => answer,
+                answer = filtered_json(response, &gate, hide::filter_answer) => answer,
                 _ = tokio::time::sleep(longpoll_wait(uri.query())) => {
-                    changes_now(&db, &method, uri.query(), &headers, body).await
+                    changes_now(&db, &gate, &method, uri.query(), &headers, body).await
                 }
                 _ = revoked => Err(ApiError::Unauthorized(
                     crate::error::UNAUTHORIZED_TOKEN.into(),
@@ -221,8 +235,18 @@ async fn handle(
                 )),
             }
         }
-        SyncRequest::Changes | SyncRequest::AllDocs if response.status().is_success() => {
-            filtered_json(response).await
+        SyncRequest::Changes | SyncRequest::AllDocs if ok => {
+            filtered_json(response, &gate, hide::filter_answer).await
+        }
+        SyncRequest::BulkGet if ok => filtered_json(response, &gate, hide::filter_bulk_get).await,
+        SyncRequest::Document(id) if ok && method == Method::GET => {
+            let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::OK);
+            let answer = read_json(response).await?;
+            let admit = |id: &str, doc: Option<&Value>| gate.admits_row(id, doc);
+            match hide::filter_document(answer, &id, &admit) {
+                Some(answer) => Ok((status, Json(answer)).into_response()),
+                None => Err(not_found(&id)),
+            }
         }
         _ => Ok(stream_back(response, None)),
     }
@@ -232,6 +256,7 @@ async fn handle(
 /// `timeout` ran out answers (no results, and the sequence to continue from).
 async fn changes_now(
     db: &crate::couch::Database,
+    gate: &ReadGate,
     method: &Method,
     query: Option<&str>,
     headers: &HeaderMap,
@@ -258,7 +283,15 @@ async fn changes_now(
     if !response.status().is_success() {
         return Ok(stream_back(response, None));
     }
-    filtered_json(response).await
+    filtered_json(response, gate, hide::filter_answer).await
+}
+
+/// The 404 for a document the caller may not see (the same as for a missing one).
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "Document with id \"{}\" not found.",
+        id.chars().take(256).collect::<String>()
+    ))
 }
 
 fn url_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -267,13 +300,18 @@ fn url_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// A `_changes` (normal or longpoll) or `_all_docs` answer without hidden rows. These
-/// answers are bounded by the client's `limit` (replicators page with it), so they are
-/// read whole to be filtered; continuous feeds are filtered line by line instead.
-async fn filtered_json(response: reqwest::Response) -> Result<Response, ApiError> {
+/// A `_changes` (normal or longpoll), `_all_docs` or `_bulk_get` answer
+/// without the rows `gate` refuses, `filter` knowing the answer's shape. These answers
+/// are bounded by the client's request (replicators page with `limit`), so they are read
+/// whole to be filtered; continuous feeds are filtered line by line instead.
+async fn filtered_json(
+    response: reqwest::Response,
+    gate: &ReadGate,
+    filter: fn(&mut Value, &hide::Admit<'_>),
+) -> Result<Response, ApiError> {
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::OK);
     let mut answer = read_json(response).await?;
-    hide::filter_answer(&mut answer);
+    filter(&mut answer, &|id, doc| gate.admits_row(id, doc));
     Ok((status, Json(answer)).into_response())
 }
 
@@ -342,11 +380,11 @@ async fn bulk_docs(
 }
 
 /// Stream CouchDB's answer back with its status and content headers. With
-/// `continuous_until`, the answer is a continuous feed: the lines of hidden documents are
-/// dropped, and it ends cleanly when that future completes.
+/// `continuous`, the answer is a continuous feed: the lines the gate refuses are dropped,
+/// and it ends cleanly when the future completes.
 fn stream_back(
     response: reqwest::Response,
-    continuous_until: Option<futures::future::BoxFuture<'static, ()>>,
+    continuous: Option<(ReadGate, futures::future::BoxFuture<'static, ()>)>,
 ) -> Response {
     let mut builder = Response::builder().status(response.status().as_u16());
     for name in [header::CONTENT_TYPE, header::ETAG, header::CACHE_CONTROL] {
@@ -354,9 +392,9 @@ fn stream_back(
             builder = builder.header(name, value.as_bytes());
         }
     }
-    let body = if let Some(until) = continuous_until {
+    let body = if let Some((gate, until)) = continuous {
         use futures::StreamExt;
-        Body::from_stream(filter_lines(Box::pin(response.bytes_stream())).take_until(until))
+        Body::from_stream(filter_lines(Box::pin(response.bytes_stream()), gate).take_until(until))
     } else {
         Body::from_stream(response.bytes_stream())
     };
@@ -365,43 +403,51 @@ fn stream_back(
         .unwrap_or_else(|e| ApiError::internal(e).into_response())
 }
 
-/// Split a byte stream into lines and keep those [`hide::line_passes`] admits. Lines
-/// are forwarded as soon as they are complete (heartbeats included).
-fn filter_lines<S>(upstream: S) -> impl futures::Stream<Item = Result<Bytes, reqwest::Error>>
+/// Split a byte stream into lines and keep those [`hide::line_passes`] admits under
+/// `gate`. Lines are forwarded as soon as they are complete (heartbeats included).
+fn filter_lines<S>(
+    upstream: S,
+    gate: ReadGate,
+) -> impl futures::Stream<Item = Result<Bytes, reqwest::Error>>
 where
     S: futures::Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
 {
     use futures::StreamExt;
     futures::stream::unfold(
         (upstream, Vec::<u8>::new(), false),
-        |(mut upstream, mut pending, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                match upstream.next().await {
-                    Some(Ok(chunk)) => {
-                        pending.extend_from_slice(&chunk);
-                        let Some(last_newline) = pending.iter().rposition(|b| *b == b'\n') else {
-                            continue;
-                        };
-                        let rest = pending.split_off(last_newline + 1);
-                        let complete = std::mem::replace(&mut pending, rest);
-                        let kept: Vec<u8> = complete
-                            .split_inclusive(|b| *b == b'\n')
-                            .filter(|line| hide::line_passes(line))
-                            .flatten()
-                            .copied()
-                            .collect();
-                        return Some((Ok(Bytes::from(kept)), (upstream, pending, false)));
-                    }
-                    Some(Err(error)) => return Some((Err(error), (upstream, pending, true))),
-                    None => {
-                        let tail = std::mem::take(&mut pending);
-                        if tail.is_empty() || !hide::line_passes(&tail) {
-                            return None;
+        move |(mut upstream, mut pending, done)| {
+            let gate = gate.clone();
+            async move {
+                let admit = |id: &str, doc: Option<&Value>| gate.admits_row(id, doc);
+                if done {
+                    return None;
+                }
+                loop {
+                    match upstream.next().await {
+                        Some(Ok(chunk)) => {
+                            pending.extend_from_slice(&chunk);
+                            let Some(last_newline) = pending.iter().rposition(|b| *b == b'\n')
+                            else {
+                                continue;
+                            };
+                            let rest = pending.split_off(last_newline + 1);
+                            let complete = std::mem::replace(&mut pending, rest);
+                            let kept: Vec<u8> = complete
+                                .split_inclusive(|b| *b == b'\n')
+                                .filter(|line| hide::line_passes(line, &admit))
+                                .flatten()
+                                .copied()
+                                .collect();
+                            return Some((Ok(Bytes::from(kept)), (upstream, pending, false)));
                         }
-                        return Some((Ok(Bytes::from(tail)), (upstream, pending, true)));
+                        Some(Err(error)) => return Some((Err(error), (upstream, pending, true))),
+                        None => {
+                            let tail = std::mem::take(&mut pending);
+                            if tail.is_empty() || !hide::line_passes(&tail, &admit) {
+                                return None;
+                            }
+                            return Some((Ok(Bytes::from(tail)), (upstream, pending, true)));
+                        }
                     }
                 }
             }
