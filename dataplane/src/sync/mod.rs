@@ -182,13 +182,17 @@ async fn handle(
 
     let mut upstream = db.client().request(method.clone(), url);
     for name in [header::ACCEPT, header::CONTENT_TYPE] {
+        if name == header::ACCEPT && matches!(request, SyncRequest::Document(_)) {
+            continue;
+        }
         if let Some(value) = headers.get(&name) {
             upstream = upstream.header(name, value);
         }
     }
     if matches!(request, SyncRequest::Document(_)) {
         // JSON, never multipart, so each revision can be checked before it is sent
-        // (replicators read either form).
+        // (replicators read either form). Replaces the client's Accept: with both,
+        // CouchDB 3.5 answers multipart.
         upstream = upstream.header(header::ACCEPT, "application/json");
     }
     if !body.is_empty() {
