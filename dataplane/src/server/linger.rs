@@ -25,81 +25,50 @@ enum State {
     Closed,
 }
 
-/// A socket whose shutdown lingers (see the module documentation).
-pub struct Lingering<T> {
-    inner: T,
+/// The shutdown half of a socket whose close lingers (see the module documentation).
+pub struct Linger {
     state: State,
 }
 
-impl<T> Lingering<T> {
-    /// Wrap `inner`.
-    pub fn new(inner: T) -> Self {
-        Self {
-            inner,
-            state: State::Open,
-        }
+impl Default for Linger {
+    fn default() -> Self {
+        Self { state: State::Open }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Lingering<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl Linger {
+    /// Shut `io` down for writing, then discard what the client still sends until it
+    /// stops, [`LINGER_BYTES`] were read or [`LINGER_TIME`] has passed.
+    pub fn poll_shutdown<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut T,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
         loop {
-            match &mut this.state {
+            match &mut self.state {
                 State::Open => {
-                    ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
-                    this.state = State::Discarding {
+                    ready!(Pin::new(&mut *io).poll_shutdown(cx))?;
+                    self.state = State::Discarding {
                         deadline: Box::pin(tokio::time::sleep(LINGER_TIME)),
                         left: LINGER_BYTES,
                     };
                 }
                 State::Discarding { deadline, left } => {
                     if deadline.as_mut().poll(cx).is_ready() {
-                        this.state = State::Closed;
+                        self.state = State::Closed;
                         continue;
                     }
                     let mut scratch = [0u8; 8192];
                     let mut buf = ReadBuf::new(&mut scratch);
-                    match ready!(Pin::new(&mut this.inner).poll_read(cx, &mut buf)) {
+                    match ready!(Pin::new(&mut *io).poll_read(cx, &mut buf)) {
                         Ok(()) if !buf.filled().is_empty() => {
                             *left = left.saturating_sub(buf.filled().len() as u64);
                             if *left == 0 {
-                                this.state = State::Closed;
+                                self.state = State::Closed;
                             }
                         }
                         // End of the client's data, or an error: nothing left to protect.
-                        _ => this.state = State::Closed,
+                        _ => self.state = State::Closed,
                     }
                 }
                 State::Closed => return Poll::Ready(Ok(())),

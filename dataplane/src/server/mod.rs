@@ -7,6 +7,7 @@
 
 mod linger;
 mod settings;
+mod socket;
 mod timer;
 pub mod unread;
 
@@ -21,9 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use linger::Lingering;
 pub use settings::{HttpArgs, HttpArgsError, HttpSettings};
-use timer::{HeadTimer, LastRead, ReadClock};
+use socket::ServerSocket;
+use timer::{HeadTimer, LastRead};
 
 /// Serve `app` on `listener` until `signal` completes, then stop accepting, let every
 /// connection finish its request under way, and return once all have closed.
@@ -81,7 +82,7 @@ async fn serve_connection(
     stop: CancellationToken,
 ) {
     let last_read = LastRead::default();
-    let io = TokioIo::new(Lingering::new(ReadClock::new(tcp, last_read.clone())));
+    let io = TokioIo::new(ServerSocket::new(tcp, last_read.clone()));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(HeadTimer::new(

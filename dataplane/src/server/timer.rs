@@ -4,7 +4,7 @@
 //! server begins to wait (at accept, and again after each response) and ends when the head
 //! is complete. Two limits are wanted instead: a long one while nothing arrives (an idle
 //! keep-alive connection) and a short one once a request has begun (a slow or trickling
-//! client). [`ReadClock`] wraps the socket and remembers when bytes last arrived;
+//! client). the connection's socket ([`super::socket`]) records in a [`LastRead`] when bytes last arrived;
 //! [`HeadTimer`] gives hyper sleeps that end `idle` after the wait began when no byte came,
 //! or `header` after the first byte that came during the wait.
 //!
@@ -12,20 +12,18 @@
 //! streamed responses and upgraded connections (WebSockets) are never cut by it.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// When bytes last arrived on a connection, shared by its socket and its timer.
 #[derive(Clone, Default)]
 pub struct LastRead(Arc<Mutex<Option<Instant>>>);
 
 impl LastRead {
-    fn mark(&self) {
+    /// Note that bytes arrived now.
+    pub fn mark(&self) {
         if let Ok(mut last) = self.0.lock() {
             *last = Some(Instant::now());
         }
@@ -35,61 +33,6 @@ impl LastRead {
     fn after(&self, since: Instant) -> Option<Instant> {
         let last = *self.0.lock().ok()?;
         last.filter(|at| *at >= since)
-    }
-}
-
-/// A socket that records in a [`LastRead`] when bytes arrive.
-pub struct ReadClock<T> {
-    inner: T,
-    last_read: LastRead,
-}
-
-impl<T> ReadClock<T> {
-    /// Wrap `inner`.
-    pub fn new(inner: T, last_read: LastRead) -> Self {
-        Self { inner, last_read }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for ReadClock<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.last_read.mark();
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ReadClock<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 
