@@ -43,6 +43,10 @@ pub enum ApiError {
     /// 413: body or declared size over a configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 415: a body in a media type the route does not take (e.g. JSON sent as
+    /// `text/plain` or a form).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 429: too many requests of a kind (e.g. unauthenticated login attempts).
     #[error("{0}")]
     TooManyRequests(String),
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,7 +1,7 @@
 //! A strict JSON body extractor.
 //!
-//! [`StrictJson`] reads the body (bounded by the router's `DefaultBodyLimit`, over → 413),
-//! refuses JSON objects with duplicate keys (which CouchDB and other parsers resolve
+//! [`StrictJson`] requires a JSON `Content-Type` (else 415, see [`require_json`]), reads
+//! the body (bounded by the router's `DefaultBodyLimit`, over → 413), refuses JSON objects with duplicate keys (which CouchDB and other parsers resolve
 //! differently), and yields a `serde_json::Value`. Handlers then validate the shape and
 //! answer `400 {"error":"Validation failed","details":…}` on mismatch.
 
@@ -27,6 +27,7 @@ impl FromRequest<AppState> for StrictJson {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        require_json(req.headers())?;
         refuse_declared_oversize(req.headers(), state.config.limits.max_body_bytes)?;
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -37,6 +38,38 @@ impl FromRequest<AppState> for StrictJson {
         })?;
         parse_strict(&bytes).map(StrictJson)
     }
+}
+
+/// The 415 message of a body that is not declared as JSON.
+pub const NOT_JSON_MEDIA_TYPE: &str =
+    "Unsupported Media Type: the request body must be sent as 'Content-Type: application/json'.";
+
+/// 415 unless the request declares a JSON body: `application/json` or a structured
+/// `application/…+json` type, parameters (`charset`) allowed. `text/plain`, forms and a
+/// missing `Content-Type` are refused: they are what a browser may send cross-origin
+/// without a CORS preflight, so accepting them would let any web page post JSON with
+/// credentials the browser attaches by itself (HTTP Basic on sync). PouchDB, CouchDB's
+/// replicator, reqwest's `.json()` and the `vibe` CLI all send `application/json`.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if is_json_media_type(declared) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(NOT_JSON_MEDIA_TYPE.into()))
+    }
+}
+
+/// Whether a `Content-Type` value names JSON.
+pub fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
 }
 
 fn too_large() -> ApiError {
@@ -160,6 +193,36 @@ mod tests {
                 other => panic!("expected validation error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn only_json_media_types_pass() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "json",
+            "text/json+json",
+        ] {
+            assert!(!is_json_media_type(refused), "{refused}");
+        }
+        let mut headers = HeaderMap::new();
+        assert!(matches!(
+            require_json(&headers),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert!(require_json(&headers).is_ok());
     }
 
     #[test]

@@ -689,6 +689,7 @@ async fn bad_input_is_refused_with_clear_4xx() {
         .post(t.url("/api/v1/data/write"))
         .bearer_auth(&token)
         .header("X-Vibe-App-ID", APP)
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
@@ -729,6 +730,71 @@ async fn bad_input_is_refused_with_clear_4xx() {
     let (s, b) = t.get("/api/v1/data/write", tok, None).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert!(b["error"].is_string());
+}
+
+/// A JSON body must be declared as JSON: `text/plain`, forms and no `Content-Type` at all
+/// are what a web page can send cross-origin without a preflight (issue 15).
+#[tokio::test]
+async fn json_bodies_need_a_json_content_type() {
+    let (t, token) = granted_instance().await;
+    let write = format!(r#"{{"collection":"{C}","data":{{"n":1}}}}"#);
+    let login = t.login_body(&t.owner).await.to_string();
+    for content_type in [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        for (path, body, bearer) in [
+            ("/api/v1/data/write", write.as_str(), true),
+            ("/api/v1/auth/login", login.as_str(), false),
+        ] {
+            let mut request = t
+                .http
+                .post(t.url(path))
+                .header("X-Vibe-App-ID", APP)
+                .body(body.to_owned());
+            if bearer {
+                request = request.bearer_auth(&token);
+            }
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{path} as {content_type:?}"
+            );
+            let b: Value = response.json().await.expect("a JSON error");
+            assert!(
+                b["error"].as_str().unwrap().contains("application/json"),
+                "{b}"
+            );
+        }
+    }
+    // Nothing was written; JSON with a charset still is.
+    let (_, b) = t
+        .post(
+            "/api/v1/data/read",
+            Some(&token),
+            Some(APP),
+            json!({"collection": C}),
+        )
+        .await;
+    assert_eq!(b["docs"], json!([]), "{b}");
+    let response = t
+        .http
+        .post(t.url("/api/v1/data/write"))
+        .bearer_auth(&token)
+        .header("X-Vibe-App-ID", APP)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(write)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -95,8 +95,9 @@ async fn two_pouchdb_devices_sync_through_the_data_plane() {
     assert_eq!(on_server["_rev"], report["winnerA"], "{on_server}");
 
     // Refused documents: counted as write failures, never stored; the valid one is.
+    // The design document is pushed at all because `_revs_diff` calls it missing.
     let refused = &report["refusedPush"];
-    assert_eq!(refused["failures"], 2, "{report}");
+    assert_eq!(refused["failures"], 3, "{report}");
     let denied: Vec<&str> = refused["denied"]
         .as_array()
         .unwrap()
@@ -104,8 +105,14 @@ async fn two_pouchdb_devices_sync_through_the_data_plane() {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        denied.contains(&"_design/evil") && denied.contains(&"notes/no-collection-field"),
+        denied.contains(&"_design/evil")
+            && denied.contains(&"notes/no-collection-field")
+            && denied.contains(&"notes/with-file"),
         "{report}"
+    );
+    assert_eq!(
+        couch_doc(&instance, "notes/with-file").await.0,
+        StatusCode::NOT_FOUND
     );
     assert_eq!(
         couch_doc(&instance, "_design/evil").await.0,
@@ -461,4 +468,175 @@ async fn a_longpoll_cut_by_couchdb_stopping_is_a_503() {
         body["error"], "Database service is not available.",
         "{body}"
     );
+}
+
+/// Sync bodies must be declared JSON, as CouchDB requires: a web page can send a form or
+/// text body cross-origin, and the browser adds Basic credentials it has saved for the
+/// instance, so a text `_bulk_docs` must not write (issue 15).
+#[tokio::test]
+async fn sync_bodies_need_a_json_content_type() {
+    let instance = TestInstance::start().await;
+    let token = instance.owner_token().await;
+    let docs = json!({"docs": [{"_id": "notes/csrf", "collection": "notes"}]}).to_string();
+    for (path, content_type) in [
+        ("/api/v1/sync/_bulk_docs", Some("text/plain")),
+        (
+            "/api/v1/sync/_bulk_docs",
+            Some("application/x-www-form-urlencoded"),
+        ),
+        ("/api/v1/sync/_bulk_docs", None),
+        ("/api/v1/sync/_revs_diff", Some("text/plain")),
+        (
+            "/api/v1/sync/_bulk_get",
+            Some("multipart/form-data; boundary=x"),
+        ),
+        ("/api/v1/sync/_all_docs", Some("text/plain")),
+        ("/api/v1/sync/_changes", Some("text/plain")),
+    ] {
+        let mut request = instance
+            .http
+            .post(instance.url(path))
+            .basic_auth("sync", Some(&token))
+            .body(docs.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{path} as {content_type:?}"
+        );
+        let body: Value = response.json().await.expect("a JSON error");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    assert_eq!(
+        couch_doc(&instance, "notes/csrf").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // The same body as JSON is written.
+    let response = instance
+        .http
+        .post(instance.url("/api/v1/sync/_bulk_docs"))
+        .basic_auth("sync", Some(&token))
+        .header("content-type", "application/json")
+        .body(docs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(couch_doc(&instance, "notes/csrf").await.0, StatusCode::OK);
+}
+
+/// `_bulk_docs` refuses inline attachments per item, as the document API refuses the
+/// field, and writes the rest of the batch (issue 15).
+#[tokio::test]
+async fn sync_bulk_docs_refuses_inline_attachments() {
+    let instance = TestInstance::start().await;
+    let token = instance.owner_token().await;
+    let file = json!({"f.txt": {"content_type": "text/plain", "data": "aGk="}});
+    for replicating in [false, true] {
+        let mut with_file = json!({"_id": format!("notes/file-{replicating}"), "collection": "notes",
+                                   "_attachments": file});
+        let mut plain = json!({"_id": format!("notes/plain-{replicating}"), "collection": "notes"});
+        if replicating {
+            with_file["_rev"] = json!("1-abc");
+            plain["_rev"] = json!("1-def");
+        }
+        let (status, results) = instance
+            .post(
+                "/api/v1/sync/_bulk_docs",
+                Some(&token),
+                None,
+                json!({"new_edits": !replicating, "docs": [with_file, plain]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{results}");
+        let refusal = results
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item["id"] == format!("notes/file-{replicating}"))
+            .unwrap_or_else(|| panic!("a refusal: {results}"));
+        assert_eq!(refusal["error"], "forbidden", "{results}");
+        assert!(
+            refusal["reason"]
+                .as_str()
+                .unwrap()
+                .contains("'_attachments'"),
+            "{results}"
+        );
+        assert_eq!(
+            couch_doc(&instance, &format!("notes/file-{replicating}"))
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            couch_doc(&instance, &format!("notes/plain-{replicating}"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+}
+
+/// `_revs_diff` does not tell whether revisions of ids outside the caller's reach exist:
+/// the store is not asked, and every asked revision is answered missing (issue 15).
+#[tokio::test]
+async fn revs_diff_answers_nothing_about_design_documents() {
+    let instance = TestInstance::start().await;
+    let token = instance.owner_token().await;
+    let (status, design) = couch_doc(&instance, "_design/vibe-indexes").await;
+    assert_eq!(status, StatusCode::OK, "{design}");
+    let design_rev = design["_rev"].as_str().unwrap().to_string();
+    let (status, results) = instance
+        .post(
+            "/api/v1/sync/_bulk_docs",
+            Some(&token),
+            None,
+            json!({"docs": [{"_id": "notes/known", "collection": "notes"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{results}");
+    let note_rev = results[0]["rev"].as_str().unwrap().to_string();
+
+    let (status, answer) = instance
+        .post(
+            "/api/v1/sync/_revs_diff",
+            Some(&token),
+            None,
+            json!({
+                "_design/vibe-indexes": [design_rev, "9-zzz"],
+                "notes/known": [note_rev, "9-zzz"],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["_design/vibe-indexes"]["missing"],
+        json!([design_rev, "9-zzz"]),
+        "the design document's real revision is not revealed: {answer}"
+    );
+    assert!(
+        answer["_design/vibe-indexes"]
+            .get("possible_ancestors")
+            .is_none(),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["notes/known"]["missing"],
+        json!(["9-zzz"]),
+        "{answer}"
+    );
+    // Not a revs_diff body.
+    let (status, answer) = instance
+        .post(
+            "/api/v1/sync/_revs_diff",
+            Some(&token),
+            None,
+            json!({"notes/known": "1-a"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
 }

@@ -41,7 +41,7 @@ pub fn check_collection(collection: &str) -> Result<(), String> {
 
 /// Validate `doc` for `collection` and complete it: set `collection` and, when absent, an
 /// `_id` of `<collection>/<uuidv7>`. `extra_underscore` lists further `_` fields the
-/// caller accepts (sync accepts `_revisions`, `_attachments`).
+/// caller accepts (e.g. replication's `_revisions`).
 pub fn prepare_document(
     collection: &str,
     doc: &Value,

@@ -18,7 +18,9 @@ use super::request::is_collection_doc_id;
 use crate::documents::validate::{RESERVED_COLLECTIONS, check_reserved_fields, check_writable};
 
 /// Fields with a leading `_` that replication carries besides the document API's.
-const REPLICATION_FIELDS: [&str; 3] = ["_revisions", "_attachments", "_conflicts"];
+/// `_attachments` is not one of them: the document API refuses it (files go through the
+/// blob API, whose metadata the grants cover), and so does sync, per item.
+const REPLICATION_FIELDS: [&str; 2] = ["_revisions", "_conflicts"];
 
 /// A `_bulk_docs` body split into what may be written and what is refused.
 #[derive(Debug)]
@@ -229,6 +231,9 @@ mod tests {
             json!({"_id": "notes/1", "collection": "todos"}),
             json!({"_id": "notes/1"}),
             json!({"_id": "notes/1", "collection": "notes", "_security": {}}),
+            json!({"_id": "notes/1", "collection": "notes",
+                   "_attachments": {"a.txt": {"content_type": "text/plain", "data": "aGk="}}}),
+            json!({"_id": "notes/1", "_rev": "2-b", "_deleted": true, "_attachments": {}}),
             json!({"collection": "notes"}),
             json!("string"),
         ] {

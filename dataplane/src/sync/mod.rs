@@ -13,15 +13,19 @@
 //!   ([`bulk`]); refused items come back as per-item `forbidden` errors, as CouchDB
 //!   reports a `validate_doc_update` refusal, and the rest are written; documents of the
 //!   reserved `blobs` collection pass only as revisions the server already has;
+//! - for `_revs_diff`, asked of CouchDB only about ids the caller may read; other ids
+//!   are always answered as missing ([`revs_diff`]);
 //! - forwarded to CouchDB with the server's credentials, and the answer streamed back
 //!   without buffering (continuous `_changes` included).
 //!
-//! Request bodies are bounded by `VIBE_MAX_BODY_BYTES`. Writes arriving here appear in
-//! `_changes`, so realtime subscribers see them like API writes.
+//! Request bodies are bounded by `VIBE_MAX_BODY_BYTES` and must be JSON (415 otherwise).
+//! Writes arriving here appear in `_changes`, so realtime subscribers see them like API
+//! writes.
 
 pub mod bulk;
 pub mod hide;
 pub mod request;
+pub mod revs_diff;
 
 use axum::Json;
 use axum::Router;
@@ -154,6 +158,11 @@ async fn handle(
         return Err(not_found(id));
     }
     let body = read_body(&state, &method, &headers, body).await?;
+    if !body.is_empty() {
+        // CouchDB itself takes only JSON bodies here; a form or text body is what a web
+        // page can send cross-origin with the browser's saved Basic credentials.
+        crate::json::require_json(&headers)?;
+    }
     let db = state.data_db().await?;
     let mut url = match &request {
         SyncRequest::DbInfo => db.url(&[]),
@@ -170,6 +179,9 @@ async fn handle(
 
     if request == SyncRequest::BulkDocs {
         return bulk_docs(&db, url, &body).await;
+    }
+    if request == SyncRequest::RevsDiff {
+        return revs_diff(&db, url, &body, &gate).await;
     }
     if request == SyncRequest::BulkGet {
         let asked: Value = crate::json::parse_strict(&body)?;
@@ -346,6 +358,26 @@ async fn read_body(
     axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::PayloadTooLarge(format!("Request body exceeds the limit of {limit} bytes."))
     })
+}
+
+/// `_revs_diff`, asking the store only about ids the gate admits ([`revs_diff`]).
+async fn revs_diff(
+    db: &crate::couch::Database,
+    url: url::Url,
+    body: &[u8],
+    gate: &ReadGate,
+) -> Result<Response, ApiError> {
+    let parsed = crate::json::parse_strict(body)?;
+    let split = revs_diff::split(parsed, |id| gate.admits_id(id)).map_err(ApiError::BadRequest)?;
+    let store = if split.forward.is_empty() {
+        Value::Object(Default::default())
+    } else {
+        let client = db.client();
+        client
+            .json::<Value>(client.request(Method::POST, url).json(&split.forward))
+            .await?
+    };
+    Ok(Json(revs_diff::merge(split, store)).into_response())
 }
 
 async fn bulk_docs(

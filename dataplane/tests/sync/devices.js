@@ -71,6 +71,11 @@ async function main() {
   await a.put({ _id: '_design/evil', views: { all: { map: 'function (doc) { emit(doc._id); }' } } });
   await a.put({ _id: 'notes/no-collection-field', text: 'missing collection' });
   await a.put({ _id: 'notes/fine', collection: 'notes', text: 'fine' });
+  await a.put({
+    _id: 'notes/with-file',
+    collection: 'notes',
+    _attachments: { 'f.txt': { content_type: 'text/plain', data: Buffer.from('hi').toString('base64') } },
+  });
   const denied = [];
   const pushed = await a.replicate.to(remote()).on('denied', (err) => denied.push(err && err.id));
   out.refusedPush = { written: pushed.docs_written, failures: pushed.doc_write_failures, denied };
