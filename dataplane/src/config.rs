@@ -90,6 +90,11 @@ pub struct Cli {
     #[arg(long, env = "VIBE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Lifetime of access and app tokens in seconds (tests shorten it to simulate hours).
+    #[arg(long, env = "VIBE_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 15 * 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub access_token_ttl_seconds: u64,
+
     /// Lifetime of refresh tokens in seconds.
     #[arg(long, env = "VIBE_REFRESH_TOKEN_TTL_SECONDS", default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_seconds: u64,
@@ -520,7 +525,7 @@ impl Cli {
             claim_code,
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
-                access_token_ttl: Duration::from_secs(15 * 60),
+                access_token_ttl: Duration::from_secs(self.access_token_ttl_seconds),
                 refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_seconds),
                 login_skew: Duration::from_secs(self.login_skew_seconds),
                 nonce_ttl: Duration::from_secs(self.nonce_ttl_seconds),

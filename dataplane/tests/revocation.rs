@@ -366,7 +366,7 @@ async fn revocation_answers_waiting_longpolls_within_a_second() {
                 .timeout(WAIT)
                 .send(),
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        feeds_open(&instance, 1).await;
         let started = victim.revoke(&instance, kind, "sync").await;
         let response = waiting
             .await
@@ -429,4 +429,69 @@ async fn longpoll_honours_timeout() {
         "answered after {elapsed:?}"
     );
     eprintln!("longpoll timeout=1500 answered after {elapsed:?}");
+}
+
+/// Wait until the data plane holds `n` sync feeds open (its `sync_feeds_open` gauge), i.e.
+/// the requests reached it and were passed on to CouchDB.
+async fn feeds_open(instance: &TestInstance, n: u64) {
+    let started = Instant::now();
+    loop {
+        let text = instance.state.metrics.encode(&instance.state);
+        let open = text
+            .lines()
+            .find_map(|l| l.strip_prefix("vibe_dataplane_sync_feeds_open "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if open == Some(n) {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "sync feeds open: {open:?}, want {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// pouchdb-server sends a continuous feed's head only with its first change or heartbeat
+/// (here a minute away). A revocation while the data plane still waits for that head is
+/// answered at once (401), not when the head comes. (Apache CouchDB sends the head at
+/// once: the feed is then open and ends cleanly.)
+#[tokio::test]
+async fn revocation_answers_a_feed_still_waiting_for_couchdb_within_a_second() {
+    let instance = TestInstance::start().await;
+    let mut figures = Vec::new();
+    for kind in ALL {
+        let victim = Victim::new(&instance, &[("read:notes", "always"), ("sync", "always")]).await;
+        let waiting = tokio::spawn(
+            instance
+                .http
+                .get(
+                    instance.url("/api/v1/sync/_changes?feed=continuous&since=now&heartbeat=60000"),
+                )
+                .bearer_auth(&victim.token)
+                .timeout(WAIT)
+                .send(),
+        );
+        feeds_open(&instance, 1).await;
+        let started = victim.revoke(&instance, kind, "sync").await;
+        let response = waiting
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{kind:?}: no answer: {e}"));
+        match response.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::OK => {
+                let mut body = response.bytes_stream();
+                while let Some(chunk) = body.next().await {
+                    chunk.unwrap_or_else(|e| panic!("{kind:?}: the feed broke: {e}"));
+                }
+            }
+            other => panic!("{kind:?}: {other}"),
+        }
+        let elapsed = started.elapsed();
+        figures.push((kind, elapsed));
+        assert!(elapsed < WITHIN, "{kind:?}: answered after {elapsed:?}");
+        feeds_open(&instance, 0).await;
+    }
+    eprintln!("feed waiting for CouchDB answered after revocation: {figures:?}");
 }

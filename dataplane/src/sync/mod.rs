@@ -210,9 +210,29 @@ async fn handle(
     if !body.is_empty() {
         upstream = upstream.body(body.clone());
     }
-    let response = db.client().send(upstream).await?;
     let feed = url_param(uri.query(), "feed");
     let feed = feed.as_deref();
+    let held_open =
+        request == SyncRequest::Changes && matches!(feed, Some("continuous" | "longpoll"));
+    // Counted as an open feed from the moment it is asked of CouchDB until it ends.
+    let open = held_open.then(|| state.metrics.open(Open::SyncFeed));
+    let response = if held_open {
+        // A feed's head may come late: pouchdb-server sends a continuous feed's head only
+        // with its first change or heartbeat (every 6 s, or the client's `heartbeat`).
+        // A revocation or shutdown meanwhile must not wait for it.
+        tokio::select! {
+            response = db.client().send(upstream) => response?,
+            _ = crate::auth::until_revoked(state.clone(), caller.clone(), still_syncs) => {
+                tracing::info!("sync: feed refused by revocation before CouchDB answered");
+                return Err(ApiError::Unauthorized(crate::error::UNAUTHORIZED_TOKEN.into()));
+            }
+            _ = state.shutdown.started() => {
+                return Err(ApiError::Unavailable("The server is shutting down; retry.".into()));
+            }
+        }
+    } else {
+        db.client().send(upstream).await?
+    };
     let ok = response.status().is_success();
     match request {
         // Never finishes by itself: ends (after a complete line) when shutdown begins or
@@ -220,8 +240,6 @@ async fn handle(
         // on the next replica, after restart, or never (revoked).
         SyncRequest::Changes if feed == Some("continuous") => {
             let shutdown = state.shutdown.signal();
-            // Counted as an open feed for as long as the body streams.
-            let open = state.metrics.open(Open::SyncFeed);
             let revoked = crate::auth::until_revoked(state.clone(), caller, still_syncs);
             let end = async move {
                 let _counted = open;
@@ -237,7 +255,7 @@ async fn handle(
         // is revoked, and a retryable 503 when shutdown begins.
         SyncRequest::Changes if feed == Some("longpoll") && ok => {
             let revoked = crate::auth::until_revoked(state.clone(), caller, still_syncs);
-            let _open = state.metrics.open(Open::SyncFeed);
+            let _open = open;
             tokio::select! {
                 answer = filtered_json(response, &gate, hide::filter_answer) => answer,
                 _ = tokio::time::sleep(longpoll_wait(uri.query())) => {
