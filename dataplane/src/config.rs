@@ -16,6 +16,11 @@ use vibe_identity::{Did, Keypair};
 
 use crate::couch::CouchSettings;
 
+/// Default lifetime of owner access tokens and app tokens (15 minutes).
+pub const DEFAULT_ACCESS_TOKEN_TTL_SECONDS: u64 = 15 * 60;
+/// Allowed `VIBE_ACCESS_TOKEN_TTL_SECONDS`: one second to one day.
+pub const ACCESS_TOKEN_TTL_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
+
 /// Command line and environment of `vibe-dataplane`.
 #[derive(Debug, Parser)]
 #[command(
@@ -90,9 +95,10 @@ pub struct Cli {
     #[arg(long, env = "VIBE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Lifetime of access and app tokens in seconds (tests shorten it to simulate hours).
-    #[arg(long, env = "VIBE_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 15 * 60,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// Lifetime of owner access tokens and app tokens in seconds, 1 to 86400 (one day).
+    /// Streams of a bearer token end when it expires; device credentials do not expire.
+    /// Tests shorten it so minutes stand for hours of token refreshes.
+    #[arg(long, env = "VIBE_ACCESS_TOKEN_TTL_SECONDS", default_value_t = DEFAULT_ACCESS_TOKEN_TTL_SECONDS)]
     pub access_token_ttl_seconds: u64,
 
     /// Lifetime of refresh tokens in seconds.
@@ -245,7 +251,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
-            access_token_ttl: Duration::from_secs(15 * 60),
+            access_token_ttl: Duration::from_secs(DEFAULT_ACCESS_TOKEN_TTL_SECONDS),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             login_skew: Duration::from_secs(300),
             nonce_ttl: Duration::from_secs(300),
@@ -509,6 +515,17 @@ impl Cli {
             .filter(|o| !o.is_empty())
             .collect();
 
+        if !ACCESS_TOKEN_TTL_SECONDS.contains(&self.access_token_ttl_seconds) {
+            return Err(config_error(
+                "VIBE_ACCESS_TOKEN_TTL_SECONDS",
+                format!(
+                    "must be between {} and {} seconds",
+                    ACCESS_TOKEN_TTL_SECONDS.start(),
+                    ACCESS_TOKEN_TTL_SECONDS.end()
+                ),
+            ));
+        }
+
         Ok(Config {
             listen: SocketAddr::new(self.host, self.port),
             metrics_listen,
@@ -550,6 +567,35 @@ mod tests {
     }
 
     const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    #[test]
+    fn access_token_lifetime_is_configurable_within_bounds() {
+        let base = [
+            "--public-url",
+            "https://a.example",
+            "--couchdb-url",
+            "http://127.0.0.1:5984",
+            "--signing-key",
+            KEY,
+        ];
+        let config = cli(&base).into_config().expect("valid");
+        assert_eq!(config.limits.access_token_ttl, Duration::from_secs(900));
+        for (value, ok) in [("1", true), ("86400", true), ("0", false), ("86401", false)] {
+            let mut args = base.to_vec();
+            args.extend(["--access-token-ttl-seconds", value]);
+            match cli(&args).into_config() {
+                Ok(config) if ok => assert_eq!(
+                    config.limits.access_token_ttl,
+                    Duration::from_secs(value.parse().unwrap())
+                ),
+                Err(e) if !ok => {
+                    assert_eq!(e.setting, "VIBE_ACCESS_TOKEN_TTL_SECONDS");
+                    assert_eq!(e.problem, "must be between 1 and 86400 seconds");
+                }
+                other => panic!("{value}: {:?}", other.map(|_| ())),
+            }
+        }
+    }
 
     #[test]
     fn missing_public_url_is_named() {

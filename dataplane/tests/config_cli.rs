@@ -174,3 +174,29 @@ fn help_lists_the_http_timeouts_and_a_bad_one_stops_the_start() {
         );
     }
 }
+
+#[test]
+fn help_lists_the_access_token_lifetime_and_a_bad_one_stops_the_start() {
+    let out = run(&["--help"], &[], true);
+    let help = String::from_utf8(out.stdout).unwrap();
+    let entry = help
+        .split("\n      --")
+        .find(|entry| {
+            entry.starts_with("access-token-ttl-seconds")
+                && entry.contains("VIBE_ACCESS_TOKEN_TTL_SECONDS")
+        })
+        .unwrap_or_else(|| panic!("--access-token-ttl-seconds missing from --help:\n{help}"));
+    assert!(entry.contains("[default: 900]"), "{entry}");
+    for bad in ["0", "86401"] {
+        let out = run(&[], &[("VIBE_ACCESS_TOKEN_TTL_SECONDS", bad)], false);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "VIBE_ACCESS_TOKEN_TTL_SECONDS={bad}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            "vibe-dataplane: configuration error: VIBE_ACCESS_TOKEN_TTL_SECONDS: must be between 1 and 86400 seconds"
+        );
+    }
+}
