@@ -356,3 +356,61 @@ async fn the_request_id_is_returned_logged_and_sent_to_couchdb_and_s3() {
         );
     }
 }
+
+/// Issue 14 item 4: the change readers' lag in sequences — how many committed changes the
+/// furthest-behind reader has not read yet — besides the lag in seconds. A clock standing
+/// still shows exactly the changes written since; a running reader (the realtime hub) moves
+/// its clock with every row, so its lag returns to 0 once it has read them.
+#[tokio::test]
+async fn change_reader_lag_counts_the_changes_a_reader_has_not_read() {
+    use vibe_dataplane::realtime::hub::{ChangesHub, HubSettings};
+    use vibe_dataplane::realtime::seq::Seq;
+
+    let env = env().await;
+    let lag = |text: &str| sample(text, "vibe_dataplane_change_reader_lag_sequences");
+    assert_eq!(lag(&env.scrape().await), Some(0.0), "no reader, no lag");
+
+    let db = env.inst.state.couch.db(&env.inst.couch.db_name("lag"));
+    db.ensure_exists().await.expect("create database");
+    let head = |info: serde_json::Value| Seq::from(info["update_seq"].clone());
+    let clock = env.inst.state.metrics.change_reader(db.clone());
+    clock.read_up_to(&head(db.info().await.unwrap()));
+    for n in 0..3 {
+        db.put(&format!("doc-{n}"), &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    let text = env.scrape().await;
+    assert_eq!(lag(&text), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "vibe_dataplane_change_readers"), Some(1.0));
+    clock.read_up_to(&head(db.info().await.unwrap()));
+    assert_eq!(lag(&env.scrape().await), Some(0.0), "caught up");
+    drop(clock);
+
+    // A real reader: it starts at the database's sequence and reads the rows as they come.
+    let hub = ChangesHub::new(HubSettings::default());
+    let mut feed = hub.subscribe(&db).await.expect("subscribe");
+    for n in 3..8 {
+        // A data document (collection prefix and field), which the reader publishes.
+        let doc = json!({ "collection": "notes", "n": n });
+        db.put(&format!("notes/doc-{n}"), &doc).await.unwrap();
+    }
+    for _ in 3..8 {
+        tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv())
+            .await
+            .expect("the reader delivers each change")
+            .expect("no lag");
+    }
+    let text = env.scrape().await;
+    assert_eq!(
+        sample(&text, "vibe_dataplane_change_readers"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        lag(&text),
+        Some(0.0),
+        "the reader moved its position: {text}"
+    );
+    drop(feed);
+}

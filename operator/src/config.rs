@@ -157,6 +157,15 @@ pub struct OperatorConfig {
         global = true
     )]
     pub ingress_namespace: String,
+    /// Namespace of the Prometheus that scrapes data planes: their NetworkPolicy lets it reach
+    /// the metrics port (9464); `*` allows every namespace; empty (the default) allows none.
+    #[arg(
+        long,
+        env = "VIBE_TENANT_METRICS_NAMESPACE",
+        default_value = "",
+        global = true
+    )]
+    pub tenant_metrics_namespace: String,
     /// Prefix of generated bucket names.
     #[arg(
         long,
@@ -247,6 +256,7 @@ impl Default for OperatorConfig {
             ingress_class: None,
             cluster_issuer: None,
             ingress_namespace: "ingress-nginx".into(),
+            tenant_metrics_namespace: String::new(),
             bucket_prefix: "vibe-".into(),
             s3: S3Config {
                 endpoint: "http://minio.minio.svc:9000".into(),

@@ -14,7 +14,7 @@ use vibe_operator::bucket::BucketClient;
 use vibe_operator::config::{Cli, Command};
 use vibe_operator::controller::{self, Scope};
 use vibe_operator::leader::{self, Leadership, LeaseConfig};
-use vibe_operator::metrics::Metrics;
+use vibe_operator::metrics::{InstancePhases, Metrics};
 use vibe_operator::state::{InstanceIndex, State};
 use vibe_operator::{VibeInstance, http, render, telemetry};
 
@@ -70,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let mut registry = Registry::with_prefix("vibe_operator");
     let metrics = Arc::new(Metrics::register(&mut registry));
+    InstancePhases::register(&mut registry, index.clone());
     // Issue 8: register the admission endpoint's metrics in `registry` here.
 
     let identity = cli

@@ -95,17 +95,23 @@ impl InstanceIndex {
     pub fn count_by_phase(&self) -> HashMap<Phase, i64> {
         let mut counts: HashMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
         for i in self.all() {
-            let phase = if i.metadata.deletion_timestamp.is_some() {
-                Phase::Deleting
-            } else {
-                i.status
-                    .as_ref()
-                    .and_then(|s| s.phase)
-                    .unwrap_or(Phase::Provisioning)
-            };
-            *counts.entry(phase).or_default() += 1;
+            *counts.entry(phase_of(&i)).or_default() += 1;
         }
         counts
+    }
+}
+
+/// The phase an instance is counted in: `Deleting` once it has a deletion timestamp, else its
+/// status phase, `Provisioning` while it has none.
+pub fn phase_of(instance: &VibeInstance) -> Phase {
+    if instance.metadata.deletion_timestamp.is_some() {
+        Phase::Deleting
+    } else {
+        instance
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(Phase::Provisioning)
     }
 }
 

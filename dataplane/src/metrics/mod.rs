@@ -10,11 +10,13 @@
 //! - CouchDB: [`crate::couch::CouchClient::send`], which every CouchDB call goes through;
 //! - S3: an interceptor on the SDK client ([`crate::blobs::BlobStore`]);
 //! - open WebSockets and sync feeds: guards held by the connections ([`Metrics::open`]);
-//! - change readers, grants and the blob quota: read from the state on each scrape.
+//! - change readers, grants and the blob quota: read from the state on each scrape; the change
+//!   readers' lag in sequences asks CouchDB for each database's `update_seq` then (bounded by
+//!   [`SEQUENCE_PROBE_TIMEOUT`]).
 
 pub mod layer;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -22,12 +24,15 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::couch::Database;
+use crate::realtime::seq::Seq;
 use crate::state::AppState;
 
 /// Content type of the OpenMetrics text format.
@@ -72,10 +77,24 @@ fn request_histogram() -> Histogram {
     ])
 }
 
-/// When a change reader last heard from CouchDB (a row or a heartbeat).
+/// Longest a scrape waits for CouchDB to tell the databases' current sequences; a reader
+/// whose database does not answer in time is left out of the sequence lag (its lag in
+/// seconds shows the outage).
+pub const SEQUENCE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Databases asked for their sequence at once during a scrape.
+const SEQUENCE_PROBES_AT_ONCE: usize = 8;
+
+/// Sequence number meaning "no row read yet".
+const UNKNOWN_SEQ: u64 = u64::MAX;
+
+/// Where a change reader is: when it last heard from CouchDB (a row or a heartbeat) and the
+/// sequence number of the last row it read, in its database.
 #[derive(Debug)]
 pub struct ReaderClock {
     heard_ms: AtomicI64,
+    read_seq: AtomicU64,
+    db: Database,
 }
 
 impl ReaderClock {
@@ -84,9 +103,32 @@ impl ReaderClock {
         self.heard_ms.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// Record the position of the reader: the sequence of the last row read (or where it
+    /// starts). Sequences without a number ([`Seq::number`]) are ignored.
+    pub fn read_up_to(&self, seq: &Seq) {
+        if let Some(n) = seq.number() {
+            self.read_seq.store(n, Ordering::Relaxed);
+        }
+    }
+
     fn silence(&self, now: i64) -> Duration {
         let heard = self.heard_ms.load(Ordering::Relaxed);
         Duration::from_millis(now.saturating_sub(heard).max(0) as u64)
+    }
+
+    /// Changes committed to the database that the reader has not read yet: its current
+    /// `update_seq` minus the reader's position. `None` when either is unknown.
+    async fn sequences_behind(&self) -> Option<u64> {
+        let read = self.read_seq.load(Ordering::Relaxed);
+        if read == UNKNOWN_SEQ {
+            return None;
+        }
+        let info = tokio::time::timeout(SEQUENCE_PROBE_TIMEOUT, self.db.info())
+            .await
+            .ok()?
+            .ok()?;
+        let head = Seq::from(info.get("update_seq")?.clone()).number()?;
+        Some(head.saturating_sub(read))
     }
 }
 
@@ -107,6 +149,7 @@ pub struct Metrics {
     sync_feeds: Gauge,
     change_readers: Gauge,
     change_reader_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    change_reader_lag_sequences: Gauge,
     grants: Gauge,
     blob_used: Gauge,
     blob_quota: Gauge,
@@ -156,6 +199,7 @@ impl Metrics {
             sync_feeds: Gauge::default(),
             change_readers: Gauge::default(),
             change_reader_lag: Gauge::default(),
+            change_reader_lag_sequences: Gauge::default(),
             grants: Gauge::default(),
             blob_used: Gauge::default(),
             blob_quota: Gauge::default(),
@@ -199,6 +243,12 @@ impl Metrics {
             m.change_reader_lag.clone(),
         );
         registry.register(
+            "change_reader_lag_sequences",
+            "Most changes any change reader is behind its database (update_seq minus the last \
+             sequence read; CouchDB 3 sequences count by their number prefix), as of the scrape",
+            m.change_reader_lag_sequences.clone(),
+        );
+        registry.register(
             "grants_cached_apps",
             "App registrations in the grants cache",
             m.grants.clone(),
@@ -226,15 +276,41 @@ impl Metrics {
         OpenGuard(gauge.clone())
     }
 
-    /// A clock for a new change reader; it counts as running while the clock is alive.
-    pub fn change_reader(&self) -> Arc<ReaderClock> {
+    /// A clock for a new change reader of `db`; it counts as running while the clock is alive.
+    pub fn change_reader(&self, db: Database) -> Arc<ReaderClock> {
         let clock = Arc::new(ReaderClock {
             heard_ms: AtomicI64::new(now_ms()),
+            read_seq: AtomicU64::new(UNKNOWN_SEQ),
+            db,
         });
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
         readers.retain(|r| r.strong_count() > 0);
         readers.push(Arc::downgrade(&clock));
         clock
+    }
+
+    fn live_readers(&self) -> Vec<Arc<ReaderClock>> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        readers.retain(|r| r.strong_count() > 0);
+        readers.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Ask CouchDB how far each running change reader is behind its database and keep the
+    /// largest for the next [`Metrics::encode`] (0 with no reader, or none that answered).
+    pub async fn measure_sequence_lag(&self) {
+        let probes = self
+            .live_readers()
+            .into_iter()
+            .map(|reader| async move { reader.sequences_behind().await });
+        let lag = futures::stream::iter(probes)
+            .buffer_unordered(SEQUENCE_PROBES_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0);
+        self.change_reader_lag_sequences.set(clamp(lag));
     }
 
     /// Observe a CouchDB call.
@@ -262,11 +338,9 @@ impl Metrics {
     pub fn encode(&self, state: &AppState) -> String {
         let now = now_ms();
         {
-            let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-            readers.retain(|r| r.strong_count() > 0);
+            let readers = self.live_readers();
             let lag = readers
                 .iter()
-                .filter_map(Weak::upgrade)
                 .map(|clock| clock.silence(now))
                 .max()
                 .unwrap_or_default();
@@ -353,6 +427,7 @@ async fn scrape(State(state): State<AppState>, uri: Uri) -> Response {
     if uri.path() != PATH {
         return StatusCode::NOT_FOUND.into_response();
     }
+    state.metrics.measure_sequence_lag().await;
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
         state.metrics.encode(&state),

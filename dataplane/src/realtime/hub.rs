@@ -160,8 +160,9 @@ impl ChangesHub {
             published,
             position,
             settings: self.inner.settings.clone(),
-            clock: db.client().metrics().map(|m| m.change_reader()),
+            clock: db.client().metrics().map(|m| m.change_reader(db.clone())),
         };
+        reader.read_up_to(&reader.lock_position());
         let span = info_span!("changes_reader", db = %db.name());
         tokio::spawn(reader.run(stop_rx).instrument(span));
         feeds.insert(db.name().to_owned(), Arc::downgrade(&feed));
@@ -296,7 +297,9 @@ impl Reader {
         if value.get("id").is_none() {
             // `{"last_seq": …}` closes a feed.
             if let Some(last) = value.get("last_seq").filter(|v| !v.is_null()) {
-                *self.lock_position() = Seq::from(last.clone());
+                let last = Seq::from(last.clone());
+                self.read_up_to(&last);
+                *self.lock_position() = last;
             }
             return Ok(());
         }
@@ -310,6 +313,7 @@ impl Reader {
         // The row's sequence and its ordinal move together (see FeedReceiver::position).
         let mut position = self.lock_position();
         *position = Seq::from(row.seq.clone());
+        self.read_up_to(&position);
         if let Some(mut event) = Event::from_row(row) {
             event.ordinal = self.published.load(Ordering::Relaxed) + 1;
             self.published.store(event.ordinal, Ordering::Release);
@@ -323,6 +327,13 @@ impl Reader {
     fn heard(&self) {
         if let Some(clock) = &self.clock {
             clock.heard();
+        }
+    }
+
+    /// Tells the lag metric the reader's position.
+    fn read_up_to(&self, seq: &Seq) {
+        if let Some(clock) = &self.clock {
+            clock.read_up_to(seq);
         }
     }
 

@@ -51,6 +51,17 @@ impl Seq {
     pub fn as_json(&self) -> &Value {
         &self.0
     }
+
+    /// How many changes the sequence counts, for metrics only: pouchdb-server's integer, or
+    /// the number before the `-` of an Apache CouchDB 3 sequence (the sum of its shards'
+    /// update sequences). `None` for `now` and anything else. Never used to order or resume.
+    pub fn number(&self) -> Option<u64> {
+        match &self.0 {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.split('-').next()?.parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 impl From<Value> for Seq {
@@ -75,6 +86,16 @@ mod tests {
         let n = Seq::from_client(&json!(42)).unwrap();
         assert_eq!(n.as_query(), "42");
         assert_eq!(serde_json::to_value(&n).unwrap(), json!(42));
+    }
+
+    #[test]
+    fn numbers_of_couchdb_and_pouchdb_sequences() {
+        assert_eq!(Seq::from(json!(42)).number(), Some(42));
+        assert_eq!(Seq::from(json!("12-g1AAAAFTeJzLYWBg")).number(), Some(12));
+        assert_eq!(Seq::from(json!("7")).number(), Some(7));
+        assert_eq!(Seq::now().number(), None);
+        assert_eq!(Seq::from(json!("g1AAA-12")).number(), None);
+        assert_eq!(Seq::from(json!(null)).number(), None);
     }
 
     #[test]

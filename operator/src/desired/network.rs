@@ -1,10 +1,11 @@
 //! NetworkPolicies: only the tenant's data plane reaches its CouchDB, and only on 5984 (so
 //! nothing reaches epmd on 4369 or the Erlang distribution ports); only the ingress controller
-//! reaches the data plane.
+//! reaches the data plane's HTTP port, and only the configured monitoring namespace its metrics
+//! port.
 
 use super::Inputs;
 use super::common::meta;
-use crate::dataplane_env::PORT_VALUE;
+use crate::dataplane_env::{METRICS_PORT_VALUE, PORT_VALUE};
 use crate::naming::{Component, selector_labels};
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -55,11 +56,8 @@ pub fn couchdb_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
     }
 }
 
-/// The data plane accepts connections only from the ingress controller's namespace (every
-/// namespace when the operator is configured with `*`), on its HTTP port.
-pub fn dataplane_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
-    let names = inputs.names();
-    let ns = inputs.config.ingress_namespace.as_str();
+/// Pods of the namespace `ns`, or of every namespace for `*`.
+fn from_namespace(ns: &str, port: i32) -> NetworkPolicyIngressRule {
     let namespace_selector = if ns == "*" {
         LabelSelector::default()
     } else {
@@ -68,6 +66,25 @@ pub fn dataplane_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
             ns.to_string(),
         )]))
     };
+    NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(namespace_selector),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![tcp(port)]),
+    }
+}
+
+/// The data plane accepts connections only from the ingress controller's namespace (every
+/// namespace when the operator is configured with `*`), on its HTTP port; and, when a
+/// monitoring namespace is configured, from that namespace on its metrics port.
+pub fn dataplane_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
+    let names = inputs.names();
+    let mut rules = vec![from_namespace(&inputs.config.ingress_namespace, PORT_VALUE)];
+    let monitoring = inputs.config.tenant_metrics_namespace.trim();
+    if !monitoring.is_empty() {
+        rules.push(from_namespace(monitoring, METRICS_PORT_VALUE));
+    }
     NetworkPolicy {
         metadata: meta(inputs, &names.dataplane_policy, Component::DataPlane),
         spec: Some(NetworkPolicySpec {
@@ -76,13 +93,7 @@ pub fn dataplane_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
                 Component::DataPlane,
             ))),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(namespace_selector),
-                    ..NetworkPolicyPeer::default()
-                }]),
-                ports: Some(vec![tcp(PORT_VALUE)]),
-            }]),
+            ingress: Some(rules),
             ..NetworkPolicySpec::default()
         }),
     }

@@ -444,7 +444,7 @@ fn network_policies_isolate_couchdb_and_the_data_plane() {
     );
 
     let dp = network::dataplane_policy(&inputs).spec.unwrap();
-    let rule = &dp.ingress.unwrap()[0];
+    let rule = &dp.ingress.as_ref().unwrap()[0];
     let ns = rule.from.as_ref().unwrap()[0]
         .namespace_selector
         .as_ref()
@@ -456,6 +456,70 @@ fn network_policies_isolate_couchdb_and_the_data_plane() {
     assert_eq!(
         rule.ports.as_ref().unwrap()[0].port,
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3000))
+    );
+    assert_eq!(
+        dp.ingress.as_ref().map(Vec::len),
+        Some(1),
+        "no monitoring namespace configured: the metrics port stays closed"
+    );
+}
+
+/// Issue 14 item 4: a configured monitoring namespace may scrape the data plane's metrics
+/// port (and only that port); `*` opens it to every namespace.
+#[test]
+fn the_monitoring_namespace_may_scrape_the_metrics_port() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let mut cfg = config();
+    cfg.tenant_metrics_namespace = "monitoring".into();
+    let inst = instance();
+    let rules = network::dataplane_policy(&Inputs::new(&inst, &cfg))
+        .spec
+        .unwrap()
+        .ingress
+        .unwrap();
+    assert_eq!(rules.len(), 2);
+    let scrape = &rules[1];
+    let ns = scrape.from.as_ref().unwrap()[0]
+        .namespace_selector
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        ns.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    let ports: Vec<_> = scrape
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.port.clone())
+        .collect();
+    assert_eq!(ports, vec![Some(IntOrString::Int(9464))]);
+    // The container port the rule opens is the one the data plane serves metrics on.
+    let deployment = dataplane::deployment(&Inputs::new(&inst, &cfg));
+    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    assert!(
+        container
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_deref() == Some("metrics") && p.container_port == 9464)
+    );
+
+    cfg.tenant_metrics_namespace = "*".into();
+    let rules = network::dataplane_policy(&Inputs::new(&inst, &cfg))
+        .spec
+        .unwrap()
+        .ingress
+        .unwrap();
+    let any = rules[1].from.as_ref().unwrap()[0]
+        .namespace_selector
+        .as_ref()
+        .unwrap();
+    assert!(
+        any.match_labels.is_none() && any.match_expressions.is_none(),
+        "every namespace"
     );
 }
 
