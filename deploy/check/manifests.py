@@ -50,6 +50,14 @@ CHART_SCENARIOS: dict[str, dict] = {
         "metrics": {"serviceMonitor": {"enabled": True}},
         "image": {"digest": "sha256:" + "0" * 64},
     },
+    "monitoring": {
+        "watchNamespaces": ["vibe-tenants"],
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                       "prometheusRule": {"enabled": True, "certificateMatchers": 'issuer_name="letsencrypt"',
+                                          "alertLabels": {"team": "platform"}},
+                       "dashboard": {"enabled": True}},
+    },
     "single-replica": {"replicaCount": 1, "leaderElection": {"enabled": False}, "networkPolicy": {"enabled": False},
                        "webhook": {"enabled": False}},
 }
@@ -62,7 +70,7 @@ CHART_REFUSED: dict[str, dict] = {
     "ingress without host": {"controlPlane": {"ingress": {"enabled": True}}},
 }
 # Kinds whose schemas are not in the Kubernetes schema set (CRDs of other projects).
-FOREIGN_KINDS = {"ServiceMonitor", "Certificate", "Issuer", "ClusterIssuer"}
+FOREIGN_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Certificate", "Issuer", "ClusterIssuer"}
 FORBIDDEN_VERBS = {"*", "bind", "escalate", "impersonate"}
 
 
@@ -402,6 +410,65 @@ def check_chart(p: Problems) -> None:
          f"{len(CHART_REFUSED)} bad value sets refused")
 
 
+def check_monitoring(p: Problems) -> None:
+    """The chart's monitoring (values `monitoring.*`): off by default; with it on, a PodMonitor
+    for the data planes, a ServiceMonitor for the operator, alert rules whose PromQL parses and
+    names only series the code registers, and a well-formed Grafana dashboard in a ConfigMap."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import monitoring  # noqa: E402
+
+    catalog, problems = monitoring.rust_catalog(ROOT)
+    for problem in problems:
+        p.add("metric names in the Rust sources", problem)
+    known = {**catalog, **monitoring.EXTERNAL_SERIES}
+    for missed in monitoring.self_test(known):
+        p.add("monitoring checks", f"did not refuse {missed}")
+
+    defaults = {d["kind"] for d in rendered_docs(render_chart({}))}
+    for kind in ("PodMonitor", "PrometheusRule", "ServiceMonitor"):
+        if kind in defaults:
+            p.add("chart defaults", f"{kind} rendered although it needs the prometheus-operator CRDs (must be off by default)")
+    docs = rendered_docs(render_chart(CHART_SCENARIOS["monitoring"]))
+    where = "helm template (monitoring)"
+    by_kind: dict[str, list[dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    for kind in ("PodMonitor", "ServiceMonitor", "PrometheusRule"):
+        if len(by_kind.get(kind, [])) != 1:
+            p.add(where, f"expected one {kind}, got {len(by_kind.get(kind, []))}")
+    for pm in by_kind.get("PodMonitor", []):
+        endpoints = pm["spec"].get("podMetricsEndpoints", [])
+        if [e.get("port") for e in endpoints] != ["metrics"]:
+            p.add(where, "the PodMonitor must scrape the data plane's `metrics` port")
+        if pm["spec"].get("namespaceSelector", {}).get("matchNames") != ["vibe-tenants"]:
+            p.add(where, "the PodMonitor must look in the watched namespaces only")
+        targets = {r.get("targetLabel") for e in endpoints for r in e.get("relabelings", [])}
+        if not {"instance_namespace", "instance_name"} <= targets:
+            p.add(where, "the PodMonitor must label data plane series with instance_namespace and instance_name")
+    rule_problems, rules = monitoring.rule_problems(by_kind.get("PrometheusRule", []), known)
+    for problem in rule_problems:
+        p.add(where, problem)
+    alerts = {r.get("alert") for d in by_kind.get("PrometheusRule", []) for g in d["spec"]["groups"] for r in g["rules"]}
+    for wanted in ("VibeInstanceNotReady", "VibeOperatorReconcileErrors", "VibeCouchDBErrors", "VibeBlobQuotaNearlyFull",
+                   "VibeCertificateNotReady", "VibeCertificateRenewalOverdue"):
+        if wanted not in alerts:
+            p.add(where, f"no {wanted} alert")
+    dashboards = [d for d in by_kind.get("ConfigMap", []) if d["metadata"]["name"].endswith("-dashboard")]
+    queries = 0
+    if len(dashboards) != 1:
+        p.add(where, f"expected one dashboard ConfigMap, got {len(dashboards)}")
+    for cm in dashboards:
+        if cm["metadata"]["labels"].get("grafana_dashboard") != "1":
+            p.add(where, "the dashboard ConfigMap lacks the sidecar label grafana_dashboard=1")
+        for key, text in cm.get("data", {}).items():
+            dash_problems, n = monitoring.dashboard_problems(text, known)
+            queries += n
+            for problem in dash_problems:
+                p.add(f"{where} {key}", problem)
+    p.ok(f"monitoring: {rules} alert expressions and {queries} dashboard queries parse (promql-parser) and name only "
+         f"the {len(catalog)} series the operator and data plane register (or cert-manager's); off by default")
+
+
 def check_operator_pod(p: Problems, where: str, docs: list[dict]) -> None:
     for d in docs:
         if d.get("kind") != "Deployment":
@@ -677,7 +744,7 @@ def check_terraform(p: Problems) -> None:
 def check() -> int:
     p = Problems()
     for step in (check_generated, check_yamllint, check_plain_manifests, check_kustomizations, check_chart,
-                 check_env_contracts, check_tenant_objects, check_compose, check_dockerfile, check_shell, check_terraform):
+                 check_monitoring, check_env_contracts, check_tenant_objects, check_compose, check_dockerfile, check_shell, check_terraform):
         before, passed_before = len(p.items), len(p.passed)
         try:
             step(p)
