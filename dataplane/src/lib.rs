@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`config`]: `clap`/env configuration ([`config::Cli`] → [`config::Config`]).
 //! - [`state`]: [`AppState`], the `Arc`-backed state every handler receives.
-//! - [`error`]: [`ApiError`], the one error enum mapped to HTTP (`{error, details?}`).
+//! - [`error`]: [`ApiError`], the one error enum mapped to HTTP (`{error, details?}`);
+//!   [`json_errors`] puts the answers no handler wrote (extractor rejections) in that shape.
 //! - [`couch`]: the pooled CouchDB client ([`couch::CouchClient`], [`couch::Database`],
 //!   `_changes` helpers).
 //! - [`auth`]: owner login (challenge/login/refresh/logout), the owner claim, and the
@@ -42,6 +43,7 @@ pub mod documents;
 pub mod error;
 pub mod health;
 pub mod json;
+pub mod json_errors;
 pub mod metrics;
 pub mod openapi;
 pub mod realtime;
@@ -74,7 +76,8 @@ pub fn router(state: AppState) -> Router {
     let mut app = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes));
+        .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(json_errors::json_error_bodies));
     if let Some(cors) = cors_layer(&state.config.allowed_origins) {
         app = app.layer(cors);
     }

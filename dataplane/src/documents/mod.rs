@@ -62,6 +62,10 @@ async fn ensure_index(state: &AppState, db: &Database, request: &ReadRequest) ->
     Ok(())
 }
 
+/// The 400 details of a read the store refused as malformed.
+pub const STORE_REFUSED_QUERY: &str = "Invalid query: the filter or sort is not a valid Mango query \
+     (operators take arguments of their documented types, e.g. $and, $or, $in and $nin take arrays).";
+
 /// `POST /api/v1/data/read` → `{docs, doc?, bookmark}`.
 async fn read(
     State(state): State<AppState>,
@@ -75,8 +79,11 @@ async fn read(
     ensure_index(&state, &db, &request).await?;
     let found = match db.find(&request.mango_query()).await {
         Ok(found) => found,
-        Err(CouchError::BadRequest { reason, .. }) => {
-            return Err(ApiError::Validation(format!("Invalid query: {reason}")));
+        // The store's own words name its internals (pouchdb-server: `selectors.forEach is
+        // not a function`), so the client gets ours; the store's go to the log.
+        Err(CouchError::BadRequest { error, reason }) => {
+            tracing::info!(%error, %reason, "store refused a read query");
+            return Err(ApiError::Validation(STORE_REFUSED_QUERY.into()));
         }
         Err(e) => return Err(e.into()),
     };
