@@ -162,6 +162,11 @@ pub struct Cli {
     #[command(flatten)]
     pub http: crate::server::HttpArgs,
 
+    /// Query bounds: filter shape, sort fields, store deadline, per-app admission
+    /// (`VIBE_QUERY_*`).
+    #[command(flatten)]
+    pub query: crate::documents::settings::QuerySettings,
+
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "VIBE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -292,6 +297,8 @@ pub struct Config {
     pub realtime: crate::realtime::RealtimeSettings,
     /// HTTP connection timeouts.
     pub http: crate::server::HttpSettings,
+    /// Query bounds (`VIBE_QUERY_*`).
+    pub query: crate::documents::settings::QuerySettings,
 }
 
 impl Config {
@@ -313,6 +320,7 @@ impl Config {
             blobs: crate::blobs::BlobSettings::default(),
             realtime: crate::realtime::RealtimeSettings::default(),
             http: crate::server::HttpSettings::default(),
+            query: crate::documents::settings::QuerySettings::default(),
         }
     }
 }
@@ -508,6 +516,24 @@ impl Cli {
             .resolve()
             .map_err(|e| config_error(e.setting, e.problem))?;
 
+        let mut query = self.query;
+        query.sort_fields = query
+            .sort_fields
+            .iter()
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect();
+        if let Some(bad) = query
+            .sort_fields
+            .iter()
+            .find(|f| !crate::documents::query::is_valid_field_name(f))
+        {
+            return Err(config_error(
+                "VIBE_QUERY_SORT_FIELDS",
+                format!("'{bad}' is not a field name reads may sort on"),
+            ));
+        }
+
         let allowed_origins = self
             .allowed_origins
             .into_iter()
@@ -552,6 +578,7 @@ impl Cli {
             blobs,
             realtime,
             http,
+            query,
         })
     }
 }

@@ -13,7 +13,13 @@ const APP: &str = "https://test-app.example";
 const C: &str = "test_items";
 
 async fn granted_instance() -> (TestInstance, String) {
-    let t = TestInstance::start().await;
+    granted_instance_with(|_| {}).await
+}
+
+async fn granted_instance_with(
+    configure: impl FnOnce(&mut vibe_dataplane::config::Config),
+) -> (TestInstance, String) {
+    let t = TestInstance::start_with(configure).await;
     let token = t.owner_token().await;
     t.upsert_app(
         &token,
@@ -476,7 +482,7 @@ async fn pagination_returns_every_document_exactly_once_while_writes_happen() {
 
 #[tokio::test]
 async fn sorted_reads_page_in_order_with_projection() {
-    let (t, token) = granted_instance().await;
+    let (t, token) = granted_instance_with(|c| c.query.sort_fields = vec!["score".into()]).await;
     let tok = Some(token.as_str());
     let docs: Vec<Value> = [5, 3, 9, 1, 7, 3, 8]
         .iter()

@@ -36,7 +36,7 @@ struct Setup {
 /// An instance with notes, secrets and blob metadata, and an app token holding only
 /// `read:notes`.
 async fn setup() -> Setup {
-    let t = TestInstance::start().await;
+    let t = TestInstance::start_with(|c| c.query.sort_fields.push("pin".into())).await;
     let owner = t.owner_token().await;
     t.upsert_app(
         &owner,

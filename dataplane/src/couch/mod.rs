@@ -447,6 +447,28 @@ impl Database {
         self.client.json::<Value>(request).await.map(|_| ())
     }
 
+    /// Names of the Mango indexes of design document `design_doc` (`GET _index`).
+    pub async fn index_names(&self, design_doc: &str) -> Result<Vec<String>, CouchError> {
+        #[derive(Deserialize)]
+        struct Index {
+            ddoc: Option<String>,
+            name: String,
+        }
+        #[derive(Deserialize)]
+        struct Indexes {
+            indexes: Vec<Index>,
+        }
+        let request = self.client.request(Method::GET, self.url(&["_index"]));
+        let answer: Indexes = self.client.json(request).await?;
+        let ddoc = format!("_design/{design_doc}");
+        Ok(answer
+            .indexes
+            .into_iter()
+            .filter(|i| i.ddoc.as_deref() == Some(ddoc.as_str()))
+            .map(|i| i.name)
+            .collect())
+    }
+
     /// Documents whose id starts with `prefix`, in id order (`_all_docs` with
     /// `include_docs=true`), at most `limit`.
     pub async fn docs_with_prefix(

@@ -6,8 +6,16 @@
 //! collection only with the `read:<c>` / `write:<c>` grant. Reserved collections
 //! ([`validate::RESERVED_COLLECTIONS`], i.e. `blobs`) are read-only here for every caller,
 //! the owner included: their documents are written by their own routes.
+//!
+//! Every request here is first admitted per app ([`admission`]); reads are bounded
+//! ([`limits`], [`regex`], [`settings`]): filter shape, sort fields and sort indexes are
+//! checked before the store sees them, and the store's work has a deadline.
 
+pub mod admission;
+pub mod limits;
 pub mod query;
+pub mod regex;
+pub mod settings;
 pub mod validate;
 
 use axum::Json;
@@ -17,6 +25,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use self::admission::Admitted;
 use self::query::{ReadRequest, collection_of};
 use self::validate::{check_collection, check_writable, prepare_document};
 use crate::access::ReadGate;
@@ -50,14 +59,50 @@ fn writable(collection: &str) -> ApiResult<()> {
     check_writable(collection).map_err(ApiError::Forbidden)
 }
 
+/// Admit one request of the caller's app, or 429 ([`admission`]); the permit is held
+/// until the handler returns.
+fn admit(state: &AppState, caller: &Caller) -> ApiResult<Admitted> {
+    state
+        .admission
+        .admit(caller.app_id.as_deref())
+        .map_err(|(refused, error)| {
+            state.metrics.query_refused(refused.label());
+            error
+        })
+}
+
+/// Creation of sort indexes is serialised, so that concurrent reads cannot together create
+/// more than `query.max_sort_indexes`.
+static INDEX_CREATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn ensure_index(state: &AppState, db: &Database, request: &ReadRequest) -> ApiResult<()> {
     let name = request.index_name();
     if request.sort.is_empty() || state.has_index(&name) {
         return Ok(());
     }
-    let fields = request.index_fields();
-    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-    db.create_index(&name, INDEX_DESIGN_DOC, &fields).await?;
+    let _creating = INDEX_CREATION.lock().await;
+    let existing = db.index_names(INDEX_DESIGN_DOC).await?;
+    if !existing.contains(&name) {
+        let max = state.config.query.max_sort_indexes;
+        let sort_indexes = existing
+            .iter()
+            .filter(|n| n.starts_with(query::SORT_INDEX_PREFIX))
+            .count();
+        if sort_indexes >= max as usize {
+            state.metrics.query_refused("max_sort_indexes");
+            return Err(limits::exceeded(
+                format!(
+                    "sorting on {:?} needs a new index and {sort_indexes} exist",
+                    request.sort
+                ),
+                "max_sort_indexes",
+                max,
+            ));
+        }
+        let fields = request.index_fields();
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        db.create_index(&name, INDEX_DESIGN_DOC, &fields).await?;
+    }
     state.remember_index(name);
     Ok(())
 }
@@ -72,20 +117,39 @@ async fn read(
     caller: Caller,
     StrictJson(body): StrictJson,
 ) -> ApiResult<Json<Value>> {
+    let _admitted = admit(&state, &caller)?;
     let collection = collection_of(&body).map_err(validation)?;
     let gate = ReadGate::collection(&state, &caller, &collection)?;
+    let bounds = &state.config.query;
+    if let Some(filter) = body.get("filter") {
+        limits::check_filter(bounds, filter)
+            .inspect_err(|_| state.metrics.query_refused("filter"))?;
+    }
     let request = ReadRequest::parse(&body).map_err(validation)?;
+    limits::check_sort(bounds, &request.sort)
+        .inspect_err(|_| state.metrics.query_refused("sort_fields"))?;
     let db = state.data_db().await?;
     ensure_index(&state, &db, &request).await?;
-    let found = match db.find(&request.mango_query()).await {
-        Ok(found) => found,
+    // On expiry the find's future is dropped, which closes its connection to CouchDB;
+    // CouchDB then stops the query at its next disconnect check.
+    let found = match tokio::time::timeout(bounds.timeout(), db.find(&request.mango_query())).await
+    {
+        Ok(Ok(found)) => found,
         // The store's own words name its internals (pouchdb-server: `selectors.forEach is
         // not a function`), so the client gets ours; the store's go to the log.
-        Err(CouchError::BadRequest { error, reason }) => {
+        Ok(Err(CouchError::BadRequest { error, reason })) => {
             tracing::info!(%error, %reason, "store refused a read query");
             return Err(ApiError::Validation(STORE_REFUSED_QUERY.into()));
         }
-        Err(e) => return Err(e.into()),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => {
+            state.metrics.query_refused("timeout_ms");
+            tracing::warn!(collection = %request.collection, "read: store deadline reached");
+            return Err(ApiError::Unavailable(format!(
+                "The query did not finish in time; query.timeout_ms = {}. Narrow the filter.",
+                bounds.timeout_ms
+            )));
+        }
     };
     let (docs, bookmark) = request.finish_page(found.docs, |doc| gate.admits_doc(doc));
     let mut answer = json!({ "docs": docs, "bookmark": bookmark });
@@ -101,6 +165,7 @@ async fn write(
     caller: Caller,
     StrictJson(body): StrictJson,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let _admitted = admit(&state, &caller)?;
     let object = body
         .as_object()
         .ok_or_else(|| validation("Body must be a JSON object.".into()))?;
@@ -184,6 +249,7 @@ async fn get_document(
     caller: Caller,
     Path((collection, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
+    let _admitted = admit(&state, &caller)?;
     check_collection(&collection).map_err(validation)?;
     let gate = ReadGate::collection(&state, &caller, &collection)?;
     let full = full_id(&collection, &id)?;
@@ -208,6 +274,7 @@ async fn delete_document(
     Path((collection, id)): Path<(String, String)>,
     query: Result<Query<RevQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let _admitted = admit(&state, &caller)?;
     check_collection(&collection).map_err(validation)?;
     writable(&collection)?;
     caller.require(&format!("write:{collection}"))?;

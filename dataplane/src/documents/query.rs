@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 use super::validate::check_collection;
 use crate::state::{COLLECTION_INDEX, INDEX_DESIGN_DOC};
 
+/// Name prefix of the indexes created for sorted reads.
+pub const SORT_INDEX_PREFIX: &str = "idx-sort-";
+
 /// Default page size.
 pub const DEFAULT_LIMIT: u64 = 100;
 /// Largest page size.
@@ -72,6 +75,12 @@ pub fn collection_of(body: &Value) -> Result<String, String> {
         }
         _ => Err("Collection name is required.".into()),
     }
+}
+
+/// Whether `name` may be a sort or projection field (not empty, at most 128 bytes, not
+/// `_…`, not `collection`).
+pub fn is_valid_field_name(name: &str) -> bool {
+    check_field_name(name).is_ok()
 }
 
 fn check_field_name(name: &str) -> Result<(), String> {
@@ -175,7 +184,7 @@ impl ReadRequest {
             COLLECTION_INDEX.to_string()
         } else {
             let digest = Sha256::digest(self.sort.join("\u{1}").as_bytes());
-            format!("idx-sort-{}", &hex::encode(digest)[..16])
+            format!("{SORT_INDEX_PREFIX}{}", &hex::encode(digest)[..16])
         }
     }
 

@@ -60,6 +60,14 @@ pub struct CouchLabels {
     pub status: String,
 }
 
+/// Labels of a read or document request refused by a query bound.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLimitLabels {
+    /// The bound: `filter` (any filter-shape bound), `sort_fields`, `max_sort_indexes`,
+    /// `timeout_ms`, `app_concurrency` or `app_rate_per_sec`.
+    pub limit: String,
+}
+
 /// Labels of an S3 call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct S3Labels {
@@ -145,6 +153,7 @@ pub struct Metrics {
     pub couch: Histograms<CouchLabels>,
     /// S3 calls (each attempt): duration, by operation and status.
     pub s3: Histograms<S3Labels>,
+    query_refused: Family<QueryLimitLabels, prometheus_client::metrics::counter::Counter>,
     websockets: Gauge,
     sync_feeds: Gauge,
     change_readers: Gauge,
@@ -195,6 +204,7 @@ impl Metrics {
             http: Family::new_with_constructor(request_histogram),
             couch: Family::new_with_constructor(request_histogram),
             s3: Family::new_with_constructor(request_histogram),
+            query_refused: Family::default(),
             websockets: Gauge::default(),
             sync_feeds: Gauge::default(),
             change_readers: Gauge::default(),
@@ -220,6 +230,11 @@ impl Metrics {
             "s3_request_duration_seconds",
             "S3 call attempts by operation and status (`error`: no answer)",
             m.s3.clone(),
+        );
+        registry.register(
+            "query_refused",
+            "Document requests refused by a query bound (400, 429, or 503 at the store deadline)",
+            m.query_refused.clone(),
         );
         registry.register(
             "websockets_open",
@@ -322,6 +337,16 @@ impl Metrics {
                 status: status_label(status),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Count a request refused by the query bound `limit` (a fixed name, see
+    /// [`QueryLimitLabels`]).
+    pub fn query_refused(&self, limit: &'static str) {
+        self.query_refused
+            .get_or_create(&QueryLimitLabels {
+                limit: limit.to_string(),
+            })
+            .inc();
     }
 
     /// Observe an S3 call attempt.

@@ -360,6 +360,16 @@ impl Bench {
         config.extra_env.extend([
             ("BLOB_QUOTA_BYTES".to_string(), (1u64 << 40).to_string()),
             ("BLOB_MAX_FILE_SIZE".to_string(), (64u64 << 30).to_string()),
+            // One app drives every client of the run: the per-app admission bounds
+            // (`query.app_*`) would measure themselves instead of the data plane.
+            (
+                "VIBE_QUERY_APP_CONCURRENCY".to_string(),
+                "100000".to_string(),
+            ),
+            (
+                "VIBE_QUERY_APP_RATE_PER_SEC".to_string(),
+                "100000000".to_string(),
+            ),
         ]);
         let plane = DataPlane::start(config).await?;
         Ok(Self {

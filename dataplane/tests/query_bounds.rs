@@ -1,0 +1,282 @@
+//! Bounded queries (issue 15, item 2), through the real router against a real
+//! pouchdb-server: filters over a bound, unsafe `$regex` patterns, sorts on fields the
+//! instance does not allow and sort indexes past the cap are refused with a 400 naming the
+//! bound; an app over its request rate gets a 429 naming it, with `Retry-After`, while the
+//! owner's other apps go on.
+
+mod common;
+
+use common::TestInstance;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use vibe_dataplane::config::Config;
+
+const APP: &str = "https://hostile.example";
+const OTHER: &str = "https://other.example";
+
+struct Setup {
+    t: TestInstance,
+    owner: String,
+    app_token: String,
+}
+
+async fn app_token(t: &TestInstance, owner: &str, app: &str) -> String {
+    t.upsert_app(
+        owner,
+        app,
+        &[("read:notes", "always"), ("write:notes", "always")],
+    )
+    .await;
+    let (status, body) = t
+        .post(
+            "/api/v1/apps/token",
+            Some(owner),
+            None,
+            json!({ "appId": app }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["accessToken"].as_str().expect("token").to_string()
+}
+
+/// An instance with a few notes and a token of an app that may read and write them.
+async fn setup(configure: impl FnOnce(&mut Config)) -> Setup {
+    let t = TestInstance::start_with(configure).await;
+    let owner = t.owner_token().await;
+    let app_token = app_token(&t, &owner, APP).await;
+    let notes: Vec<Value> = (0..5)
+        .map(|i| json!({"n": i, "title": format!("hello {i}"), "createdAt": i, "order": 5 - i}))
+        .collect();
+    let (status, body) = t
+        .post(
+            "/api/v1/data/write",
+            Some(&app_token),
+            None,
+            json!({"collection": "notes", "data": notes}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    Setup {
+        t,
+        owner,
+        app_token,
+    }
+}
+
+impl Setup {
+    async fn read(&self, body: Value) -> (StatusCode, Value) {
+        self.t
+            .post("/api/v1/data/read", Some(&self.app_token), None, body)
+            .await
+    }
+
+    /// A read that must be refused with 400 naming `bound`.
+    async fn refused(&self, body: Value, bound: &str) {
+        let (status, answer) = self.read(body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        let message = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(bound),
+            "{body}: the refusal should name {bound}: {answer}"
+        );
+    }
+}
+
+fn notes(filter: Value) -> Value {
+    json!({"collection": "notes", "filter": filter})
+}
+
+#[tokio::test]
+async fn filters_over_a_bound_are_refused_naming_it() {
+    let s = setup(|_| {}).await;
+    let ints = |n: i64| (0..n).collect::<Vec<_>>();
+    let clauses = |n: i64| (0..n).map(|i| json!({"n": i})).collect::<Vec<_>>();
+    // The issue's attacks, and each bound just past its default.
+    for (filter, bound) in [
+        (
+            json!({"n": {"$in": ints(100_000)}}),
+            "query.max_in_items = 100",
+        ),
+        (json!({"$or": clauses(50_000)}), "query.max_or_items = 16"),
+        (json!({"n": {"$in": ints(101)}}), "query.max_in_items = 100"),
+        (
+            json!({"n": {"$nin": ints(101)}}),
+            "query.max_in_items = 100",
+        ),
+        (json!({"$or": clauses(17)}), "query.max_or_items = 16"),
+        (json!({"$and": clauses(17)}), "query.max_or_items = 16"),
+        (
+            Value::Object((0..129).map(|i| (format!("f{i}"), json!(i))).collect()),
+            "query.max_clauses = 128",
+        ),
+        (
+            json!({"a": {"$not": {"$not": {"$not": {"$not": {"$not": {"$not": {"$not": {"$eq": 1}}}}}}}}}),
+            "query.max_depth = 8",
+        ),
+        (
+            json!({"title": "x".repeat(1025)}),
+            "query.max_string_bytes = 1024",
+        ),
+        (
+            json!({"title": {"$regex": format!("^{}", "a".repeat(128))}}),
+            "query.max_regex_bytes = 128",
+        ),
+        (
+            json!({"title": {"$regex": "^h"}, "n": {"$regex": "^1"}, "x": {"$regex": "^x"}}),
+            "query.max_regexes = 2",
+        ),
+    ] {
+        s.refused(notes(filter), bound).await;
+    }
+    // The largest allowed ones pass.
+    let (status, answer) = s
+        .read(notes(json!({"n": {"$in": ints(100)}, "$or": clauses(16)})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["docs"].as_array().map(Vec::len), Some(5), "{answer}");
+}
+
+#[tokio::test]
+async fn regexes_that_can_backtrack_are_refused() {
+    let s = setup(|_| {}).await;
+    for pattern in [
+        "^(a+)+$",
+        "^(a|aa)*$",
+        "(x+x+)+y",
+        ".*a.*b",
+        "(a)\\1",
+        "(?=a)a",
+    ] {
+        s.refused(
+            notes(json!({"title": {"$regex": pattern}})),
+            "query.safe_regex",
+        )
+        .await;
+    }
+    let (status, answer) = s
+        .read(notes(json!({"title": {"$regex": "^hello [0-2]$"}})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["docs"].as_array().map(Vec::len), Some(3), "{answer}");
+}
+
+#[tokio::test]
+async fn sorts_only_on_allowed_fields() {
+    let s = setup(|_| {}).await;
+    s.refused(
+        json!({"collection": "notes", "sort": ["n"]}),
+        "query.sort_fields = createdAt,updatedAt,name,title,date,order",
+    )
+    .await;
+    let (status, _) = s
+        .read(json!({"collection": "notes", "sort": ["createdAt", "secret"]}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, answer) = s
+        .read(json!({"collection": "notes", "sort": [{"createdAt": "desc"}]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let order: Vec<i64> = answer["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["createdAt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, vec![4, 3, 2, 1, 0]);
+}
+
+#[tokio::test]
+async fn sort_indexes_are_capped_across_restarts() {
+    let mut s = setup(|c| {
+        c.query.sort_fields = vec!["createdAt".into(), "order".into(), "n".into()];
+        c.query.max_sort_indexes = 2;
+    })
+    .await;
+    for sort in [json!(["createdAt"]), json!(["order"]), json!(["createdAt"])] {
+        let (status, answer) = s.read(json!({"collection": "notes", "sort": sort})).await;
+        assert_eq!(status, StatusCode::OK, "{sort}: {answer}");
+    }
+    s.refused(
+        json!({"collection": "notes", "sort": ["n"]}),
+        "query.max_sort_indexes = 2",
+    )
+    .await;
+    s.refused(
+        json!({"collection": "notes", "sort": ["order", "createdAt"]}),
+        "query.max_sort_indexes = 2",
+    )
+    .await;
+    // A new process counts the indexes in the store, not in its memory.
+    s.t.restart(|c| {
+        c.query.sort_fields = vec!["createdAt".into(), "order".into(), "n".into()];
+        c.query.max_sort_indexes = 2;
+    })
+    .await;
+    s.owner = s.t.owner_token().await;
+    s.app_token = app_token(&s.t, &s.owner, APP).await;
+    let (status, answer) = s
+        .read(json!({"collection": "notes", "sort": ["order"]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    s.refused(
+        json!({"collection": "notes", "sort": ["n"]}),
+        "query.max_sort_indexes = 2",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_app_over_its_rate_gets_429_and_other_apps_go_on() {
+    let s = setup(|c| c.query.app_rate_per_sec = 1).await;
+    let other = app_token(&s.t, &s.owner, OTHER).await;
+    // A burst of 2 is allowed (the setup's write used one); ten at once cannot all pass.
+    let http = reqwest::Client::new();
+    let responses = futures::future::join_all((0..10).map(|_| {
+        http.post(s.t.url("/api/v1/data/read"))
+            .bearer_auth(&s.app_token)
+            .json(&json!({"collection": "notes"}))
+            .send()
+    }))
+    .await;
+    let mut refused = None;
+    let mut passed = 0;
+    for response in responses {
+        let response = response.expect("request");
+        match response.status() {
+            StatusCode::OK => passed += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused = Some(response),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(passed <= 3, "{passed} of 10 passed at 1 per second");
+    let refused = refused.expect("the app was never limited");
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = refused.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("query.app_rate_per_sec = 1"),
+        "{body}"
+    );
+    // Another app of the same owner, and the owner acting as it, are not affected.
+    let (status, answer) =
+        s.t.post(
+            "/api/v1/data/read",
+            Some(&other),
+            None,
+            json!({"collection": "notes"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) =
+        s.t.get("/api/v1/data/notes/none", Some(&s.owner), Some(OTHER))
+            .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+}
