@@ -21,8 +21,8 @@
 //! collection admits only that collection.
 
 use serde_json::Value;
+use vibe_api::Collection;
 
-use crate::apps::is_valid_collection;
 use crate::auth::{Caller, CallerKind};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -150,7 +150,7 @@ impl ReadGate {
 /// The collection an id belongs to: `<collection>/<non-empty rest>`, else `None`.
 pub fn id_collection(id: &str) -> Option<&str> {
     let (collection, rest) = id.split_once('/')?;
-    (is_valid_collection(collection) && !rest.is_empty()).then_some(collection)
+    (Collection::is_valid(collection) && !rest.is_empty()).then_some(collection)
 }
 
 /// The collection of a document when its id and its `collection` field agree (a

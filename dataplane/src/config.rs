@@ -1,6 +1,7 @@
 //! Configuration: `clap` flags with environment fallbacks ([`Cli`]), validated into a
-//! typed [`Config`]. Every variable is documented in `dataplane/README.md`; names are a
-//! contract with the operator and `deploy/` — do not rename them.
+//! typed [`Config`]. Every variable is documented in `dataplane/README.md`; the names come
+//! from the contract shared with the operator and clients ([`vibe_api::dataplane_env`]),
+//! so a rename there is seen by every side (`deploy/` scripts still name them literally).
 //!
 //! Secrets (CouchDB password, signing key, claim code, S3 secret key) are marked
 //! `hide_env_values` so `--help` never prints them, and [`Config`]'s `Debug` redacts them.
@@ -12,6 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use url::Url;
+use vibe_api::SettingError;
+use vibe_api::dataplane_env as env;
 use vibe_identity::{Did, Keypair};
 
 use crate::couch::CouchSettings;
@@ -31,68 +34,68 @@ pub const ACCESS_TOKEN_TTL_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
 )]
 pub struct Cli {
     /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    #[arg(long, env = env::HOST, default_value = "0.0.0.0")]
     pub host: IpAddr,
 
     /// TCP port to listen on.
-    #[arg(long, env = "PORT", default_value_t = 3000)]
+    #[arg(long, env = env::PORT, default_value_t = 3000)]
     pub port: u16,
 
     /// Public base URL of this instance (e.g. https://alice.vibe.example). It is the
     /// issuer and audience of every token this instance mints and accepts.
-    #[arg(long, env = "PUBLIC_INSTANCE_URL")]
+    #[arg(long, env = env::PUBLIC_INSTANCE_URL)]
     pub public_url: Option<String>,
 
     /// DID of the owner (`did:vibe:z6Mk…`). Leave unset to let the first holder of the
     /// claim code become the owner through `POST /api/v1/admin/claim`.
-    #[arg(long, env = "TARGET_USER_DID")]
+    #[arg(long, env = env::TARGET_USER_DID)]
     pub owner_did: Option<String>,
 
     /// CouchDB base URL (without credentials), e.g. http://couchdb:5984.
-    #[arg(long, env = "COUCHDB_URL")]
+    #[arg(long, env = env::COUCHDB_URL)]
     pub couchdb_url: Option<String>,
 
     /// CouchDB server-admin user.
-    #[arg(long, env = "COUCHDB_USER")]
+    #[arg(long, env = env::COUCHDB_USER)]
     pub couchdb_user: Option<String>,
 
     /// CouchDB server-admin password.
-    #[arg(long, env = "COUCHDB_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = env::COUCHDB_PASSWORD, hide_env_values = true)]
     pub couchdb_password: Option<String>,
 
     /// Name of the system database (apps and grants, refresh tokens, nonces, claim state).
-    #[arg(long, env = "VIBE_SYSTEM_DB", default_value = "vibe_system")]
+    #[arg(long, env = env::VIBE_SYSTEM_DB, default_value = "vibe_system")]
     pub system_db: String,
 
     /// Prefix of every database name this instance uses (the system database and the owner's
     /// data database), so several instances or test runs can share one CouchDB. Empty: none.
-    #[arg(long, env = "VIBE_DB_PREFIX", default_value = "")]
+    #[arg(long, env = env::VIBE_DB_PREFIX, default_value = "")]
     pub db_prefix: String,
 
     /// File holding the Ed25519 token-signing key: PKCS#8 PEM, a base64/hex 32-byte seed,
     /// or 32 raw bytes.
-    #[arg(long, env = "VIBE_SIGNING_KEY_FILE")]
+    #[arg(long, env = env::VIBE_SIGNING_KEY_FILE)]
     pub signing_key_file: Option<PathBuf>,
 
     /// The token-signing key itself (PEM or base64/hex seed), when no file is given.
-    #[arg(long, env = "VIBE_SIGNING_KEY", hide_env_values = true)]
+    #[arg(long, env = env::VIBE_SIGNING_KEY, hide_env_values = true)]
     pub signing_key: Option<String>,
 
     /// One-time owner claim code, accepted only while the instance has no owner. Stored
     /// hashed in the system database.
-    #[arg(long, env = "VIBE_CLAIM_CODE", hide_env_values = true)]
+    #[arg(long, env = env::VIBE_CLAIM_CODE, hide_env_values = true)]
     pub claim_code: Option<String>,
 
     /// Expiry of the claim code (RFC 3339). Unset: no expiry.
-    #[arg(long, env = "VIBE_CLAIM_CODE_EXPIRES_AT")]
+    #[arg(long, env = env::VIBE_CLAIM_CODE_EXPIRES_AT)]
     pub claim_code_expires_at: Option<String>,
 
     /// Restrict the claim code to this DID. Unset: any DID may claim.
-    #[arg(long, env = "VIBE_CLAIM_CODE_FOR_DID")]
+    #[arg(long, env = env::VIBE_CLAIM_CODE_FOR_DID)]
     pub claim_code_for_did: Option<String>,
 
     /// Maximum size of a request body in bytes (larger → 413).
-    #[arg(long, env = "VIBE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = env::VIBE_MAX_BODY_BYTES, default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
     /// Lifetime of owner access tokens and app tokens in seconds, 1 to 86400 (one day).
@@ -102,46 +105,46 @@ pub struct Cli {
     pub access_token_ttl_seconds: u64,
 
     /// Lifetime of refresh tokens in seconds.
-    #[arg(long, env = "VIBE_REFRESH_TOKEN_TTL_SECONDS", default_value_t = 30 * 24 * 3600)]
+    #[arg(long, env = env::VIBE_REFRESH_TOKEN_TTL_SECONDS, default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_seconds: u64,
 
     /// Allowed clock skew of signed login timestamps, in seconds.
-    #[arg(long, env = "VIBE_LOGIN_SKEW_SECONDS", default_value_t = 300)]
+    #[arg(long, env = env::VIBE_LOGIN_SKEW_SECONDS, default_value_t = 300)]
     pub login_skew_seconds: u64,
 
     /// Lifetime of login nonces issued by /api/v1/auth/challenge, in seconds.
-    #[arg(long, env = "VIBE_NONCE_TTL_SECONDS", default_value_t = 300)]
+    #[arg(long, env = env::VIBE_NONCE_TTL_SECONDS, default_value_t = 300)]
     pub nonce_ttl_seconds: u64,
 
     /// Comma-separated browser origins allowed by CORS and by the WebSocket Origin check
     /// (e.g. https://app.example,https://agent.example). `*` allows any origin without
     /// credentials. Empty: no cross-origin browser access.
-    #[arg(long, env = "VIBE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(long, env = env::VIBE_ALLOWED_ORIGINS, value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
     /// S3 endpoint URL (e.g. http://minio:9000). Blobs are enabled when this and
     /// S3_BUCKET_NAME are set.
-    #[arg(long, env = "S3_ENDPOINT")]
+    #[arg(long, env = env::S3_ENDPOINT)]
     pub s3_endpoint: Option<String>,
 
     /// S3 region.
-    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
+    #[arg(long, env = env::S3_REGION, default_value = "us-east-1")]
     pub s3_region: String,
 
     /// S3 access key id.
-    #[arg(long, env = "S3_ACCESS_KEY")]
+    #[arg(long, env = env::S3_ACCESS_KEY)]
     pub s3_access_key: Option<String>,
 
     /// S3 secret access key.
-    #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
+    #[arg(long, env = env::S3_SECRET_KEY, hide_env_values = true)]
     pub s3_secret_key: Option<String>,
 
     /// S3 bucket of this instance.
-    #[arg(long, env = "S3_BUCKET_NAME")]
+    #[arg(long, env = env::S3_BUCKET_NAME)]
     pub s3_bucket: Option<String>,
 
     /// Use path-style S3 addressing (MinIO and most self-hosted stores need it).
-    #[arg(long, env = "S3_FORCE_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = env::S3_FORCE_PATH_STYLE, default_value_t = true, action = clap::ArgAction::Set)]
     pub s3_force_path_style: bool,
 
     /// Blob limits and lifetimes (quota, per-file limit, URL lifetimes, sweep).
@@ -155,7 +158,7 @@ pub struct Cli {
     /// Address (`host:port`) of a second listener that serves Prometheus metrics at
     /// `/metrics`, e.g. `0.0.0.0:9464`. Unset or empty: no metrics listener. Kept off the
     /// public port so that the ingress never exposes it.
-    #[arg(long, env = "VIBE_METRICS_ADDR")]
+    #[arg(long, env = env::VIBE_METRICS_ADDR)]
     pub metrics_addr: Option<String>,
 
     /// HTTP connection timeouts (`VIBE_HTTP_*`).
@@ -168,25 +171,16 @@ pub struct Cli {
     pub query: crate::documents::settings::QuerySettings,
 
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
-    #[arg(long, env = "VIBE_LOG_FORMAT", default_value = "text")]
+    #[arg(long, env = env::VIBE_LOG_FORMAT, default_value = "text")]
     pub log_format: String,
 }
 
-/// A configuration problem, naming the setting. Printed as one line at start.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration error: {setting}: {problem}")]
-pub struct ConfigError {
-    /// The environment variable (or flag) at fault.
-    pub setting: &'static str,
-    /// What is wrong with it (never contains the secret value).
-    pub problem: String,
-}
+/// A configuration problem, naming the setting (never showing a secret value). `main`
+/// prints it as one line, `configuration error: <setting>: <problem>`, and exits.
+pub type ConfigError = SettingError;
 
 fn config_error(setting: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting,
-        problem: problem.into(),
-    }
+    SettingError::new(setting, problem)
 }
 
 /// S3 settings used by the blob feature. Present only when S3 is configured.
@@ -352,12 +346,12 @@ fn non_empty(value: Option<String>) -> Option<String> {
 impl Cli {
     /// Validate into a [`Config`]; the error names the first bad setting.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let public_url = required(non_empty(self.public_url), "PUBLIC_INSTANCE_URL")?;
+        let public_url = required(non_empty(self.public_url), env::PUBLIC_INSTANCE_URL)?;
         let parsed = Url::parse(&public_url)
-            .map_err(|e| config_error("PUBLIC_INSTANCE_URL", format!("not a URL ({e})")))?;
+            .map_err(|e| config_error(env::PUBLIC_INSTANCE_URL, format!("not a URL ({e})")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
             return Err(config_error(
-                "PUBLIC_INSTANCE_URL",
+                env::PUBLIC_INSTANCE_URL,
                 "must be an http(s) URL with a host",
             ));
         }
@@ -365,17 +359,17 @@ impl Cli {
         let owner = non_empty(self.owner_did)
             .map(|d| Did::parse(d.trim()))
             .transpose()
-            .map_err(|e| config_error("TARGET_USER_DID", format!("not a did:vibe DID ({e})")))?;
+            .map_err(|e| config_error(env::TARGET_USER_DID, format!("not a did:vibe DID ({e})")))?;
 
-        let couch_url = required(non_empty(self.couchdb_url), "COUCHDB_URL")?;
+        let couch_url = required(non_empty(self.couchdb_url), env::COUCHDB_URL)?;
         let couch_url = Url::parse(&couch_url)
-            .map_err(|e| config_error("COUCHDB_URL", format!("not a URL ({e})")))?;
+            .map_err(|e| config_error(env::COUCHDB_URL, format!("not a URL ({e})")))?;
         if !matches!(couch_url.scheme(), "http" | "https") {
-            return Err(config_error("COUCHDB_URL", "must be an http(s) URL"));
+            return Err(config_error(env::COUCHDB_URL, "must be an http(s) URL"));
         }
         if !couch_url.username().is_empty() || couch_url.password().is_some() {
             return Err(config_error(
-                "COUCHDB_URL",
+                env::COUCHDB_URL,
                 "must not contain credentials; use COUCHDB_USER and COUCHDB_PASSWORD",
             ));
         }
@@ -383,19 +377,19 @@ impl Cli {
         let couchdb_password = self.couchdb_password;
         if couchdb_user.is_some() && couchdb_password.is_none() {
             return Err(config_error(
-                "COUCHDB_PASSWORD",
+                env::COUCHDB_PASSWORD,
                 "is required when COUCHDB_USER is set",
             ));
         }
 
         let signing_key = match (self.signing_key_file, non_empty(self.signing_key)) {
             (Some(path), _) => Keypair::from_file(&path)
-                .map_err(|e| config_error("VIBE_SIGNING_KEY_FILE", e.to_string()))?,
+                .map_err(|e| config_error(env::VIBE_SIGNING_KEY_FILE, e.to_string()))?,
             (None, Some(text)) => Keypair::from_text(&text)
-                .map_err(|e| config_error("VIBE_SIGNING_KEY", e.to_string()))?,
+                .map_err(|e| config_error(env::VIBE_SIGNING_KEY, e.to_string()))?,
             (None, None) => {
                 return Err(config_error(
-                    "VIBE_SIGNING_KEY_FILE",
+                    env::VIBE_SIGNING_KEY_FILE,
                     "a token-signing key is required (VIBE_SIGNING_KEY_FILE or VIBE_SIGNING_KEY)",
                 ));
             }
@@ -406,7 +400,7 @@ impl Cli {
             Some(code) => {
                 if code.trim().len() < 8 {
                     return Err(config_error(
-                        "VIBE_CLAIM_CODE",
+                        env::VIBE_CLAIM_CODE,
                         "must be at least 8 characters",
                     ));
                 }
@@ -414,14 +408,17 @@ impl Cli {
                     .map(|t| DateTime::parse_from_rfc3339(t.trim()).map(|d| d.with_timezone(&Utc)))
                     .transpose()
                     .map_err(|e| {
-                        config_error("VIBE_CLAIM_CODE_EXPIRES_AT", format!("not RFC 3339 ({e})"))
+                        config_error(
+                            env::VIBE_CLAIM_CODE_EXPIRES_AT,
+                            format!("not RFC 3339 ({e})"),
+                        )
                     })?;
                 let for_did = non_empty(self.claim_code_for_did)
                     .map(|d| Did::parse(d.trim()))
                     .transpose()
                     .map_err(|e| {
                         config_error(
-                            "VIBE_CLAIM_CODE_FOR_DID",
+                            env::VIBE_CLAIM_CODE_FOR_DID,
                             format!("not a did:vibe DID ({e})"),
                         )
                     })?;
@@ -435,28 +432,34 @@ impl Cli {
 
         if !crate::dbnames::is_valid_db_name(&self.system_db) {
             return Err(config_error(
-                "VIBE_SYSTEM_DB",
+                env::VIBE_SYSTEM_DB,
                 "must match ^[a-z][a-z0-9_$()+/-]*$",
             ));
         }
         let db_prefix = self.db_prefix.trim().to_string();
         if !db_prefix.is_empty() && !crate::dbnames::is_valid_db_name(&db_prefix) {
             return Err(config_error(
-                "VIBE_DB_PREFIX",
+                env::VIBE_DB_PREFIX,
                 "must be empty or match ^[a-z][a-z0-9_$()+/-]*$",
             ));
         }
         if db_prefix.len() > MAX_DB_PREFIX_LEN {
             return Err(config_error(
-                "VIBE_DB_PREFIX",
+                env::VIBE_DB_PREFIX,
                 format!("must be at most {MAX_DB_PREFIX_LEN} characters"),
             ));
         }
         if self.max_body_bytes < 1024 {
-            return Err(config_error("VIBE_MAX_BODY_BYTES", "must be at least 1024"));
+            return Err(config_error(
+                env::VIBE_MAX_BODY_BYTES,
+                "must be at least 1024",
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(config_error("VIBE_LOG_FORMAT", "must be `text` or `json`"));
+            return Err(config_error(
+                env::VIBE_LOG_FORMAT,
+                "must be `text` or `json`",
+            ));
         }
 
         let metrics_listen = non_empty(self.metrics_addr)
@@ -464,13 +467,13 @@ impl Cli {
             .transpose()
             .map_err(|e| {
                 config_error(
-                    "VIBE_METRICS_ADDR",
+                    env::VIBE_METRICS_ADDR,
                     format!("not a host:port address ({e})"),
                 )
             })?;
         if metrics_listen.is_some_and(|m| m.port() != 0 && m.port() == self.port) {
             return Err(config_error(
-                "VIBE_METRICS_ADDR",
+                env::VIBE_METRICS_ADDR,
                 "must use another port than PORT",
             ));
         }
@@ -479,42 +482,33 @@ impl Cli {
             (None, None) => None,
             (Some(endpoint), Some(bucket)) => {
                 let endpoint = Url::parse(&endpoint)
-                    .map_err(|e| config_error("S3_ENDPOINT", format!("not a URL ({e})")))?;
+                    .map_err(|e| config_error(env::S3_ENDPOINT, format!("not a URL ({e})")))?;
                 Some(S3Config {
                     endpoint,
                     region: self.s3_region,
-                    access_key: required(non_empty(self.s3_access_key), "S3_ACCESS_KEY")?,
-                    secret_key: required(non_empty(self.s3_secret_key), "S3_SECRET_KEY")?,
+                    access_key: required(non_empty(self.s3_access_key), env::S3_ACCESS_KEY)?,
+                    secret_key: required(non_empty(self.s3_secret_key), env::S3_SECRET_KEY)?,
                     bucket,
                     force_path_style: self.s3_force_path_style,
                 })
             }
             (None, Some(_)) => {
                 return Err(config_error(
-                    "S3_ENDPOINT",
+                    env::S3_ENDPOINT,
                     "is required when S3_BUCKET_NAME is set",
                 ));
             }
             (Some(_), None) => {
                 return Err(config_error(
-                    "S3_BUCKET_NAME",
+                    env::S3_BUCKET_NAME,
                     "is required when S3_ENDPOINT is set",
                 ));
             }
         };
 
-        let blobs = self
-            .blobs
-            .resolve()
-            .map_err(|e| config_error(e.setting, e.problem))?;
-        let realtime = self
-            .realtime
-            .resolve()
-            .map_err(|e| config_error(e.setting, e.problem))?;
-        let http = self
-            .http
-            .resolve()
-            .map_err(|e| config_error(e.setting, e.problem))?;
+        let blobs = self.blobs.resolve()?;
+        let realtime = self.realtime.resolve()?;
+        let http = self.http.resolve()?;
 
         let mut query = self.query;
         query.sort_fields = query
@@ -594,6 +588,35 @@ mod tests {
     }
 
     const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    /// The flags read exactly the variables of the contract (`vibe_api::dataplane_env`),
+    /// and hide the value of every secret one in `--help`.
+    #[test]
+    fn flags_read_the_environment_contract() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let read: Vec<(String, bool)> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let name = arg.get_env()?.to_str()?.to_string();
+                Some((name, arg.is_hide_env_values_set()))
+            })
+            .collect();
+        for (name, hidden) in &read {
+            assert!(env::is_read(name), "{name} is read but not in the contract");
+            assert_eq!(
+                *hidden,
+                env::is_secret(name),
+                "{name}: hidden in --help iff secret"
+            );
+        }
+        for name in env::ALL.iter().filter(|n| **n != env::RUST_LOG) {
+            assert!(
+                read.iter().any(|(r, _)| r == name),
+                "{name} is in the contract but no flag reads it"
+            );
+        }
+    }
 
     #[test]
     fn access_token_lifetime_is_configurable_within_bounds() {

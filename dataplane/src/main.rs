@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("vibe-dataplane: {e}");
+            eprintln!("vibe-dataplane: configuration error: {e}");
             return ExitCode::from(2);
         }
     };

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
+use vibe_api::dataplane_env as env;
 use vibe_identity::Keypair;
 use vibe_test_support::{CouchServer, S3Server, SupportError};
 
@@ -175,15 +176,15 @@ impl DataPlane {
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", self.port.to_string())
-            .env("PUBLIC_INSTANCE_URL", self.public_url())
-            .env("COUCHDB_URL", &c.couch_url)
-            .env("COUCHDB_USER", &c.couch_user)
-            .env("COUCHDB_PASSWORD", &c.couch_password)
-            .env("VIBE_SIGNING_KEY", c.signing_key.seed_base64())
-            .env("VIBE_SYSTEM_DB", &c.system_db)
-            .env("VIBE_DB_PREFIX", &c.db_prefix)
+            .env(env::HOST, "127.0.0.1")
+            .env(env::PORT, self.port.to_string())
+            .env(env::PUBLIC_INSTANCE_URL, self.public_url())
+            .env(env::COUCHDB_URL, &c.couch_url)
+            .env(env::COUCHDB_USER, &c.couch_user)
+            .env(env::COUCHDB_PASSWORD, &c.couch_password)
+            .env(env::VIBE_SIGNING_KEY, c.signing_key.seed_base64())
+            .env(env::VIBE_SYSTEM_DB, &c.system_db)
+            .env(env::VIBE_DB_PREFIX, &c.db_prefix)
             .env(
                 "RUST_LOG",
                 std::env::var("VIBE_E2E_DATAPLANE_LOG").unwrap_or_else(|_| "info".into()),
@@ -193,19 +194,19 @@ impl DataPlane {
             .stderr(log_err)
             .kill_on_drop(true);
         if let Some(code) = &c.claim_code {
-            command.env("VIBE_CLAIM_CODE", code);
+            command.env(env::VIBE_CLAIM_CODE, code);
         }
         if let Some(owner) = &c.owner {
-            command.env("TARGET_USER_DID", owner);
+            command.env(env::TARGET_USER_DID, owner);
         }
         if let Some(s3) = &c.s3 {
             command
-                .env("S3_ENDPOINT", &s3.endpoint)
-                .env("S3_ACCESS_KEY", &s3.access_key)
-                .env("S3_SECRET_KEY", &s3.secret_key)
-                .env("S3_REGION", &s3.region)
-                .env("S3_BUCKET_NAME", &s3.bucket)
-                .env("S3_FORCE_PATH_STYLE", "true");
+                .env(env::S3_ENDPOINT, &s3.endpoint)
+                .env(env::S3_ACCESS_KEY, &s3.access_key)
+                .env(env::S3_SECRET_KEY, &s3.secret_key)
+                .env(env::S3_REGION, &s3.region)
+                .env(env::S3_BUCKET_NAME, &s3.bucket)
+                .env(env::S3_FORCE_PATH_STYLE, "true");
         }
         for (name, value) in &c.extra_env {
             command.env(name, value);

@@ -21,6 +21,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use vibe_api::Collection;
 
 use crate::client::Client;
 use crate::error::{ClientError, Result};
@@ -63,17 +64,6 @@ struct Synced {
     hash: String,
 }
 
-/// Whether `name` is a collection name the instance accepts.
-pub fn is_collection_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 64
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
-}
-
 /// Encode a document key as a file stem.
 pub fn encode_key(key: &str) -> String {
     let mut out = String::new();
@@ -113,7 +103,7 @@ fn hash(bytes: &[u8]) -> String {
 
 fn split_id(id: &str) -> Option<(&str, &str)> {
     let (collection, key) = id.split_once('/')?;
-    (is_collection_name(collection) && !key.is_empty()).then_some((collection, key))
+    (Collection::is_valid(collection) && !key.is_empty()).then_some((collection, key))
 }
 
 /// A two-way sync of one folder with one instance.
@@ -127,7 +117,7 @@ impl<'a> FolderSync<'a> {
     /// Sync `root` with `client`'s instance; `collections` limits it (empty = all).
     pub fn new(client: &'a Client, root: &Path, collections: &[String]) -> Result<Self> {
         for c in collections {
-            if !is_collection_name(c) {
+            if !Collection::is_valid(c) {
                 return Err(ClientError::Usage(format!(
                     "{c:?} is not a collection name ([a-z0-9][a-z0-9_-]{{0,63}})"
                 )));
@@ -495,7 +485,7 @@ impl<'a> FolderSync<'a> {
                 continue;
             };
             if !entry.path().is_dir()
-                || !is_collection_name(&collection)
+                || !Collection::is_valid(&collection)
                 || !self.wanted(&collection)
             {
                 continue;
@@ -555,13 +545,7 @@ mod tests {
     }
 
     #[test]
-    fn collection_names_follow_the_instance_rule() {
-        assert!(is_collection_name("notes"));
-        assert!(is_collection_name("0_x-y"));
-        assert!(!is_collection_name("Notes"));
-        assert!(!is_collection_name("_design"));
-        assert!(!is_collection_name(""));
-        assert!(!is_collection_name(&"a".repeat(65)));
+    fn ids_split_into_collection_and_key() {
         assert_eq!(split_id("notes/1"), Some(("notes", "1")));
         assert_eq!(split_id("_design/x"), None);
         assert_eq!(split_id("notes/"), None);

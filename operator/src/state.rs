@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
+use vibe_api::host::{instance_host, same_host};
 
 /// The VibeInstance cache of one watch scope (a namespace, or the whole cluster) and whether
 /// its initial list has been applied to it.
@@ -62,9 +63,8 @@ impl InstanceIndex {
     /// The instance serving `host` (explicit `spec.host`, or the default
     /// `<name>.<base domain>`), if any. Case-insensitive.
     pub fn find_by_host(&self, host: &str, config: &OperatorConfig) -> Option<Arc<VibeInstance>> {
-        let host = host.to_ascii_lowercase();
         self.stores()
-            .find_map(|s| s.find(|i| effective_host(i, config).eq_ignore_ascii_case(&host)))
+            .find_map(|s| s.find(|i| same_host(&effective_host(i, config), host)))
     }
 
     /// Instances owned by `did`.
@@ -115,13 +115,13 @@ pub fn phase_of(instance: &VibeInstance) -> Phase {
     }
 }
 
-/// The host an instance is served at.
+/// The host an instance is served at (the rule: [`vibe_api::host::instance_host`]).
 pub fn effective_host(instance: &VibeInstance, config: &OperatorConfig) -> String {
-    instance
-        .spec
-        .host
-        .clone()
-        .unwrap_or_else(|| format!("{}.{}", instance.name_any(), config.base_domain))
+    instance_host(
+        &instance.name_any(),
+        instance.spec.host.as_deref(),
+        &config.base_domain,
+    )
 }
 
 /// Process-wide state: configuration, caches, metrics, leadership and readiness (the caches'

@@ -185,17 +185,6 @@ impl GrantsCache {
     }
 }
 
-/// Whether `name` is a valid collection name: `[a-z0-9][a-z0-9_-]{0,63}`.
-pub fn is_valid_collection(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 64
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
-}
-
 /// Whether `permission` is one the data plane understands: `read:<c>`, `write:<c>`,
 /// `blob:read:<c>`, `blob:write:<c>`, `blob:delete:<c>`, or `sync`.
 pub fn is_valid_permission(permission: &str) -> bool {
@@ -211,7 +200,7 @@ pub fn is_valid_permission(permission: &str) -> bool {
     ]
     .iter()
     .find_map(|prefix| permission.strip_prefix(prefix));
-    collection.is_some_and(is_valid_collection)
+    collection.is_some_and(vibe_api::Collection::is_valid)
 }
 
 #[cfg(test)]

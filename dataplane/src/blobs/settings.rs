@@ -7,26 +7,29 @@
 
 use std::time::Duration;
 
+use vibe_api::SettingError;
+use vibe_api::dataplane_env as env;
+
 /// Blob limits and lifetimes (flags with environment fallbacks).
 #[derive(Clone, Debug, clap::Args)]
 pub struct BlobArgs {
     /// Largest single blob, in bytes.
-    #[arg(long = "blob-max-file-size", env = "BLOB_MAX_FILE_SIZE", default_value_t = BlobSettings::default().max_file_size)]
+    #[arg(long = "blob-max-file-size", env = env::BLOB_MAX_FILE_SIZE, default_value_t = BlobSettings::default().max_file_size)]
     pub blob_max_file_size: u64,
     /// Storage quota of the instance, in bytes (finalised blobs plus uploads in progress).
-    #[arg(long = "blob-quota-bytes", env = "BLOB_QUOTA_BYTES", default_value_t = BlobSettings::default().quota_bytes)]
+    #[arg(long = "blob-quota-bytes", env = env::BLOB_QUOTA_BYTES, default_value_t = BlobSettings::default().quota_bytes)]
     pub blob_quota_bytes: u64,
     /// Lifetime of presigned upload URLs, in seconds.
     #[arg(
         long = "blob-upload-url-ttl",
-        env = "BLOB_UPLOAD_URL_TTL",
+        env = env::BLOB_UPLOAD_URL_TTL,
         default_value_t = 300
     )]
     pub blob_upload_url_ttl: u64,
     /// Lifetime of presigned download URLs, in seconds.
     #[arg(
         long = "blob-download-url-ttl",
-        env = "BLOB_DOWNLOAD_URL_TTL",
+        env = env::BLOB_DOWNLOAD_URL_TTL,
         default_value_t = 3600
     )]
     pub blob_download_url_ttl: u64,
@@ -34,35 +37,25 @@ pub struct BlobArgs {
     /// never finalised are reclaimed by the sweep after this window plus a safety margin.
     #[arg(
         long = "blob-finalize-window",
-        env = "BLOB_FINALIZE_WINDOW",
+        env = env::BLOB_FINALIZE_WINDOW,
         default_value_t = 3600
     )]
     pub blob_finalize_window: u64,
     /// Interval of the sweep that reclaims abandoned uploads, in seconds.
     #[arg(
         long = "blob-sweep-interval",
-        env = "BLOB_SWEEP_INTERVAL",
+        env = env::BLOB_SWEEP_INTERVAL,
         default_value_t = 900
     )]
     pub blob_sweep_interval: u64,
     /// First segment of every object key, naming this instance inside the bucket. Defaults
     /// to the owner's DID.
-    #[arg(long = "s3-key-prefix", env = "S3_KEY_PREFIX")]
+    #[arg(long = "s3-key-prefix", env = env::S3_KEY_PREFIX)]
     pub s3_key_prefix: Option<String>,
     /// Create the bucket at start when it does not exist (self-hosting; under the operator
     /// the bucket is provisioned for the instance).
-    #[arg(long = "s3-create-bucket", env = "S3_CREATE_BUCKET", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long = "s3-create-bucket", env = env::S3_CREATE_BUCKET, default_value_t = false, action = clap::ArgAction::Set)]
     pub s3_create_bucket: bool,
-}
-
-/// A blob setting that is malformed; the message names the setting.
-#[derive(Debug, thiserror::Error)]
-#[error("{setting}: {problem}")]
-pub struct SettingError {
-    /// Environment variable of the offending setting.
-    pub setting: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
 }
 
 /// Validated blob limits and lifetimes.
@@ -114,31 +107,28 @@ const WEEK: u64 = 7 * 24 * 3600;
 impl BlobArgs {
     /// Validates the flags.
     pub fn resolve(&self) -> Result<BlobSettings, SettingError> {
-        let bad = |setting: &'static str, problem: &str| SettingError {
-            setting,
-            problem: problem.to_string(),
-        };
+        let bad = |setting: &'static str, problem: &str| SettingError::new(setting, problem);
         if let Some(prefix) = &self.s3_key_prefix {
             crate::blobs::key::validate_instance_segment(prefix)
-                .map_err(|e| bad("S3_KEY_PREFIX", &e.to_string()))?;
+                .map_err(|e| bad(env::S3_KEY_PREFIX, &e.to_string()))?;
         }
         if !(1..=WEEK).contains(&self.blob_upload_url_ttl) {
             return Err(bad(
-                "BLOB_UPLOAD_URL_TTL",
+                env::BLOB_UPLOAD_URL_TTL,
                 "must be between 1 and 604800 seconds",
             ));
         }
         if !(1..=WEEK).contains(&self.blob_download_url_ttl) {
             return Err(bad(
-                "BLOB_DOWNLOAD_URL_TTL",
+                env::BLOB_DOWNLOAD_URL_TTL,
                 "must be between 1 and 604800 seconds",
             ));
         }
         if self.blob_sweep_interval == 0 {
-            return Err(bad("BLOB_SWEEP_INTERVAL", "must be at least 1 second"));
+            return Err(bad(env::BLOB_SWEEP_INTERVAL, "must be at least 1 second"));
         }
         if self.blob_max_file_size == 0 {
-            return Err(bad("BLOB_MAX_FILE_SIZE", "must be at least 1 byte"));
+            return Err(bad(env::BLOB_MAX_FILE_SIZE, "must be at least 1 byte"));
         }
         Ok(BlobSettings {
             max_file_size: self.blob_max_file_size,

@@ -2,8 +2,8 @@
 //! replication): collection prefix on ids, no reserved `_` fields, matching `collection`.
 
 use serde_json::{Value, json};
+use vibe_api::Collection;
 
-use crate::apps::is_valid_collection;
 use crate::blobs::metadata::BLOBS_COLLECTION;
 
 /// `_`-prefixed fields a client may send.
@@ -29,7 +29,7 @@ pub fn check_writable(collection: &str) -> Result<(), String> {
 
 /// Validate a collection name, with the message clients see.
 pub fn check_collection(collection: &str) -> Result<(), String> {
-    if is_valid_collection(collection) {
+    if Collection::is_valid(collection) {
         Ok(())
     } else {
         Err(format!(

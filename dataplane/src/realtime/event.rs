@@ -6,6 +6,7 @@
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::Value;
+use vibe_api::Collection;
 
 use super::seq::Seq;
 use crate::couch::ChangeRow;
@@ -56,17 +57,6 @@ enum PushFrame<'a> {
     },
 }
 
-/// True when `name` is a valid collection name: `[a-z0-9][a-z0-9_-]{0,63}`.
-pub fn is_valid_collection(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 64
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
-}
-
 /// The generation of a CouchDB revision id (`"3-abc…"` → 3); 0 when malformed.
 pub fn rev_generation(rev: &str) -> u64 {
     rev.split_once('-')
@@ -106,7 +96,7 @@ impl Event {
             // `<collection>/` prefix, which the document API and sync both enforce.
             let collection = doc_collection
                 .or_else(|| row.id.split_once('/').map(|(c, _)| c))
-                .filter(|c| is_valid_collection(c))?
+                .filter(|c| Collection::is_valid(c))?
                 .to_owned();
             let frame = serde_json::to_string(&PushFrame::Delete {
                 collection: &collection,
@@ -228,15 +218,5 @@ mod tests {
             })))
             .is_none()
         );
-    }
-
-    #[test]
-    fn collection_names() {
-        assert!(is_valid_collection("notes"));
-        assert!(is_valid_collection("rt_items_1-2"));
-        assert!(!is_valid_collection("Notes"));
-        assert!(!is_valid_collection("_x"));
-        assert!(!is_valid_collection(""));
-        assert!(!is_valid_collection(&"a".repeat(65)));
     }
 }

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use vibe_api::SettingError;
+use vibe_api::dataplane_env as env;
+
 use super::hub::HubSettings;
 
 /// Realtime settings: [`RealtimeArgs`] (the `VIBE_WS_*` variables) sets the tunable ones.
@@ -54,51 +57,41 @@ pub struct RealtimeArgs {
     /// Seconds a WebSocket has to send its `auth` frame (when not authenticated by query).
     #[arg(
         long = "ws-auth-timeout-secs",
-        env = "VIBE_WS_AUTH_TIMEOUT_SECS",
+        env = env::VIBE_WS_AUTH_TIMEOUT_SECS,
         default_value_t = 5
     )]
     pub ws_auth_timeout_secs: u64,
     /// Seconds between server pings; a socket silent for two intervals plus 10 s is closed.
     #[arg(
         long = "ws-ping-interval-secs",
-        env = "VIBE_WS_PING_INTERVAL_SECS",
+        env = env::VIBE_WS_PING_INTERVAL_SECS,
         default_value_t = 25
     )]
     pub ws_ping_interval_secs: u64,
     /// Largest client frame or message in bytes (larger → close 1009); at least 256.
-    #[arg(long = "ws-max-frame-bytes", env = "VIBE_WS_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long = "ws-max-frame-bytes", env = env::VIBE_WS_MAX_FRAME_BYTES, default_value_t = 16 * 1024)]
     pub ws_max_frame_bytes: usize,
     /// Sustained client messages per second per socket (bursts of twice that; more → close 4029).
     #[arg(
         long = "ws-max-messages-per-sec",
-        env = "VIBE_WS_MAX_MESSAGES_PER_SEC",
+        env = env::VIBE_WS_MAX_MESSAGES_PER_SEC,
         default_value_t = 20
     )]
     pub ws_max_messages_per_sec: u32,
     /// Subscriptions per socket.
     #[arg(
         long = "ws-max-subscriptions",
-        env = "VIBE_WS_MAX_SUBSCRIPTIONS",
+        env = env::VIBE_WS_MAX_SUBSCRIPTIONS,
         default_value_t = 100
     )]
     pub ws_max_subscriptions: usize,
     /// Change events buffered per database; a socket further behind is closed (4008). At least 16.
     #[arg(
         long = "ws-buffer-events",
-        env = "VIBE_WS_BUFFER_EVENTS",
+        env = env::VIBE_WS_BUFFER_EVENTS,
         default_value_t = 1024
     )]
     pub ws_buffer_events: usize,
-}
-
-/// A realtime setting out of range; the message names the setting.
-#[derive(Debug, thiserror::Error)]
-#[error("{setting}: {problem}")]
-pub struct SettingError {
-    /// Environment variable of the offending setting.
-    pub setting: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
 }
 
 impl RealtimeArgs {
@@ -120,31 +113,35 @@ impl RealtimeArgs {
         }
         let defaults = RealtimeSettings::default();
         let ping_interval = Duration::from_secs(at_least(
-            "VIBE_WS_PING_INTERVAL_SECS",
+            env::VIBE_WS_PING_INTERVAL_SECS,
             self.ws_ping_interval_secs,
             1,
         )?);
         let messages_per_sec = at_least(
-            "VIBE_WS_MAX_MESSAGES_PER_SEC",
+            env::VIBE_WS_MAX_MESSAGES_PER_SEC,
             self.ws_max_messages_per_sec,
             1,
         )?;
         Ok(RealtimeSettings {
             hub: HubSettings {
-                capacity: at_least("VIBE_WS_BUFFER_EVENTS", self.ws_buffer_events, 16)?,
+                capacity: at_least(env::VIBE_WS_BUFFER_EVENTS, self.ws_buffer_events, 16)?,
                 ..defaults.hub
             },
             auth_timeout: Duration::from_secs(at_least(
-                "VIBE_WS_AUTH_TIMEOUT_SECS",
+                env::VIBE_WS_AUTH_TIMEOUT_SECS,
                 self.ws_auth_timeout_secs,
                 1,
             )?),
             ping_interval,
             idle_timeout: ping_interval * 2 + Duration::from_secs(10),
-            max_frame_bytes: at_least("VIBE_WS_MAX_FRAME_BYTES", self.ws_max_frame_bytes, 256)?,
+            max_frame_bytes: at_least(env::VIBE_WS_MAX_FRAME_BYTES, self.ws_max_frame_bytes, 256)?,
             messages_per_sec,
             message_burst: messages_per_sec.saturating_mul(2),
-            max_subscriptions: at_least("VIBE_WS_MAX_SUBSCRIPTIONS", self.ws_max_subscriptions, 1)?,
+            max_subscriptions: at_least(
+                env::VIBE_WS_MAX_SUBSCRIPTIONS,
+                self.ws_max_subscriptions,
+                1,
+            )?,
             ..defaults
         })
     }

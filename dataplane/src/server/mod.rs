@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use settings::{HttpArgs, HttpArgsError, HttpSettings};
+pub use settings::{HttpArgs, HttpSettings};
 use socket::ServerSocket;
 use timer::{HeadTimer, LastRead};
 

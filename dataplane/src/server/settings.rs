@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use vibe_api::SettingError;
+use vibe_api::dataplane_env as env;
+
 /// How long a connection may stay silent and how long a request head may take.
 #[derive(Clone, Debug)]
 pub struct HttpSettings {
@@ -33,7 +36,7 @@ pub struct HttpArgs {
     /// requests, streamed responses (sync feeds) and WebSockets are not affected.
     #[arg(
         long = "http-idle-timeout-secs",
-        env = "VIBE_HTTP_IDLE_TIMEOUT_SECS",
+        env = env::VIBE_HTTP_IDLE_TIMEOUT_SECS,
         default_value_t = 75
     )]
     pub http_idle_timeout_secs: u64,
@@ -41,39 +44,33 @@ pub struct HttpArgs {
     /// a client sending it slower is disconnected.
     #[arg(
         long = "http-header-read-timeout-secs",
-        env = "VIBE_HTTP_HEADER_READ_TIMEOUT_SECS",
+        env = env::VIBE_HTTP_HEADER_READ_TIMEOUT_SECS,
         default_value_t = 10
     )]
     pub http_header_read_timeout_secs: u64,
 }
 
-/// A bad `VIBE_HTTP_*` value.
-#[derive(Debug)]
-pub struct HttpArgsError {
-    /// The environment variable at fault.
-    pub setting: &'static str,
-    /// What is wrong.
-    pub problem: String,
-}
-
 impl HttpArgs {
     /// Validate into [`HttpSettings`]: both timeouts between 1 s and one hour.
-    pub fn resolve(&self) -> Result<HttpSettings, HttpArgsError> {
+    pub fn resolve(&self) -> Result<HttpSettings, SettingError> {
         let check = |value: u64, setting: &'static str| {
             if (1..=3600).contains(&value) {
                 Ok(Duration::from_secs(value))
             } else {
-                Err(HttpArgsError {
+                Err(SettingError::new(
                     setting,
-                    problem: "must be between 1 and 3600 seconds".into(),
-                })
+                    "must be between 1 and 3600 seconds",
+                ))
             }
         };
         Ok(HttpSettings {
-            idle_timeout: check(self.http_idle_timeout_secs, "VIBE_HTTP_IDLE_TIMEOUT_SECS")?,
+            idle_timeout: check(
+                self.http_idle_timeout_secs,
+                env::VIBE_HTTP_IDLE_TIMEOUT_SECS,
+            )?,
             header_read_timeout: check(
                 self.http_header_read_timeout_secs,
-                "VIBE_HTTP_HEADER_READ_TIMEOUT_SECS",
+                env::VIBE_HTTP_HEADER_READ_TIMEOUT_SECS,
             )?,
         })
     }

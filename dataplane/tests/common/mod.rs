@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
+use vibe_api::dataplane_env as env;
 use vibe_dataplane::config::Config;
 use vibe_dataplane::couch::CouchSettings;
 use vibe_dataplane::{AppState, router};
@@ -249,13 +250,13 @@ pub fn signed_login(key: &Keypair, nonce: &str, timestamp: &str) -> Value {
 /// reachable CouchDB (it serves, not ready): for tests of the process itself.
 pub fn offline_binary_env(command: &mut std::process::Command) -> &mut std::process::Command {
     command
-        .env("PUBLIC_INSTANCE_URL", "https://alice.vibe.test")
+        .env(env::PUBLIC_INSTANCE_URL, "https://alice.vibe.test")
         // Nothing listens there.
-        .env("COUCHDB_URL", "http://127.0.0.1:9")
+        .env(env::COUCHDB_URL, "http://127.0.0.1:9")
         .env(
             "VIBE_SIGNING_KEY",
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
         )
-        .env("PORT", "0")
-        .env("HOST", "127.0.0.1")
+        .env(env::PORT, "0")
+        .env(env::HOST, "127.0.0.1")
 }

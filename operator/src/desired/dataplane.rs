@@ -32,10 +32,10 @@ pub fn env_vars(inputs: &Inputs<'_>) -> Vec<EnvVar> {
     let mut vars = vec![
         env(envs::PORT, envs::PORT_VALUE.to_string()),
         env(
-            envs::METRICS_ADDR,
+            envs::VIBE_METRICS_ADDR,
             format!("0.0.0.0:{}", envs::METRICS_PORT_VALUE),
         ),
-        env(envs::PUBLIC_URL, inputs.url()),
+        env(envs::PUBLIC_INSTANCE_URL, inputs.url()),
         env(envs::COUCHDB_URL, inputs.couchdb_url()),
         env_from_secret(
             envs::COUCHDB_USER,
@@ -48,20 +48,16 @@ pub fn env_vars(inputs: &Inputs<'_>) -> Vec<EnvVar> {
             COUCHDB_PASSWORD_KEY,
         ),
         env(
-            envs::TOKEN_SIGNING_KEY_FILE,
+            envs::VIBE_SIGNING_KEY_FILE,
             format!("{}/{}", envs::TOKEN_KEY_DIR, envs::TOKEN_KEY_FILE_NAME),
         ),
         env(envs::S3_ENDPOINT, s3.tenant_endpoint()),
         env(envs::S3_REGION, s3.region.clone()),
-        env(envs::S3_BUCKET, inputs.bucket()),
+        env(envs::S3_BUCKET_NAME, inputs.bucket()),
         env(envs::S3_FORCE_PATH_STYLE, s3.path_style.to_string()),
+        env_from_secret(envs::S3_ACCESS_KEY, &names.s3_secret, S3_ACCESS_KEY_ID_KEY),
         env_from_secret(
-            envs::S3_ACCESS_KEY_ID,
-            &names.s3_secret,
-            S3_ACCESS_KEY_ID_KEY,
-        ),
-        env_from_secret(
-            envs::S3_SECRET_ACCESS_KEY,
+            envs::S3_SECRET_KEY,
             &names.s3_secret,
             S3_SECRET_ACCESS_KEY_KEY,
         ),
@@ -69,7 +65,7 @@ pub fn env_vars(inputs: &Inputs<'_>) -> Vec<EnvVar> {
     match inputs.instance.owner_did() {
         Some(did) => vars.push(env(envs::TARGET_USER_DID, did)),
         None => vars.push(env_from_secret(
-            envs::CLAIM_CODE,
+            envs::VIBE_CLAIM_CODE,
             &names.claim_secret,
             CLAIM_CODE_KEY,
         )),

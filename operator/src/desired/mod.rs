@@ -53,16 +53,12 @@ impl<'a> Inputs<'a> {
 
     /// The public host.
     pub fn host(&self) -> String {
-        self.instance
-            .spec
-            .host
-            .clone()
-            .unwrap_or_else(|| format!("{}.{}", self.name(), self.config.base_domain))
+        crate::state::effective_host(self.instance, self.config)
     }
 
     /// The public URL.
     pub fn url(&self) -> String {
-        format!("https://{}", self.host())
+        vibe_api::host::instance_url(&self.host())
     }
 
     /// The bucket name: the override, else the generated name.

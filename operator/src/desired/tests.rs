@@ -219,9 +219,12 @@ fn dataplane_env_follows_the_contract_unowned() {
         (r.name, r.key)
     };
     assert_eq!(value(envs::PORT).as_deref(), Some("3000"));
-    assert_eq!(value(envs::METRICS_ADDR).as_deref(), Some("0.0.0.0:9464"));
     assert_eq!(
-        value(envs::PUBLIC_URL).as_deref(),
+        value(envs::VIBE_METRICS_ADDR).as_deref(),
+        Some("0.0.0.0:9464")
+    );
+    assert_eq!(
+        value(envs::PUBLIC_INSTANCE_URL).as_deref(),
         Some("https://alice.vibe.example")
     );
     assert_eq!(
@@ -233,16 +236,16 @@ fn dataplane_env_follows_the_contract_unowned() {
         ("alice-couchdb-auth".into(), "password".into())
     );
     assert_eq!(
-        value(envs::S3_BUCKET).as_deref(),
+        value(envs::S3_BUCKET_NAME).as_deref(),
         Some("vibe-tenants-alice")
     );
     assert_eq!(value(envs::S3_FORCE_PATH_STYLE).as_deref(), Some("true"));
     assert_eq!(
-        secret(envs::S3_SECRET_ACCESS_KEY),
+        secret(envs::S3_SECRET_KEY),
         ("alice-s3".into(), "secretAccessKey".into())
     );
     assert_eq!(
-        secret(envs::CLAIM_CODE),
+        secret(envs::VIBE_CLAIM_CODE),
         ("alice-claim".into(), "claimCode".into())
     );
     assert!(env(&vars, envs::TARGET_USER_DID).is_none());
@@ -250,6 +253,30 @@ fn dataplane_env_follows_the_contract_unowned() {
         vars.iter().all(|e| e.value.as_deref() != Some("SECRET")),
         "secret values never appear literally in the pod spec"
     );
+    follows_the_contract(&vars);
+}
+
+/// Every variable the Deployment sets is one the data plane reads (its flags take their
+/// names from the same `vibe_api::dataplane_env`), and every secret one comes from a Secret.
+fn follows_the_contract(vars: &[EnvVar]) {
+    for var in vars {
+        assert!(
+            envs::is_read(&var.name),
+            "{} is set but the data plane does not read it",
+            var.name
+        );
+        if envs::is_secret(&var.name) {
+            assert!(var.value.is_none(), "{} is a literal", var.name);
+            assert!(
+                var.value_from
+                    .as_ref()
+                    .and_then(|from| from.secret_key_ref.as_ref())
+                    .is_some(),
+                "{} does not come from a Secret",
+                var.name
+            );
+        }
+    }
 }
 
 #[test]
@@ -266,15 +293,16 @@ fn dataplane_env_owned_with_quota() {
         env(&vars, envs::TARGET_USER_DID).unwrap().value.as_deref(),
         Some(DID)
     );
-    assert!(env(&vars, envs::CLAIM_CODE).is_none());
+    assert!(env(&vars, envs::VIBE_CLAIM_CODE).is_none());
     assert_eq!(
         env(&vars, envs::BLOB_QUOTA_BYTES).unwrap().value.as_deref(),
         Some("10737418240")
     );
     assert_eq!(
-        env(&vars, envs::S3_BUCKET).unwrap().value.as_deref(),
+        env(&vars, envs::S3_BUCKET_NAME).unwrap().value.as_deref(),
         Some("legacy-bucket")
     );
+    follows_the_contract(&vars);
 }
 
 #[test]
@@ -337,7 +365,7 @@ fn dataplane_deployment_is_restricted_probed_and_mounts_the_key() {
         Some("alice-token-key")
     );
     assert_eq!(
-        env(c.env.as_ref().unwrap(), envs::TOKEN_SIGNING_KEY_FILE)
+        env(c.env.as_ref().unwrap(), envs::VIBE_SIGNING_KEY_FILE)
             .unwrap()
             .value
             .as_deref(),

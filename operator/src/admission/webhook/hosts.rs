@@ -5,6 +5,7 @@ use crate::crd::VibeInstance;
 use crate::state::{InstanceIndex, effective_host};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
+use vibe_api::host::{instance_host, same_host};
 
 /// Answers "which other VibeInstance already serves this host?".
 ///
@@ -14,15 +15,13 @@ pub trait HostIndex: Send + Sync {
     fn holder_of(&self, host: &str, namespace: &str, name: &str) -> Option<String>;
 }
 
-/// The effective host of an instance: `spec.host`, or `<name>.<base domain>`.
+/// The effective host of an instance ([`vibe_api::host::instance_host`]), lower-cased;
+/// `None` for an instance with neither `spec.host` nor a name (yet).
 pub fn host_of(instance: &VibeInstance, base_domain: &str) -> Option<String> {
-    match &instance.spec.host {
-        Some(host) => Some(host.to_ascii_lowercase()),
-        None => {
-            let name = instance.metadata.name.as_deref().unwrap_or_default();
-            (!name.is_empty()).then(|| format!("{name}.{base_domain}").to_ascii_lowercase())
-        }
-    }
+    let name = instance.metadata.name.as_deref().unwrap_or_default();
+    let spec_host = instance.spec.host.as_deref();
+    (spec_host.is_some() || !name.is_empty())
+        .then(|| instance_host(name, spec_host, base_domain).to_ascii_lowercase())
 }
 
 /// A fixed table `host → namespace/name` (tests, and the cert-manager-free `render` path).
@@ -55,7 +54,7 @@ impl HostIndex for CachedHosts {
             .into_iter()
             .filter(|i| !(i.namespace().as_deref() == Some(namespace) && i.name_any() == name))
             .filter(|i| i.metadata.deletion_timestamp.is_none())
-            .find(|i| effective_host(i, &self.config).eq_ignore_ascii_case(host))
+            .find(|i| same_host(&effective_host(i, &self.config), host))
             .map(|i| format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any()))
     }
 }

@@ -1,0 +1,26 @@
+//! The contract between the parts of Vibe Cloud.
+//!
+//! Whatever two parts must agree on is written here once, as types and constants, so that
+//! a change on one side is a compile error on the other instead of a failure in production:
+//!
+//! - [`collection::Collection`]: the one place a collection name is validated;
+//! - [`dataplane_env`]: the environment variables `vibe-dataplane` reads, and which of them
+//!   are secret — used by the data plane's flags, the operator's Deployment and the local
+//!   stack;
+//! - [`host`]: the host an instance is served at;
+//! - [`setting::SettingError`]: a setting that is wrong, named;
+//! - [`json`]: strict JSON parsing of request bodies (duplicate keys refused);
+//! - [`auth`], [`apps`]: request and response bodies of the data plane's HTTP API, shared
+//!   by the data plane and its clients (the `vibe` CLI, tests).
+//!
+//! The crate is deliberately light (serde and thiserror only): the operator, the data plane
+//! and every client depend on it.
+
+pub mod collection;
+pub mod dataplane_env;
+pub mod host;
+pub mod json;
+pub mod setting;
+
+pub use collection::Collection;
+pub use setting::SettingError;
