@@ -51,6 +51,8 @@ pub const VIBE_CLAIM_CODE: &str = "VIBE_CLAIM_CODE";
 pub const VIBE_CLAIM_CODE_EXPIRES_AT: &str = "VIBE_CLAIM_CODE_EXPIRES_AT";
 /// The only DID the claim code is valid for.
 pub const VIBE_CLAIM_CODE_FOR_DID: &str = "VIBE_CLAIM_CODE_FOR_DID";
+/// Lifetime of access and app tokens, in seconds.
+pub const VIBE_ACCESS_TOKEN_TTL_SECONDS: &str = "VIBE_ACCESS_TOKEN_TTL_SECONDS";
 /// Lifetime of refresh tokens, in seconds.
 pub const VIBE_REFRESH_TOKEN_TTL_SECONDS: &str = "VIBE_REFRESH_TOKEN_TTL_SECONDS";
 /// Accepted clock skew of signed logins, in seconds.
@@ -143,6 +145,7 @@ pub const ALL: &[&str] = &[
     VIBE_CLAIM_CODE,
     VIBE_CLAIM_CODE_EXPIRES_AT,
     VIBE_CLAIM_CODE_FOR_DID,
+    VIBE_ACCESS_TOKEN_TTL_SECONDS,
     VIBE_REFRESH_TOKEN_TTL_SECONDS,
     VIBE_LOGIN_SKEW_SECONDS,
     VIBE_NONCE_TTL_SECONDS,

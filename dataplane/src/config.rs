@@ -101,7 +101,7 @@ pub struct Cli {
     /// Lifetime of owner access tokens and app tokens in seconds, 1 to 86400 (one day).
     /// Streams of a bearer token end when it expires; device credentials do not expire.
     /// Tests shorten it so minutes stand for hours of token refreshes.
-    #[arg(long, env = "VIBE_ACCESS_TOKEN_TTL_SECONDS", default_value_t = DEFAULT_ACCESS_TOKEN_TTL_SECONDS)]
+    #[arg(long, env = env::VIBE_ACCESS_TOKEN_TTL_SECONDS, default_value_t = DEFAULT_ACCESS_TOKEN_TTL_SECONDS)]
     pub access_token_ttl_seconds: u64,
 
     /// Lifetime of refresh tokens in seconds.
@@ -537,7 +537,7 @@ impl Cli {
 
         if !ACCESS_TOKEN_TTL_SECONDS.contains(&self.access_token_ttl_seconds) {
             return Err(config_error(
-                "VIBE_ACCESS_TOKEN_TTL_SECONDS",
+                env::VIBE_ACCESS_TOKEN_TTL_SECONDS,
                 format!(
                     "must be between {} and {} seconds",
                     ACCESS_TOKEN_TTL_SECONDS.start(),
