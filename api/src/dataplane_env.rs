@@ -86,6 +86,33 @@ pub const VIBE_WS_MAX_SUBSCRIPTIONS: &str = "VIBE_WS_MAX_SUBSCRIPTIONS";
 /// Change events buffered per database.
 pub const VIBE_WS_BUFFER_EVENTS: &str = "VIBE_WS_BUFFER_EVENTS";
 
+// --- document reads ----------------------------------------------------------------------
+
+/// Deepest nesting in a read filter.
+pub const VIBE_QUERY_MAX_DEPTH: &str = "VIBE_QUERY_MAX_DEPTH";
+/// Most field names and operators in one read filter.
+pub const VIBE_QUERY_MAX_CLAUSES: &str = "VIBE_QUERY_MAX_CLAUSES";
+/// Most items of one `$in`, `$nin` or `$all` array.
+pub const VIBE_QUERY_MAX_IN_ITEMS: &str = "VIBE_QUERY_MAX_IN_ITEMS";
+/// Most clauses of one `$or`, `$and` or `$nor`.
+pub const VIBE_QUERY_MAX_OR_ITEMS: &str = "VIBE_QUERY_MAX_OR_ITEMS";
+/// Longest string in a read filter, in bytes.
+pub const VIBE_QUERY_MAX_STRING_BYTES: &str = "VIBE_QUERY_MAX_STRING_BYTES";
+/// Longest `$regex` pattern, in bytes.
+pub const VIBE_QUERY_MAX_REGEX_BYTES: &str = "VIBE_QUERY_MAX_REGEX_BYTES";
+/// Most `$regex` operators in one read filter.
+pub const VIBE_QUERY_MAX_REGEXES: &str = "VIBE_QUERY_MAX_REGEXES";
+/// Fields reads may sort on (comma-separated).
+pub const VIBE_QUERY_SORT_FIELDS: &str = "VIBE_QUERY_SORT_FIELDS";
+/// Most sort indexes created in the owner's database.
+pub const VIBE_QUERY_MAX_SORT_INDEXES: &str = "VIBE_QUERY_MAX_SORT_INDEXES";
+/// Deadline of a read's store work, in milliseconds.
+pub const VIBE_QUERY_TIMEOUT_MS: &str = "VIBE_QUERY_TIMEOUT_MS";
+/// Document requests one app may have in flight.
+pub const VIBE_QUERY_APP_CONCURRENCY: &str = "VIBE_QUERY_APP_CONCURRENCY";
+/// Sustained document requests per second of one app.
+pub const VIBE_QUERY_APP_RATE_PER_SEC: &str = "VIBE_QUERY_APP_RATE_PER_SEC";
+
 // --- S3 and blobs ------------------------------------------------------------------------
 
 /// S3 endpoint URL; unset: no blob storage.
@@ -159,6 +186,18 @@ pub const ALL: &[&str] = &[
     VIBE_WS_MAX_MESSAGES_PER_SEC,
     VIBE_WS_MAX_SUBSCRIPTIONS,
     VIBE_WS_BUFFER_EVENTS,
+    VIBE_QUERY_MAX_DEPTH,
+    VIBE_QUERY_MAX_CLAUSES,
+    VIBE_QUERY_MAX_IN_ITEMS,
+    VIBE_QUERY_MAX_OR_ITEMS,
+    VIBE_QUERY_MAX_STRING_BYTES,
+    VIBE_QUERY_MAX_REGEX_BYTES,
+    VIBE_QUERY_MAX_REGEXES,
+    VIBE_QUERY_SORT_FIELDS,
+    VIBE_QUERY_MAX_SORT_INDEXES,
+    VIBE_QUERY_TIMEOUT_MS,
+    VIBE_QUERY_APP_CONCURRENCY,
+    VIBE_QUERY_APP_RATE_PER_SEC,
     S3_ENDPOINT,
     S3_REGION,
     S3_ACCESS_KEY,

@@ -523,7 +523,7 @@ impl Cli {
             .find(|f| !crate::documents::query::is_valid_field_name(f))
         {
             return Err(config_error(
-                "VIBE_QUERY_SORT_FIELDS",
+                env::VIBE_QUERY_SORT_FIELDS,
                 format!("'{bad}' is not a field name reads may sort on"),
             ));
         }

@@ -6,45 +6,46 @@
 use std::time::Duration;
 
 use clap::Parser;
+use vibe_api::dataplane_env as env;
 
 /// The query bounds, flattened into [`crate::config::Cli`] (each flag has an environment
 /// fallback) and kept whole in [`crate::config::Config::query`].
 #[derive(Clone, Debug, clap::Args)]
 pub struct QuerySettings {
     /// Deepest nesting of objects and arrays in a read filter (`query.max_depth`).
-    #[arg(long = "query-max-depth", env = "VIBE_QUERY_MAX_DEPTH", default_value_t = 8,
+    #[arg(long = "query-max-depth", env = env::VIBE_QUERY_MAX_DEPTH, default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(2..=64))]
     pub max_depth: u32,
 
     /// Most field names and operators in one read filter, counted over the whole filter
     /// (`query.max_clauses`).
-    #[arg(long = "query-max-clauses", env = "VIBE_QUERY_MAX_CLAUSES", default_value_t = 128,
+    #[arg(long = "query-max-clauses", env = env::VIBE_QUERY_MAX_CLAUSES, default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_clauses: u32,
 
     /// Most items of one `$in`, `$nin` or `$all` array (`query.max_in_items`).
-    #[arg(long = "query-max-in-items", env = "VIBE_QUERY_MAX_IN_ITEMS", default_value_t = 100,
+    #[arg(long = "query-max-in-items", env = env::VIBE_QUERY_MAX_IN_ITEMS, default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_items: u32,
 
     /// Most clauses of one `$or`, `$and` or `$nor` (`query.max_or_items`).
-    #[arg(long = "query-max-or-items", env = "VIBE_QUERY_MAX_OR_ITEMS", default_value_t = 16,
+    #[arg(long = "query-max-or-items", env = env::VIBE_QUERY_MAX_OR_ITEMS, default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_or_items: u32,
 
     /// Longest string (value or field name) in a read filter, in bytes
     /// (`query.max_string_bytes`).
-    #[arg(long = "query-max-string-bytes", env = "VIBE_QUERY_MAX_STRING_BYTES", default_value_t = 1024,
+    #[arg(long = "query-max-string-bytes", env = env::VIBE_QUERY_MAX_STRING_BYTES, default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_string_bytes: u32,
 
     /// Longest `$regex` pattern, in bytes (`query.max_regex_bytes`).
-    #[arg(long = "query-max-regex-bytes", env = "VIBE_QUERY_MAX_REGEX_BYTES", default_value_t = 128,
+    #[arg(long = "query-max-regex-bytes", env = env::VIBE_QUERY_MAX_REGEX_BYTES, default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_regex_bytes: u32,
 
     /// Most `$regex` operators in one read filter (`query.max_regexes`).
-    #[arg(long = "query-max-regexes", env = "VIBE_QUERY_MAX_REGEXES", default_value_t = 2,
+    #[arg(long = "query-max-regexes", env = env::VIBE_QUERY_MAX_REGEXES, default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(0..))]
     pub max_regexes: u32,
 
@@ -52,7 +53,7 @@ pub struct QuerySettings {
     /// combination of sort fields creates an index in CouchDB.
     #[arg(
         long = "query-sort-fields",
-        env = "VIBE_QUERY_SORT_FIELDS",
+        env = env::VIBE_QUERY_SORT_FIELDS,
         value_delimiter = ',',
         default_value = "createdAt,updatedAt,name,title,date,order"
     )]
@@ -60,26 +61,26 @@ pub struct QuerySettings {
 
     /// Most sort indexes the data plane creates in the owner's database, all collections
     /// together (`query.max_sort_indexes`).
-    #[arg(long = "query-max-sort-indexes", env = "VIBE_QUERY_MAX_SORT_INDEXES", default_value_t = 16,
+    #[arg(long = "query-max-sort-indexes", env = env::VIBE_QUERY_MAX_SORT_INDEXES, default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(0..))]
     pub max_sort_indexes: u32,
 
     /// Deadline of a read's store work in milliseconds (`query.timeout_ms`). On expiry the
     /// data plane answers 503 and closes its connection to CouchDB, which ends the query
     /// there (after CouchDB's `[chttpd] disconnect_check_msec`).
-    #[arg(long = "query-timeout-ms", env = "VIBE_QUERY_TIMEOUT_MS", default_value_t = 5000,
+    #[arg(long = "query-timeout-ms", env = env::VIBE_QUERY_TIMEOUT_MS, default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(100..))]
     pub timeout_ms: u64,
 
     /// Document requests one app may have in flight at once (`query.app_concurrency`);
     /// more are answered 429.
-    #[arg(long = "query-app-concurrency", env = "VIBE_QUERY_APP_CONCURRENCY", default_value_t = 8,
+    #[arg(long = "query-app-concurrency", env = env::VIBE_QUERY_APP_CONCURRENCY, default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub app_concurrency: u32,
 
     /// Sustained document requests per second of one app (`query.app_rate_per_sec`), with
     /// bursts of twice that; more are answered 429.
-    #[arg(long = "query-app-rate-per-sec", env = "VIBE_QUERY_APP_RATE_PER_SEC", default_value_t = 100,
+    #[arg(long = "query-app-rate-per-sec", env = env::VIBE_QUERY_APP_RATE_PER_SEC, default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub app_rate_per_sec: u32,
 }
