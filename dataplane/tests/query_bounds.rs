@@ -2,13 +2,20 @@
 //! pouchdb-server: filters over a bound, unsafe `$regex` patterns, sorts on fields the
 //! instance does not allow and sort indexes past the cap are refused with a 400 naming the
 //! bound; an app over its request rate gets a 429 naming it, with `Retry-After`, while the
-//! owner's other apps go on.
+//! owner's other apps go on; a read past its deadline answers 503 and drops its store
+//! connection, and a second read of the same app meanwhile is over its concurrency.
 
 mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::TestInstance;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use vibe_dataplane::config::Config;
 
 const APP: &str = "https://hostile.example";
@@ -279,4 +286,141 @@ async fn an_app_over_its_rate_gets_429_and_other_apps_go_on() {
         s.t.get("/api/v1/data/notes/none", Some(&s.owner), Some(OTHER))
             .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+}
+
+/// A TCP forwarder in front of the real store that can hold back the store's answers
+/// (as a store busy with a long query would) and notes when the data plane closes a
+/// connection.
+struct SlowStore {
+    addr: std::net::SocketAddr,
+    hold: Arc<AtomicBool>,
+    closed: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl SlowStore {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hold = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(Mutex::new(Vec::new()));
+        let (held, noted) = (hold.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (held, noted) = (held.clone(), noted.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upstream = async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                        noted.lock().unwrap().push(Instant::now());
+                        let _ = server_write.shutdown().await;
+                    };
+                    let downstream = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match server_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            while held.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            if client_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::join!(upstream, downstream);
+                });
+            }
+        });
+        Self { addr, hold, closed }
+    }
+}
+
+#[tokio::test]
+async fn a_read_past_the_deadline_answers_503_and_drops_the_store_connection() {
+    let couch = vibe_test_support::CouchServer::start()
+        .await
+        .expect("start CouchDB");
+    let target = couch
+        .url
+        .parse::<url::Url>()
+        .expect("url")
+        .socket_addrs(|| None)
+        .expect("addr")[0];
+    let store = SlowStore::start(target).await;
+    let slow_url = format!("http://{}", store.addr);
+    let t = TestInstance::start_on(
+        couch,
+        vibe_identity::Keypair::generate(),
+        vibe_identity::Keypair::generate(),
+        |c| {
+            c.couch.url = slow_url.parse().expect("url");
+            c.query.timeout_ms = 300;
+            c.query.app_concurrency = 1;
+        },
+    )
+    .await;
+    let owner = t.owner_token().await;
+    let token = app_token(&t, &owner, APP).await;
+    let read = || {
+        t.post(
+            "/api/v1/data/read",
+            Some(&token),
+            None,
+            json!({"collection": "notes"}),
+        )
+    };
+    let (status, answer) = read().await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    store.hold.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let (slow, second) = tokio::join!(read(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        read().await
+    });
+    let answered = Instant::now();
+    // The first read hits the deadline; the second, sent while it ran, is over the app's
+    // concurrency.
+    assert_eq!(slow.0, StatusCode::SERVICE_UNAVAILABLE, "{}", slow.1);
+    assert!(
+        slow.1["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("query.timeout_ms = 300"),
+        "{}",
+        slow.1
+    );
+    assert!(
+        answered - started < Duration::from_secs(2),
+        "{:?}",
+        answered - started
+    );
+    assert_eq!(second.0, StatusCode::TOO_MANY_REQUESTS, "{}", second.1);
+    assert!(
+        second.1["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("query.app_concurrency = 1"),
+        "{}",
+        second.1
+    );
+    // The data plane gave the query up: its connection to the store is closed (CouchDB
+    // stops a `_find` whose client is gone).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed = store.closed.lock().unwrap().clone();
+    assert!(
+        closed
+            .iter()
+            .any(|at| *at >= started && *at <= answered + Duration::from_millis(500)),
+        "no store connection was closed at the deadline"
+    );
+    store.hold.store(false, Ordering::SeqCst);
+    let (status, answer) = read().await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
 }
