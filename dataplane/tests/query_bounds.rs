@@ -113,8 +113,12 @@ async fn filters_over_a_bound_are_refused_naming_it() {
         (json!({"$or": clauses(17)}), "query.max_or_items = 16"),
         (json!({"$and": clauses(17)}), "query.max_or_items = 16"),
         (
-            Value::Object((0..129).map(|i| (format!("f{i}"), json!(i))).collect()),
-            "query.max_clauses = 128",
+            Value::Object((0..257).map(|i| (format!("f{i}"), json!(i))).collect()),
+            "query.max_clauses = 256",
+        ),
+        (
+            json!({"$or": (0..3).map(|j| json!({"n": {"$in": (0..100).map(|i| j * 100 + i).collect::<Vec<_>>()}})).collect::<Vec<_>>()}),
+            "query.max_clauses = 256",
         ),
         (
             json!({"a": {"$not": {"$not": {"$not": {"$not": {"$not": {"$not": {"$not": {"$eq": 1}}}}}}}}}),

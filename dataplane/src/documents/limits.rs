@@ -3,7 +3,7 @@
 //!
 //! A filter is refused with a 400 naming the bound it broke, e.g.
 //! `Query limit exceeded: '$in' has 5000 items; query.max_in_items = 100.` The bounds are
-//! [`QuerySettings`]: nesting depth, field names and operators in total, items of
+//! [`QuerySettings`]: nesting depth, field names, operators and array items in total, items of
 //! `$in`/`$nin`/`$all` (and of any other array), clauses of `$or`/`$and`/`$nor`, string
 //! length, and the number, length and shape of `$regex` patterns ([`super::regex`]).
 
@@ -60,11 +60,7 @@ impl Walk<'_> {
                 for (key, inner) in map {
                     self.clauses += 1;
                     if self.clauses > s.max_clauses {
-                        return Err(exceeded(
-                            "the filter has too many field names and operators",
-                            "max_clauses",
-                            s.max_clauses,
-                        ));
+                        return Err(self.too_many_clauses());
                     }
                     self.string(key)?;
                     self.operand(key, inner)?;
@@ -81,6 +77,12 @@ impl Walk<'_> {
                         "max_in_items",
                         s.max_in_items,
                     ));
+                }
+                // Array items count as clauses too: the store compares each with every
+                // document, so `$or` of many `$in` must stay within the same total.
+                self.clauses += items.len() as u32;
+                if self.clauses > s.max_clauses {
+                    return Err(self.too_many_clauses());
                 }
                 items
                     .iter()
@@ -140,6 +142,14 @@ impl Walk<'_> {
             }
             _ => Ok(()),
         }
+    }
+
+    fn too_many_clauses(&self) -> ApiError {
+        exceeded(
+            "the filter has too many field names, operators and array items",
+            "max_clauses",
+            self.settings.max_clauses,
+        )
     }
 
     fn string(&self, text: &str) -> Result<(), ApiError> {
@@ -210,8 +220,12 @@ mod tests {
                 "query.max_or_items = 16",
             ),
             (
-                Value::Object((0..129).map(|i| (format!("f{i}"), json!(i))).collect()),
-                "query.max_clauses = 128",
+                Value::Object((0..257).map(|i| (format!("f{i}"), json!(i))).collect()),
+                "query.max_clauses = 256",
+            ),
+            (
+                json!({"$or": (0..3).map(|j| json!({"n": {"$in": (0..100).map(|i| j * 100 + i).collect::<Vec<_>>()}})).collect::<Vec<_>>()}),
+                "query.max_clauses = 256",
             ),
             (
                 json!({"a": "x".repeat(1025)}),

@@ -17,9 +17,9 @@ pub struct QuerySettings {
           value_parser = clap::value_parser!(u32).range(2..=64))]
     pub max_depth: u32,
 
-    /// Most field names and operators in one read filter, counted over the whole filter
-    /// (`query.max_clauses`).
-    #[arg(long = "query-max-clauses", env = env::VIBE_QUERY_MAX_CLAUSES, default_value_t = 128,
+    /// Most field names, operators and array items in one read filter, counted over the
+    /// whole filter (`query.max_clauses`).
+    #[arg(long = "query-max-clauses", env = env::VIBE_QUERY_MAX_CLAUSES, default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_clauses: u32,
 
