@@ -90,7 +90,7 @@ pub const VIBE_WS_BUFFER_EVENTS: &str = "VIBE_WS_BUFFER_EVENTS";
 
 /// Deepest nesting in a read filter.
 pub const VIBE_QUERY_MAX_DEPTH: &str = "VIBE_QUERY_MAX_DEPTH";
-/// Most field names and operators in one read filter.
+/// Most field names, operators and array items in one read filter.
 pub const VIBE_QUERY_MAX_CLAUSES: &str = "VIBE_QUERY_MAX_CLAUSES";
 /// Most items of one `$in`, `$nin` or `$all` array.
 pub const VIBE_QUERY_MAX_IN_ITEMS: &str = "VIBE_QUERY_MAX_IN_ITEMS";
