@@ -3,6 +3,9 @@
 
     manifests.py generate   rewrite the generated files (CRD copies, kustomize operator base)
     manifests.py check      verify everything; exit 1 with one line per problem
+    manifests.py render NAMESPACE VALUES_JSON
+                            print the chart rendered into NAMESPACE with those values (the
+                            real-cluster suite, operator/tests/provider_cluster.rs, installs it)
 
 Run through deploy/generate-manifests and deploy/check-manifests, which install the tools first.
 Nothing here contacts a cluster, a registry or the network.
@@ -771,5 +774,9 @@ if __name__ == "__main__":
         sys.exit(generate())
     if cmd == "check":
         sys.exit(check())
+    if cmd == "render" and len(sys.argv) == 4:
+        docs = rendered_docs(render_chart(json.loads(sys.argv[3]), namespace=sys.argv[2]))
+        print("---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs), end="")
+        sys.exit(0)
     print(__doc__)
     sys.exit(2)

@@ -25,6 +25,7 @@ pub mod leader;
 pub mod metrics;
 pub mod naming;
 pub mod owner;
+pub mod preflight;
 #[cfg(test)]
 #[allow(dead_code, missing_docs)]
 mod rbac;

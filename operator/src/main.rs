@@ -4,7 +4,6 @@
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
@@ -16,7 +15,7 @@ use vibe_operator::controller::{self, Scope};
 use vibe_operator::leader::{self, Leadership, LeaseConfig};
 use vibe_operator::metrics::{InstancePhases, Metrics};
 use vibe_operator::state::{InstanceIndex, State};
-use vibe_operator::{VibeInstance, http, render, telemetry};
+use vibe_operator::{http, render, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -56,15 +55,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration found")?;
-    Api::<VibeInstance>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .context(
-            "cannot list VibeInstances: is crds/vibeinstance.yaml installed and RBAC granted?",
-        )?;
+    let namespaces = cli.run.namespaces();
+    vibe_operator::preflight::check_access(&client, &namespaces).await?;
 
     let config = Arc::new(cli.operator.clone());
-    let namespaces = cli.run.namespaces();
     let scopes = Scope::for_namespaces(namespaces);
     let index = InstanceIndex::new(scopes.iter().map(Scope::cache).collect());
 
