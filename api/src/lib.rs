@@ -9,9 +9,11 @@
 //!   stack;
 //! - [`host`]: the host an instance is served at;
 //! - [`setting::SettingError`]: a setting that is wrong, named;
-//! - [`json`]: strict JSON parsing of request bodies (duplicate keys refused);
-//! - [`auth`], [`apps`]: request and response bodies of the data plane's HTTP API, shared
-//!   by the data plane and its clients (the `vibe` CLI, tests).
+//! - [`json`]: strict JSON parsing of request bodies into any type (duplicate keys and
+//!   trailing data refused, the field at fault named).
+//!
+//! Request and response bodies of the data plane's HTTP API belong here too, as types shared
+//! by the data plane and its clients; they are still to be moved (issue 16).
 //!
 //! The crate is deliberately light (serde and thiserror only): the operator, the data plane
 //! and every client depend on it.

@@ -24,10 +24,12 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
-pub mod owner;
 pub mod preflight;
+// Test support kept out of the binary: the RBAC list the controller's mock-API scenarios
+// check every request against (its own tests run in tests/rbac.rs).
 #[cfg(test)]
 #[allow(dead_code, missing_docs)]
+#[path = "../tests/rbac_list/mod.rs"]
 mod rbac;
 pub mod render;
 pub mod state;

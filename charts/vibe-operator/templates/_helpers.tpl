@@ -68,7 +68,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The RBAC rules the operator needs, from files/rbac.yaml (the single list that a test in
-operator/src/rbac.rs compares with the API calls the operator makes). Returns YAML with the keys
+operator/tests/rbac.rs compares with the API calls the operator makes). Returns YAML with the keys
 cluster, tenant and operator.
 */}}
 {{- define "vibe-operator.rbacRules" -}}

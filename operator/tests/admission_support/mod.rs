@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-#[path = "../../src/rbac.rs"]
+#[path = "../rbac_list/mod.rs"]
 #[allow(dead_code, missing_docs)]
 mod rbac;
 
