@@ -11,6 +11,9 @@
 //!   [`auth::Caller`] extractor with [`auth::Caller::require`] for grants.
 //! - [`apps`]: app registrations and the in-memory grants cache.
 //! - [`devices`]: device credentials for long-running sync.
+//! - [`revocations`]: revoked refresh families, stored for restarts and other replicas.
+//! - [`system_feed`]: follows the system database so the caches of apps, devices and
+//!   revocations match what any replica stored.
 //! - [`documents`]: document CRUD and reads with our own paging cursor.
 //! - [`health`], [`openapi`].
 //! - [`metrics`]: Prometheus metrics (own port) and the request-id, tracing and HTTP-metrics
@@ -47,10 +50,12 @@ pub mod json_errors;
 pub mod metrics;
 pub mod openapi;
 pub mod realtime;
+pub mod revocations;
 pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod sync;
+pub mod system_feed;
 
 pub use error::{ApiError, ApiResult};
 pub use state::AppState;

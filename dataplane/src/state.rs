@@ -119,16 +119,26 @@ impl AppState {
         *self.owner.write().unwrap_or_else(|e| e.into_inner()) = Some(did);
     }
 
-    /// The system database, created and loaded (claim state, owner, grants) on first use.
-    /// Fails with 503 while CouchDB is down; the next call retries.
+    /// The system database, created and loaded (claim state, owner, grants, devices,
+    /// revoked families) on first use, then followed ([`crate::system_feed`]). Fails with
+    /// 503 while CouchDB is down; the next call retries.
     pub async fn system_db(&self) -> ApiResult<Database> {
         let db = self.couch.db(&self.config.system_db_name());
         self.system_ready
             .get_or_try_init(|| async {
                 db.ensure_exists().await?;
+                // Noted before loading: whatever changes meanwhile is followed.
+                let since = db
+                    .info()
+                    .await?
+                    .get("update_seq")
+                    .cloned()
+                    .unwrap_or(Value::from(0));
                 claim::load_or_seed(self, &db).await?;
                 self.grants.load(&db).await?;
                 self.devices.load(&db).await?;
+                crate::revocations::load(&self.tokens, &db).await?;
+                tokio::spawn(crate::system_feed::follow(self.clone(), db.clone(), since));
                 tracing::info!(db = db.name(), "system database ready");
                 Ok::<(), ApiError>(())
             })

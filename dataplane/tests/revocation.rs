@@ -495,3 +495,56 @@ async fn revocation_answers_a_feed_still_waiting_for_couchdb_within_a_second() {
     }
     eprintln!("feed waiting for CouchDB answered after revocation: {figures:?}");
 }
+
+/// Revocations are stored: a fresh process of the same instance (same database, key and
+/// public URL) refuses tokens of a family revoked before it started, also on its very
+/// first request, before anything else loaded the system database.
+#[tokio::test]
+async fn a_new_process_refuses_tokens_of_families_revoked_before_it_started() {
+    let instance = TestInstance::start().await;
+    let admin = instance.owner_token().await;
+    instance
+        .upsert_app(&admin, APP, &[("read:notes", "always")])
+        .await;
+    let session = login(&instance).await;
+    let token = mint(&instance, &session.access).await;
+    logout(&instance, &session).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut config = vibe_dataplane::config::Config::new(
+        &instance.base,
+        common::couch_settings(&instance.couch),
+        instance.signing_key.clone(),
+    );
+    config.db_prefix = instance.couch.db_prefix().to_string();
+    config.owner = Some(instance.owner.did());
+    let (_state, server) = common::serve(listener, config).await;
+    let status = |token: String| {
+        let http = instance.http.clone();
+        async move {
+            http.post(format!("http://{addr}/api/v1/data/read"))
+                .bearer_auth(token)
+                .json(&json!({ "collection": "notes" }))
+                .send()
+                .await
+                .expect("answer")
+                .status()
+        }
+    };
+    assert_eq!(status(token).await, StatusCode::UNAUTHORIZED, "app token");
+    assert_eq!(
+        status(session.access.clone()).await,
+        StatusCode::UNAUTHORIZED,
+        "access token"
+    );
+    let fresh = mint(&instance, &admin).await;
+    assert_eq!(
+        status(fresh).await,
+        StatusCode::OK,
+        "a live session's token"
+    );
+    server.abort();
+}

@@ -470,3 +470,141 @@ async fn tokens_do_not_outlive_their_family_or_their_registration() {
     let fresh = claimed.app_token(&session).await;
     assert_eq!(claimed.read_status(&fresh).await, 200, "a new token works");
 }
+
+/// Open a continuous feed on `base` as `authorization`; resolves when it ended cleanly.
+async fn continuous_on(base: &str, authorization: &str) -> tokio::task::JoinHandle<Instant> {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{base}/api/v1/sync/_changes?feed=continuous&since=now&heartbeat=1000"
+        ))
+        .header("Authorization", authorization)
+        .send()
+        .await
+        .expect("feed answers");
+    assert_eq!(response.status().as_u16(), 200, "continuous feed opens");
+    let mut body = response.bytes_stream();
+    tokio::spawn(async move {
+        while let Some(chunk) = body.next().await {
+            chunk.expect("the feed ends cleanly, not broken");
+        }
+        Instant::now()
+    })
+}
+
+async fn status_on(base: &str, authorization: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/api/v1/sync/"))
+        .header("Authorization", authorization)
+        .send()
+        .await
+        .expect("answer")
+        .status()
+        .as_u16()
+}
+
+/// Revocations are stored in the instance's system database: a second replica of the
+/// instance (same database, key and public URL) refuses what the first revoked, and ends
+/// its own streams of it within a second; a restarted data plane still refuses tokens of
+/// a family revoked before the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_reach_every_replica_and_survive_a_restart() {
+    let mut claimed = Claimed::start().await;
+    claimed.grant_app().await;
+    let mut config = claimed.plane.config.clone();
+    config.public_url = Some(claimed.plane.url.clone());
+    config
+        .extra_env
+        .retain(|(name, _)| name != "VIBE_METRICS_ADDR");
+    let replica = DataPlane::start(config).await.expect("second replica");
+    let b = replica.url.clone();
+
+    // Logout on the first replica.
+    let session = claimed.login().await;
+    let token = claimed.app_token(&session).await;
+    let bearer = format!("Bearer {token}");
+    let owner_bearer = format!("Bearer {}", session.access_token);
+    assert_eq!(status_on(&b, &bearer).await, 200);
+    let feed = continuous_on(&b, &bearer).await;
+    let revoked = Instant::now();
+    claimed.instance().logout(&session).await.expect("logout");
+    let ended = tokio::time::timeout(WAIT, feed)
+        .await
+        .expect("the replica's feed ends")
+        .unwrap();
+    eprintln!("logout: replica's feed ended after {:?}", ended - revoked);
+    assert!(ended - revoked < WITHIN, "{:?}", ended - revoked);
+    assert_eq!(
+        status_on(&b, &bearer).await,
+        401,
+        "app token on the replica"
+    );
+    assert_eq!(
+        status_on(&b, &owner_bearer).await,
+        401,
+        "access token on the replica"
+    );
+
+    // Device revoked on the first replica.
+    let device = claimed
+        .owner
+        .register_device("laptop", None, &[])
+        .await
+        .expect("device");
+    let device_auth = device.credentials.authorization();
+    let feed = continuous_on(&b, &device_auth).await;
+    let revoked = Instant::now();
+    claimed
+        .owner
+        .revoke_device(&device.device_id)
+        .await
+        .expect("revoked");
+    let ended = tokio::time::timeout(WAIT, feed)
+        .await
+        .expect("the replica's device feed ends")
+        .unwrap();
+    eprintln!(
+        "device revoked: replica's feed ended after {:?}",
+        ended - revoked
+    );
+    assert!(ended - revoked < WITHIN, "{:?}", ended - revoked);
+    assert_eq!(
+        status_on(&b, &device_auth).await,
+        401,
+        "device on the replica"
+    );
+
+    // App deleted on the first replica.
+    let other = claimed.login().await;
+    let app_token = format!("Bearer {}", claimed.app_token(&other).await);
+    assert_eq!(status_on(&b, &app_token).await, 200);
+    claimed.owner.remove_app(APP).await.expect("deleted");
+    common::eventually(WAIT, "the replica refuses the deleted app", || async {
+        (status_on(&b, &app_token).await == 401).then_some(())
+    })
+    .await;
+
+    // A restart forgets nothing: the family revoked before it stays revoked.
+    claimed.plane.restart().await.expect("restart");
+    let a = claimed.plane.url.clone();
+    assert_eq!(
+        status_on(&a, &owner_bearer).await,
+        401,
+        "access token after restart"
+    );
+    assert_eq!(
+        claimed.read_status(&token).await,
+        401,
+        "app token after restart"
+    );
+    assert_eq!(
+        status_on(&a, &device_auth).await,
+        401,
+        "device after restart"
+    );
+    // … while the live session still works.
+    let fresh = claimed.login().await;
+    assert_eq!(
+        status_on(&a, &format!("Bearer {}", fresh.access_token)).await,
+        200
+    );
+}

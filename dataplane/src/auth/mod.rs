@@ -202,6 +202,15 @@ pub async fn authenticate(
 ) -> ApiResult<Caller> {
     let claims = state.tokens.verify(token)?;
     let owner = owner_of_instance(state).await?;
+    // Stored revocations are loaded with the system database: a request that arrived
+    // before that (just after a start) is checked again now.
+    if claims
+        .family
+        .as_deref()
+        .is_some_and(|family| state.tokens.is_family_revoked(family))
+    {
+        return Err(ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()));
+    }
     if claims.sub != owner.to_string() {
         return Err(ApiError::Forbidden(
             "Forbidden: Token identity does not match this instance.".into(),

@@ -70,8 +70,10 @@ async fn issue(db: &Database, family: &str, ttl_seconds: u64) -> ApiResult<Issue
     })
 }
 
-/// Mark `family` revoked. Idempotent.
+/// Mark `family` revoked, and store the revocation for every process of the instance
+/// ([`crate::revocations`]). Idempotent.
 pub async fn revoke_family(db: &Database, family: &str) -> ApiResult<()> {
+    crate::revocations::store(db, family).await?;
     for _ in 0..3 {
         let id = family_doc_id(family);
         let Some(mut doc) = db.get(&id).await? else {

@@ -13,13 +13,20 @@ use vibe_identity::{Claims, Did, IssuedToken, TokenIssuer, TokenKind, TokenSpec,
 use crate::config::Config;
 use crate::error::{ApiError, UNAUTHORIZED_TOKEN};
 
+/// How long a revoked family is remembered after its revocation: the longest access-token
+/// lifetime allowed ([`crate::config::ACCESS_TOKEN_TTL_SECONDS`]) plus a minute for the
+/// verifier's clock leeway.
+pub const REVOKED_FAMILY_HORIZON: Duration =
+    Duration::from_secs(*crate::config::ACCESS_TOKEN_TTL_SECONDS.end() + 60);
+
 /// Mints and verifies this instance's tokens.
 pub struct TokenService {
     issuer: TokenIssuer,
     verifier: TokenVerifier,
     access_ttl: Duration,
     /// Families revoked by logout or refresh reuse → when the entry may be forgotten
-    /// (after every access token of the family has expired).
+    /// (after every access token of the family has expired). Stored as well
+    /// ([`crate::revocations`]), so a restart or another replica knows them.
     revoked_families: RwLock<HashMap<String, Instant>>,
     /// Bumped on every revocation (family, device); streams re-check their caller on
     /// each change ([`crate::auth::until_revoked`]).
@@ -137,20 +144,33 @@ impl TokenService {
     }
 
     /// Make access tokens of `family` invalid immediately (refresh tokens are revoked
-    /// in the system database by the caller).
+    /// in the system database by the caller, which also stores the revocation).
     pub fn revoke_family(&self, family: &str) {
+        self.remember_revoked_family(family, crate::state::now_unix());
+    }
+
+    /// Refuse tokens of `family`, revoked at `revoked_at` (UNIX seconds), for as long as
+    /// any of them can live: the longest allowed token lifetime plus leeway after the
+    /// revocation (the lifetime may have been longer before a restart). Announces the
+    /// revocation when it is news; returns whether it was.
+    pub fn remember_revoked_family(&self, family: &str, revoked_at: i64) -> bool {
+        let age =
+            Duration::from_secs(crate::state::now_unix().saturating_sub(revoked_at).max(0) as u64);
+        let Some(left) = REVOKED_FAMILY_HORIZON.checked_sub(age) else {
+            return false;
+        };
         let mut revoked = self
             .revoked_families
             .write()
             .unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         revoked.retain(|_, until| *until > now);
-        revoked.insert(
-            family.to_string(),
-            now + self.access_ttl + Duration::from_secs(60),
-        );
+        let news = revoked.insert(family.to_string(), now + left).is_none();
         drop(revoked);
-        self.announce_revocation();
+        if news {
+            self.announce_revocation();
+        }
+        news
     }
 
     /// Tell every open stream to re-check its caller (after any revocation).
@@ -182,6 +202,38 @@ impl TokenService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service() -> TokenService {
+        let couch = crate::couch::CouchSettings {
+            url: "http://127.0.0.1:5984".parse().unwrap(),
+            user: None,
+            password: None,
+        };
+        TokenService::new(&Config::new(
+            "https://a.example",
+            couch,
+            vibe_identity::Keypair::generate(),
+        ))
+    }
+
+    #[test]
+    fn a_revoked_family_is_remembered_as_long_as_a_token_can_live() {
+        let tokens = service();
+        let now = crate::state::now_unix();
+        assert!(tokens.remember_revoked_family("recent", now - 3_600));
+        assert!(tokens.is_family_revoked("recent"));
+        assert!(
+            !tokens.remember_revoked_family("recent", now),
+            "not news twice"
+        );
+        let older = now - REVOKED_FAMILY_HORIZON.as_secs() as i64 - 1;
+        assert!(!tokens.remember_revoked_family("old", older));
+        assert!(!tokens.is_family_revoked("old"));
+        let revocations = tokens.revocations();
+        tokens.revoke_family("fresh");
+        assert!(revocations.has_changed().unwrap(), "announced");
+        assert!(tokens.is_family_revoked("fresh"));
+    }
 
     #[test]
     fn throttle_allows_a_burst_then_refuses() {

@@ -1,0 +1,76 @@
+//! Revoked refresh families, stored so every process of the instance refuses their access
+//! and app tokens: the one that revoked, the same one after a restart, and every other
+//! replica.
+//!
+//! Logout and refresh-token reuse mark the family document revoked (which stops its
+//! refresh tokens) and write one small `revoked/<family>` document to the system database.
+//! Each process loads those documents with the other caches ([`load`], from
+//! [`crate::state::AppState::system_db`]) and hears about new ones through the system
+//! database's change feed ([`crate::system_feed`]). In memory a revocation is kept for
+//! [`crate::auth::tokens::REVOKED_FAMILY_HORIZON`] after it happened — no token of the
+//! family can live longer — and older documents are ignored.
+//!
+//! Device revocations and app deletions need nothing extra: they delete the device or app
+//! document, which every process loads and follows anyway.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::tokens::TokenService;
+use crate::couch::{CouchError, Database};
+
+/// Prefix of revoked-family documents in the system database.
+pub const REVOKED_FAMILY_PREFIX: &str = "revoked/";
+
+/// A stored revocation (`revoked/<family>`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedFamily {
+    /// The refresh family.
+    pub family: String,
+    /// When it was revoked (UNIX seconds).
+    pub revoked_at: i64,
+}
+
+fn doc_id(family: &str) -> String {
+    format!("{REVOKED_FAMILY_PREFIX}{family}")
+}
+
+/// Store that `family` was revoked now. Idempotent: an existing record is kept.
+pub async fn store(db: &Database, family: &str) -> Result<(), CouchError> {
+    let record = RevokedFamily {
+        family: family.to_string(),
+        revoked_at: crate::state::now_unix(),
+    };
+    let mut doc = serde_json::to_value(&record).map_err(|e| CouchError::Decode(e.to_string()))?;
+    doc["collection"] = json!("revoked");
+    match db.put(&doc_id(family), &doc).await {
+        Ok(_) | Err(CouchError::Conflict) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Apply one stored record (loaded or followed) to `tokens`; returns whether it was news.
+pub fn apply(tokens: &TokenService, doc: serde_json::Value) -> bool {
+    match serde_json::from_value::<RevokedFamily>(doc) {
+        Ok(record) => tokens.remember_revoked_family(&record.family, record.revoked_at),
+        Err(e) => {
+            tracing::warn!(error = %e, "skipping an unreadable revoked-family document");
+            false
+        }
+    }
+}
+
+/// Load every stored revocation still within the horizon into `tokens`.
+pub async fn load(tokens: &TokenService, db: &Database) -> Result<(), CouchError> {
+    let docs = db
+        .docs_with_prefix(REVOKED_FAMILY_PREFIX, 1_000_000)
+        .await?;
+    let total = docs.len();
+    let remembered = docs
+        .into_iter()
+        .filter(|doc| apply(tokens, doc.clone()))
+        .count();
+    tracing::debug!(total, remembered, "revoked families loaded");
+    Ok(())
+}
