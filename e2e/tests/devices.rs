@@ -750,3 +750,136 @@ async fn a_first_folder_sync_pulls_every_page_of_changes() {
         450
     );
 }
+
+/// Successful `POST /api/v1/auth/refresh` calls the data plane counted (its metrics).
+async fn refreshes(metrics: &str) -> u64 {
+    let text = reqwest::get(metrics)
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with("vibe_dataplane_http_request_duration_seconds_count{"))
+        .filter(|l| l.contains("route=\"/api/v1/auth/refresh\"") && l.contains("status=\"200\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A PouchDB device registered once (`vibe devices add`) keeps syncing live, both ways,
+/// across hours of token lifetimes: the instance runs with 3-second access tokens
+/// (`VIBE_ACCESS_TOKEN_TTL_SECONDS`), so every `vibe` command refreshes its session and
+/// each round stands for one or more 15-minute lifetimes; the run lasts until the tokens
+/// of its start are long refused (lifetime plus the verifier's 30 s leeway). At the end
+/// the device and the instance hold exactly the same documents, each once, at its first
+/// revision, and no device request failed. Then `vibe devices revoke` cuts it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_pouchdb_device_syncs_across_dozens_of_token_refreshes() {
+    const TTL_SECONDS: u64 = 3;
+    let couch = vibe_test_support::CouchServer::start()
+        .await
+        .expect("CouchDB");
+    let mut config = vibe_e2e::stack::DataPlaneConfig::claimable(&couch);
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    config.extra_env.extend([
+        (
+            "VIBE_ACCESS_TOKEN_TTL_SECONDS".to_string(),
+            TTL_SECONDS.to_string(),
+        ),
+        ("VIBE_METRICS_ADDR".to_string(), metrics_addr.to_string()),
+    ]);
+    let metrics = format!("http://{metrics_addr}/metrics");
+    let plane = vibe_e2e::stack::DataPlane::start(config)
+        .await
+        .expect("data plane");
+    let vibe = VibeCli::new(&plane.url);
+    vibe.ok(&["keygen"]).await;
+    let code = plane.config.claim_code.clone().unwrap();
+    vibe.ok(&["claim", "--code", &code]).await;
+    vibe.ok(&["apps", "grant", "devices-app", "read:notes", "write:notes"])
+        .await;
+    // A bearer token of the start, to show later that its lifetime is long over.
+    let first = Endpoint::from_cli(&vibe, &[]).await;
+    let refreshed_before = refreshes(&metrics).await;
+
+    let registered = vibe.ok(&["devices", "add", "phone"]).await;
+    let endpoint = Endpoint {
+        url: registered["syncUrl"].as_str().unwrap().to_string(),
+        authorization: registered["authorization"].as_str().unwrap().to_string(),
+    };
+    assert!(endpoint.authorization.starts_with("Basic "), "{registered}");
+    let mut device = Device::spawn("phone");
+    device.start(&endpoint).await;
+
+    let outlived = Duration::from_secs(TTL_SECONDS + 30 + 5);
+    let started = std::time::Instant::now();
+    let mut round = 0u64;
+    while started.elapsed() < outlived {
+        round += 1;
+        // Instance → device.
+        let id = format!("notes/from-cli-{round:03}");
+        let written = vibe
+            .ok(&with_app(&[
+                "put",
+                "notes",
+                &json!({ "_id": id, "round": round }).to_string(),
+            ]))
+            .await;
+        let rev = written["rev"].as_str().expect("rev").to_string();
+        device.wait_rev(&id, &rev).await;
+        // Device → instance, read back through the CLI.
+        let id = format!("from-phone-{round:03}");
+        device
+            .put(json!({ "_id": format!("notes/{id}"), "collection": "notes", "round": round }))
+            .await;
+        let got = loop {
+            let run = vibe.run(&with_app(&["get", "notes", &id])).await;
+            if run.code == 0 {
+                break run.json();
+            }
+            assert!(
+                started.elapsed() < outlived + Duration::from_secs(60),
+                "notes/{id} never reached the instance: {}",
+                run.stderr
+            );
+        };
+        assert_eq!(got["round"], round);
+    }
+    let cycles = refreshes(&metrics).await - refreshed_before;
+    eprintln!(
+        "{round} rounds in {:?}: {cycles} token refreshes of {TTL_SECONDS} s tokens \
+         (= {:.1} h of 15-minute tokens)",
+        started.elapsed(),
+        cycles as f64 * 0.25
+    );
+    assert!(cycles >= 24, "only {cycles} refreshes");
+    let (status, _) = first.get("").await;
+    assert_eq!(status, 401, "a token of the start is long expired");
+
+    // Nothing lost, nothing twice: the same documents on both sides, each at revision 1.
+    let expected = 2 * round as usize;
+    let local = device.wait_count(expected).await;
+    let remote = endpoint.all_docs().await;
+    let remote: BTreeMap<String, String> = remote
+        .into_iter()
+        .filter(|(id, _)| !id.starts_with("_design/"))
+        .collect();
+    assert_eq!(local, remote);
+    assert_eq!(local.len(), expected);
+    assert!(local.values().all(|rev| rev.starts_with("1-")), "{local:?}");
+    let stats = device.stats().await;
+    assert_eq!(device.failed_requests().await, 0, "{stats}");
+    assert_eq!(stats["errors"], json!([]), "{stats}");
+    assert_eq!(stats["denied"], json!([]), "{stats}");
+    assert_eq!(stats["pausedWithError"], 0, "{stats}");
+
+    // Revoked: the credentials stop working at once.
+    let device_id = registered["deviceId"].as_str().unwrap();
+    vibe.ok(&["devices", "revoke", device_id]).await;
+    let (status, _) = endpoint.get("").await;
+    assert_eq!(status, 401);
+    let listed = vibe.ok(&["devices", "list"]).await;
+    assert_eq!(listed["devices"], json!([]));
+}

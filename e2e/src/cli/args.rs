@@ -182,7 +182,9 @@ pub enum Command {
         beside it as <id>.conflict.json; it is not pushed until you delete that file. \
         Needs an owner session, or an app token whose app has the `sync` grant. \
         With --endpoint, prints the replication URL and a fresh bearer token instead, for \
-        PouchDB or CouchDB replicators."
+        PouchDB or CouchDB replicators; the token expires like any access token (15 minutes \
+        by default), so a device that syncs for longer should be registered with \
+        `vibe devices add`."
     )]
     Sync(SyncArgs),
 }
@@ -252,7 +254,12 @@ pub enum DevicesCommand {
     /// Register a device: prints its replication URL and its credentials (a device id
     /// and a secret, shown only now), valid until the device is revoked.
     #[command(
-        after_help = "Give the device the URL with the credentials as HTTP Basic auth         (user = device id, password = secret), e.g.         new PouchDB('https://<id>:<secret>@alice.example/api/v1/sync/'). Nothing expires:         the device syncs until `vibe devices revoke`, or until its app is removed."
+        after_help = "Give the device the URL with the credentials as HTTP Basic auth \
+        (user = device id, password = secret), e.g. \
+        new PouchDB('https://<id>:<secret>@alice.example/api/v1/sync/'). Nothing expires and \
+        nothing needs refreshing: the device syncs until `vibe devices revoke`, or until its \
+        app is removed. A revocation is stored by the instance, so it holds on every replica \
+        and across restarts, and ends the device's open feeds within a second."
     )]
     Add {
         /// A name to recognise the device by.
@@ -308,4 +315,34 @@ pub enum BlobCommand {
         /// Collection.
         collection: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    fn help(path: &[&str]) -> String {
+        let mut command = Cli::command();
+        for name in path {
+            command = command
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"))
+                .clone();
+        }
+        command.render_long_help().to_string()
+    }
+
+    /// The device and endpoint help reads as prose (no runs of spaces from broken
+    /// line continuations) and says how long each credential lasts.
+    #[test]
+    fn device_help_says_how_long_credentials_last() {
+        let add = help(&["devices", "add"]);
+        assert!(!add.contains("   ("), "{add}");
+        assert!(add.contains("Nothing expires"), "{add}");
+        assert!(add.contains("every replica"), "{add}");
+        let sync = help(&["sync"]);
+        assert!(sync.contains("vibe devices add"), "{sync}");
+    }
 }
