@@ -597,11 +597,25 @@ def clap_env_names(crate: Path, binary: str) -> set[str]:
     return names if has_cli else set()
 
 
+def contract_env_names(contract: Path) -> set[str]:
+    """The variable names of an environment contract module of vibe-api (every
+    `pub const NAME: &str = "VALUE";`), which the binary's clap flags take their names from."""
+    if not contract.is_file():
+        return set()
+    return set(re.findall(r'pub const [A-Z][A-Z0-9_]*: &str = "([A-Z][A-Z0-9_]*)";', contract.read_text()))
+
+
 def check_env_contracts(p: Problems) -> None:
     """The chart sets only variables vibe-operator reads; the compose file passes the data plane
     only variables vibe-dataplane reads. Catches renames on either side."""
     operator_env = clap_env_names(ROOT / "operator" / "src", "vibe-operator")
     dataplane_env = clap_env_names(ROOT / "dataplane" / "src", "vibe-dataplane")
+    if dataplane_env or (ROOT / "dataplane" / "src").is_dir():
+        # The data plane's flags name their variables through vibe-api's contract constants.
+        contract = contract_env_names(ROOT / "api" / "src" / "dataplane_env.rs")
+        if not contract:
+            p.add("api/src/dataplane_env.rs", "the data plane's environment contract lists no variable")
+        dataplane_env |= contract
     for crate, names in (("vibe-operator", operator_env), ("vibe-dataplane", dataplane_env)):
         if not names:
             p.skip(f"environment contract of {crate}: its command line (clap `name = \"{crate}\"`) has not landed yet")
