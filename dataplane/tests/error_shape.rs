@@ -186,5 +186,8 @@ async fn store_refusals_do_not_show_the_store_s_words() {
         }
     }
     assert!(refused > 0, "some of these are refused");
-    assert!(store_worded > 0, "some reach the store and get our words for its refusal");
+    assert!(
+        store_worded > 0,
+        "some reach the store and get our words for its refusal"
+    );
 }
