@@ -5,13 +5,11 @@
 //! differently), and yields a `serde_json::Value`. Handlers then validate the shape and
 //! answer `400 {"error":"Validation failed","details":…}` on mismatch.
 
-use std::fmt;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use vibe_api::json::BodyError;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -92,87 +90,10 @@ pub fn refuse_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(),
 
 /// Parse JSON, refusing duplicate object keys.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictValue
-        .deserialize(&mut deserializer)
-        .map_err(|e| match e.to_string() {
-            m if m.starts_with(DUPLICATE) => {
-                ApiError::Validation(m.split(" at line").next().unwrap_or(DUPLICATE).to_string())
-            }
-            _ => ApiError::BadRequest(PARSE_ERROR.into()),
-        })?;
-    deserializer
-        .end()
-        .map_err(|_| ApiError::BadRequest(PARSE_ERROR.into()))?;
-    Ok(value)
-}
-
-const DUPLICATE: &str = "Duplicate key";
-
-struct StrictValue;
-
-impl<'de> DeserializeSeed<'de> for StrictValue {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(StrictVisitor)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("number out of range"))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(StrictValue)? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                let shown: String = key.chars().take(64).collect();
-                return Err(de::Error::custom(format!(
-                    "{DUPLICATE} '{shown}' in a JSON object."
-                )));
-            }
-            let value = map.next_value_seed(StrictValue)?;
-            object.insert(key, value);
-        }
-        Ok(Value::Object(object))
-    }
+    vibe_api::json::parse_value(bytes).map_err(|e| match e {
+        BodyError::DuplicateKey(message) => ApiError::Validation(message),
+        BodyError::NotJson | BodyError::Invalid(_) => ApiError::BadRequest(PARSE_ERROR.into()),
+    })
 }
 
 #[cfg(test)]
