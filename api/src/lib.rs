@@ -8,6 +8,8 @@
 //!   are secret — used by the data plane's flags, the operator's Deployment and the local
 //!   stack;
 //! - [`host`]: the host an instance is served at;
+//! - [`export`]: the export archive (header, record lines, manifest) shared by the data
+//!   plane's export/import and the `vibe` CLI;
 //! - [`setting::SettingError`]: a setting that is wrong, named;
 //! - [`json`]: strict JSON parsing of request bodies into any type (duplicate keys and
 //!   trailing data refused, the field at fault named).
@@ -20,6 +22,7 @@
 
 pub mod collection;
 pub mod dataplane_env;
+pub mod export;
 pub mod host;
 pub mod json;
 pub mod setting;
