@@ -5,7 +5,9 @@
 //!
 //! The binary is found next to the running executable in the cargo target folder (or at
 //! `$VIBE_DATAPLANE_BIN`) and built first with `cargo build -p vibe-dataplane` in the
-//! same profile, so tests never run a stale data plane.
+//! same profile, so tests never run a stale data plane. The `vibe` command, which the
+//! suite also drives as a process, is found the same way ([`vibe_binary`],
+//! `$VIBE_BIN_VIBE`, `cargo build -p vibe-cli`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,10 +19,14 @@ use vibe_api::dataplane_env as env;
 use vibe_identity::Keypair;
 use vibe_test_support::{CouchServer, S3Server, SupportError};
 
-use crate::client::Instance;
+use vibe_cli::client::Instance;
 
 /// Environment variable naming a prebuilt `vibe-dataplane` binary to use instead.
 pub const DATAPLANE_BIN_ENV: &str = "VIBE_DATAPLANE_BIN";
+
+/// Environment variable naming a prebuilt `vibe` binary to use instead (the name
+/// `deploy/local/test` gives the workspace's `vibe` binary).
+pub const VIBE_BIN_ENV: &str = "VIBE_BIN_VIBE";
 
 /// A problem starting or driving a stack.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +34,8 @@ pub enum StackError {
     /// A test server failed.
     #[error(transparent)]
     Support(#[from] SupportError),
-    /// Building the data plane failed.
-    #[error("building vibe-dataplane failed: {0}")]
+    /// Building a workspace binary (the data plane, the `vibe` command) failed.
+    #[error("building a workspace binary failed: {0}")]
     Build(String),
     /// The data plane did not start or answer.
     #[error("vibe-dataplane: {problem}\n--- log tail ({log}) ---\n{tail}")]
@@ -374,16 +380,39 @@ fn is_package_env(name: &str) -> bool {
 /// Path of a fresh `vibe-dataplane` binary, building it once per process.
 pub fn dataplane_binary() -> Result<PathBuf, StackError> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    if let Some(path) = std::env::var_os(DATAPLANE_BIN_ENV).filter(|p| !p.is_empty()) {
+    workspace_binary(
+        &BUILT,
+        DATAPLANE_BIN_ENV,
+        "vibe-dataplane",
+        "vibe-dataplane",
+    )
+}
+
+/// Path of a fresh `vibe` command line binary (crate `vibe-cli`), building it once per
+/// process.
+pub fn vibe_binary() -> Result<PathBuf, StackError> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    workspace_binary(&BUILT, VIBE_BIN_ENV, "vibe-cli", "vibe")
+}
+
+/// `$override_env` when set, else `bin` of `package` built once (per `built`) in the
+/// running executable's target folder and profile.
+fn workspace_binary(
+    built: &OnceLock<Result<PathBuf, String>>,
+    override_env: &str,
+    package: &str,
+    bin: &str,
+) -> Result<PathBuf, StackError> {
+    if let Some(path) = std::env::var_os(override_env).filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(path));
     }
-    BUILT
-        .get_or_init(|| build_dataplane().map_err(|e| e.to_string()))
+    built
+        .get_or_init(|| build_binary(package, bin).map_err(|e| e.to_string()))
         .clone()
         .map_err(StackError::Build)
 }
 
-fn build_dataplane() -> Result<PathBuf, StackError> {
+fn build_binary(package: &str, bin: &str) -> Result<PathBuf, StackError> {
     let profile_dir = profile_dir()?;
     let target_dir = profile_dir
         .parent()
@@ -407,14 +436,7 @@ fn build_dataplane() -> Result<PathBuf, StackError> {
     command
         .current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", target_dir)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "vibe-dataplane",
-            "--bin",
-            "vibe-dataplane",
-        ]);
+        .args(["build", "--quiet", "-p", package, "--bin", bin]);
     match profile.as_str() {
         "debug" => {}
         "release" => {
@@ -428,11 +450,12 @@ fn build_dataplane() -> Result<PathBuf, StackError> {
         .output()
         .map_err(|e| StackError::Build(format!("cannot run cargo: {e}")))?;
     if !output.status.success() {
-        return Err(StackError::Build(
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        ));
+        return Err(StackError::Build(format!(
+            "{bin}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
     }
-    let binary = profile_dir.join("vibe-dataplane");
+    let binary = profile_dir.join(bin);
     if binary.exists() {
         Ok(binary)
     } else {

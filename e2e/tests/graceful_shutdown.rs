@@ -8,8 +8,8 @@ mod common;
 use common::{app_with, claim_and_login};
 use futures::StreamExt;
 use reqwest::header::AUTHORIZATION;
+use vibe_cli::watch::Socket;
 use vibe_e2e::stack::Stack;
-use vibe_e2e::watch::Socket;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_says_goodbye_to_sockets_and_feeds_and_exits_cleanly() {

@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{app_with, claim_and_login};
 use reqwest::Method;
 use serde_json::{Value, json};
-use vibe_e2e::client::Client;
+use vibe_cli::client::Client;
 use vibe_e2e::stack::Stack;
 
 /// Status and JSON body of a raw request made by `client`.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use vibe_e2e::client::{Client, Instance, TokenSource, Tokens};
+use vibe_cli::client::{Client, Instance, TokenSource, Tokens};
 use vibe_e2e::stack::{DataPlane, DataPlaneConfig};
 use vibe_identity::Keypair;
 use vibe_test_support::CouchServer;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{app_with, claim_and_login, eventually};
 use serde_json::json;
-use vibe_e2e::client::{Client, ReadQuery, TokenSource};
+use vibe_cli::client::{Client, ReadQuery, TokenSource};
 use vibe_e2e::stack::{DataPlane, DataPlaneConfig, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::load::{self, LoadStats};
 use super::process::RssSampler;
 use super::{APP, Bench, BenchError, Options};
-use crate::client::Client;
+use vibe_cli::client::Client;
 
 /// The blob collection.
 pub const COLLECTION: &str = "benchfiles";
@@ -112,7 +112,7 @@ pub async fn run(bench: &mut Bench, options: &Options) -> Result<BlobResults, Be
             load::succeeded(
                 http.post(&url)
                     .bearer_auth(&token)
-                    .header(crate::client::APP_ID_HEADER, APP)
+                    .header(vibe_cli::client::APP_ID_HEADER, APP)
                     .json(&json!({
                         "collectionName": COLLECTION,
                         "originalFilename": "photo.png",
@@ -238,7 +238,7 @@ async fn streamed_upload(app: &Client, body: &Body, bytes: u64) -> Result<f64, B
         .http()
         .put(url)
         .bearer_auth(token)
-        .header(crate::client::APP_ID_HEADER, APP)
+        .header(vibe_cli::client::APP_ID_HEADER, APP)
         .header(CONTENT_TYPE, CONTENT)
         .header(CONTENT_LENGTH, bytes)
         .body(body.stream(bytes))

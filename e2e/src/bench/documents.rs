@@ -126,7 +126,7 @@ impl Target {
                     }
                     Operation::ReadSingle => {
                         let id = &ids[n % ids.len()];
-                        let key = crate::client::local_id(COLLECTION, id);
+                        let key = vibe_cli::client::local_id(COLLECTION, id);
                         http.get(format!("{base}/api/v1/data/{COLLECTION}/{key}"))
                     }
                     Operation::ReadBulk => http
@@ -135,7 +135,7 @@ impl Target {
                 };
                 request
                     .bearer_auth(token)
-                    .header(crate::client::APP_ID_HEADER, APP)
+                    .header(vibe_cli::client::APP_ID_HEADER, APP)
             }
             Target::Direct {
                 db_url,

@@ -27,9 +27,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use vibe_test_support::{CouchServer, S3Server};
 
-use crate::client::{Client, Instance, TokenSource};
-use crate::error::ClientError;
 use crate::stack::{DataPlane, DataPlaneConfig, S3Settings, StackError};
+use vibe_cli::client::{Client, Instance, TokenSource};
+use vibe_cli::error::ClientError;
 
 /// The app every section acts as.
 pub const APP: &str = "vibe-bench";

@@ -135,7 +135,7 @@ async fn measure(bench: &mut Bench, options: &Options, n: usize) -> Result<Row, 
     let write = |round: usize, k: usize| {
         http.post(&write_url)
             .bearer_auth(&token)
-            .header(crate::client::APP_ID_HEADER, APP)
+            .header(vibe_cli::client::APP_ID_HEADER, APP)
             .json(&json!({ "collection": COLLECTION, "data": { "round": round, "k": k } }))
             .send()
     };

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vibe_e2e::client::{Client, TokenSource};
+use vibe_cli::client::{Client, TokenSource};
 use vibe_e2e::stack::Stack;
 use vibe_identity::Keypair;
 
@@ -93,7 +93,8 @@ impl VibeCli {
     /// `vibe --json` with this config folder and instance, acting as the owner unless
     /// the caller sets `VIBE_APP`/`VIBE_APP_TOKEN`.
     fn command(&self) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_vibe"));
+        let vibe = vibe_e2e::stack::vibe_binary().expect("build the vibe command");
+        let mut command = tokio::process::Command::new(vibe);
         command
             .env_remove("VIBE_APP")
             .env_remove("VIBE_APP_TOKEN")

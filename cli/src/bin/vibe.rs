@@ -1,5 +1,5 @@
 //! The `vibe` command: see `vibe --help`.
 
 fn main() -> std::process::ExitCode {
-    vibe_e2e::cli::main()
+    vibe_cli::cmd::main()
 }
