@@ -34,13 +34,21 @@ pub const COUCHDB_UID: i64 = 5984;
 pub const MAX_DOCUMENT_SIZE: u64 = 8_000_000;
 /// Where the ConfigMap's `local.ini` is mounted (read after `default.ini`).
 pub const CONFIG_MOUNT_PATH: &str = "/opt/couchdb/etc/local.d/10-vibe.ini";
+/// How often CouchDB checks whether the client of a streaming request went away (ms).
+pub const DISCONNECT_CHECK_MSEC: u32 = 500;
+/// Random extra added to each check, so checks of many requests do not align (ms).
+pub const DISCONNECT_CHECK_JITTER_MSEC: u32 = 250;
 /// Data directory of the official image.
 pub const DATA_PATH: &str = "/opt/couchdb/data";
 /// Name of the volume claim template (PVC `data-<name>-couchdb-0`).
 pub const DATA_VOLUME: &str = "data";
 
 /// `local.ini` additions: single node (creates the system databases), no anonymous access except
-/// `/_up` for the probes, a document size limit, logs to stderr.
+/// `/_up` for the probes, a document size limit, logs to stderr, and a prompt stop of
+/// abandoned work: when the data plane's query deadline closes the connection, CouchDB
+/// notices within [`DISCONNECT_CHECK_MSEC`] (plus up to [`DISCONNECT_CHECK_JITTER_MSEC`])
+/// and stops the `_find`/`_all_docs`/`_changes` it was running, instead of after its
+/// default 30–45 s.
 pub fn local_ini() -> String {
     format!(
         "[couchdb]\n\
@@ -52,6 +60,8 @@ pub fn local_ini() -> String {
          port = {PORT}\n\
          require_valid_user = true\n\
          require_valid_user_except_for_up = true\n\
+         disconnect_check_msec = {DISCONNECT_CHECK_MSEC}\n\
+         disconnect_check_jitter_msec = {DISCONNECT_CHECK_JITTER_MSEC}\n\
          \n\
          [log]\n\
          writer = stderr\n\

@@ -67,6 +67,11 @@ fn couchdb_config_is_single_node_authenticated_and_bounded() {
         "probes reach /_up"
     );
     assert!(ini.contains("max_document_size = 8000000"));
+    assert!(
+        ini.contains("[chttpd]\nbind_address") && ini.contains("disconnect_check_msec = 500\n"),
+        "abandoned queries stop within a second of the data plane's deadline: {ini}"
+    );
+    assert!(ini.contains("disconnect_check_jitter_msec = 250\n"));
     let cfg = config();
     let inst = instance();
     let cm = couchdb::config_map(&Inputs::new(&inst, &cfg));
