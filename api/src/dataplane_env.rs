@@ -108,6 +108,9 @@ pub const VIBE_QUERY_SORT_FIELDS: &str = "VIBE_QUERY_SORT_FIELDS";
 pub const VIBE_QUERY_MAX_SORT_INDEXES: &str = "VIBE_QUERY_MAX_SORT_INDEXES";
 /// Deadline of a read's store work, in milliseconds.
 pub const VIBE_QUERY_TIMEOUT_MS: &str = "VIBE_QUERY_TIMEOUT_MS";
+/// Most ids one sync request may name (`_changes` doc_ids, `_all_docs` keys, `_bulk_get`
+/// docs, `_revs_diff` revisions).
+pub const VIBE_QUERY_MAX_SYNC_IDS: &str = "VIBE_QUERY_MAX_SYNC_IDS";
 /// Document requests one app may have in flight.
 pub const VIBE_QUERY_APP_CONCURRENCY: &str = "VIBE_QUERY_APP_CONCURRENCY";
 /// Sustained document requests per second of one app.
@@ -196,6 +199,7 @@ pub const ALL: &[&str] = &[
     VIBE_QUERY_SORT_FIELDS,
     VIBE_QUERY_MAX_SORT_INDEXES,
     VIBE_QUERY_TIMEOUT_MS,
+    VIBE_QUERY_MAX_SYNC_IDS,
     VIBE_QUERY_APP_CONCURRENCY,
     VIBE_QUERY_APP_RATE_PER_SEC,
     S3_ENDPOINT,

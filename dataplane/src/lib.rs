@@ -35,6 +35,7 @@
 //! it with its own `DefaultBodyLimit` layer.
 
 pub mod access;
+pub mod admission;
 pub mod apps;
 pub mod auth;
 pub mod blobs;

@@ -8,7 +8,8 @@
 //! [`crate::state::AppState::system_db`]) and hears about new ones through the system
 //! database's change feed ([`crate::system_feed`]). In memory a revocation is kept for
 //! [`crate::auth::tokens::REVOKED_FAMILY_HORIZON`] after it happened — no token of the
-//! family can live longer — and older documents are ignored.
+//! family can live longer — and older documents are deleted when a process loads them
+//! (at start-up), so they do not pile up in the system database.
 //!
 //! Device revocations and app deletions need nothing extra: they delete the device or app
 //! document, which every process loads and follows anyway.
@@ -16,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::auth::tokens::TokenService;
+use crate::auth::tokens::{REVOKED_FAMILY_HORIZON, TokenService};
 use crate::couch::{CouchError, Database};
 
 /// Prefix of revoked-family documents in the system database.
@@ -61,16 +62,45 @@ pub fn apply(tokens: &TokenService, doc: serde_json::Value) -> bool {
     }
 }
 
-/// Load every stored revocation still within the horizon into `tokens`.
+/// Load every stored revocation still within the horizon into `tokens`, and delete the
+/// records past it: no token of their family can still be valid.
 pub async fn load(tokens: &TokenService, db: &Database) -> Result<(), CouchError> {
     let docs = db
         .docs_with_prefix(REVOKED_FAMILY_PREFIX, 1_000_000)
         .await?;
     let total = docs.len();
-    let remembered = docs
-        .into_iter()
-        .filter(|doc| apply(tokens, doc.clone()))
-        .count();
-    tracing::debug!(total, remembered, "revoked families loaded");
+    let mut remembered = 0;
+    let mut pruned = 0;
+    for doc in docs {
+        if is_past_horizon(&doc) {
+            pruned += prune(db, &doc).await as usize;
+        } else if apply(tokens, doc) {
+            remembered += 1;
+        }
+    }
+    tracing::debug!(total, remembered, pruned, "revoked families loaded");
     Ok(())
+}
+
+/// Whether a stored record is older than [`REVOKED_FAMILY_HORIZON`].
+fn is_past_horizon(doc: &serde_json::Value) -> bool {
+    serde_json::from_value::<RevokedFamily>(doc.clone()).is_ok_and(|record| {
+        let age = crate::state::now_unix().saturating_sub(record.revoked_at);
+        age > REVOKED_FAMILY_HORIZON.as_secs() as i64
+    })
+}
+
+/// Delete one expired record; a failure (another process pruned it first, or CouchDB is
+/// busy) is left for the next start-up.
+async fn prune(db: &Database, doc: &serde_json::Value) -> bool {
+    let (Some(id), Some(rev)) = (doc["_id"].as_str(), doc["_rev"].as_str()) else {
+        return false;
+    };
+    match db.delete(id, rev).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "an expired revocation record was not deleted");
+            false
+        }
+    }
 }

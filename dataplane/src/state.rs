@@ -58,8 +58,8 @@ pub struct StateInner {
     pub shutdown: crate::shutdown::Shutdown,
     /// Prometheus metrics, shared with the CouchDB and S3 clients.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Per-app admission of document requests (`query.app_*`).
-    pub admission: crate::documents::admission::Admission,
+    /// Per-app admission of document, blob and sync requests (`query.app_*`).
+    pub admission: crate::admission::Admission,
     owner: RwLock<Option<Did>>,
     indexes: Mutex<HashSet<String>>,
     system_ready: OnceCell<()>,
@@ -100,7 +100,7 @@ impl AppState {
                 blobs,
                 shutdown: Default::default(),
                 metrics,
-                admission: crate::documents::admission::Admission::new(&config.query),
+                admission: crate::admission::Admission::new(&config.query),
                 owner,
                 indexes: Mutex::new(HashSet::new()),
                 system_ready: OnceCell::new(),

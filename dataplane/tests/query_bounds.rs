@@ -3,7 +3,9 @@
 //! instance does not allow and sort indexes past the cap are refused with a 400 naming the
 //! bound; an app over its request rate gets a 429 naming it, with `Retry-After`, while the
 //! owner's other apps go on; a read past its deadline answers 503 and drops its store
-//! connection, and a second read of the same app meanwhile is over its concurrency.
+//! connection, and a second read of the same app meanwhile is over its concurrency. Blob
+//! and sync requests count against the same per-app rate; sync requests naming more ids
+//! than `query.max_sync_ids` are refused.
 
 mod common;
 
@@ -290,6 +292,171 @@ async fn an_app_over_its_rate_gets_429_and_other_apps_go_on() {
         s.t.get("/api/v1/data/notes/none", Some(&s.owner), Some(OTHER))
             .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+}
+
+/// A token of `app` with `grants`, registered by the owner.
+async fn token_with(t: &TestInstance, owner: &str, app: &str, grants: &[(&str, &str)]) -> String {
+    t.upsert_app(owner, app, grants).await;
+    let (status, body) = t
+        .post(
+            "/api/v1/apps/token",
+            Some(owner),
+            None,
+            json!({ "appId": app }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["accessToken"].as_str().expect("token").to_string()
+}
+
+/// Send `requests` at once; the number answered 200 and one 429 answer, if any.
+async fn flood(requests: Vec<reqwest::RequestBuilder>) -> (usize, Option<Value>) {
+    let responses = futures::future::join_all(requests.into_iter().map(|r| r.send())).await;
+    let mut passed = 0;
+    let mut refused = None;
+    for response in responses {
+        let response = response.expect("request");
+        match response.status() {
+            StatusCode::OK => passed += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused = Some(response.json().await.expect("json")),
+            other => panic!(
+                "unexpected {other}: {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+    (passed, refused)
+}
+
+#[tokio::test]
+async fn blob_and_sync_requests_count_against_the_app_s_rate() {
+    let t = TestInstance::start_with(|c| c.query.app_rate_per_sec = 1).await;
+    let owner = t.owner_token().await;
+    let syncing = token_with(
+        &t,
+        &owner,
+        APP,
+        &[("sync", "always"), ("blob:read:photos", "always")],
+    )
+    .await;
+    let other = token_with(
+        &t,
+        &owner,
+        OTHER,
+        &[("sync", "always"), ("blob:read:photos", "always")],
+    )
+    .await;
+    let http = reqwest::Client::new();
+
+    let (passed, refused) = flood(
+        (0..10)
+            .map(|_| {
+                http.get(t.url("/api/v1/blob?collection=photos"))
+                    .bearer_auth(&syncing)
+            })
+            .collect(),
+    )
+    .await;
+    assert!(
+        passed <= 3,
+        "{passed} of 10 blob listings passed at 1 per second"
+    );
+    let refused = refused.expect("blob listings were never limited");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("query.app_rate_per_sec = 1"),
+        "{refused}"
+    );
+
+    // Sync requests of the same app are limited too (its budget is spent), feeds included.
+    let (passed, refused) = flood(
+        (0..5)
+            .map(|_| http.get(t.url("/api/v1/sync/")).bearer_auth(&syncing))
+            .chain((0..5).map(|_| {
+                http.get(t.url("/api/v1/sync/_changes?feed=longpoll&timeout=100"))
+                    .bearer_auth(&syncing)
+            }))
+            .collect(),
+    )
+    .await;
+    assert!(
+        passed <= 3,
+        "{passed} of 10 sync requests passed at 1 per second"
+    );
+    assert!(refused.is_some(), "sync requests were never limited");
+
+    // Another app of the same owner goes on.
+    let (status, answer) = t
+        .get("/api/v1/blob?collection=photos", Some(&other), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = t.get("/api/v1/sync/", Some(&other), None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+#[tokio::test]
+async fn sync_requests_naming_too_many_ids_are_refused_naming_the_bound() {
+    let t = TestInstance::start_with(|c| c.query.max_sync_ids = 50).await;
+    let owner = t.owner_token().await;
+    let ids = |n: usize| (0..n).map(|i| format!("notes/{i}")).collect::<Vec<_>>();
+    let asks = [
+        (
+            "/api/v1/sync/_changes?filter=_doc_ids",
+            "doc_ids",
+            json!({ "doc_ids": ids(51) }),
+            json!({ "doc_ids": ids(50) }),
+        ),
+        (
+            "/api/v1/sync/_all_docs",
+            "keys",
+            json!({ "keys": ids(51) }),
+            json!({ "keys": ids(50) }),
+        ),
+        (
+            "/api/v1/sync/_bulk_get",
+            "docs",
+            json!({ "docs": ids(51).iter().map(|id| json!({"id": id})).collect::<Vec<_>>() }),
+            json!({ "docs": ids(50).iter().map(|id| json!({"id": id})).collect::<Vec<_>>() }),
+        ),
+        (
+            "/api/v1/sync/_revs_diff",
+            "revisions",
+            json!({ "notes/1": (0..51).map(|i| format!("{}-a", i + 1)).collect::<Vec<_>>() }),
+            json!(
+                ids(50)
+                    .iter()
+                    .map(|id| (id.clone(), json!(["1-a"])))
+                    .collect::<serde_json::Map<_, _>>()
+            ),
+        ),
+    ];
+    for (path, what, over, at) in asks {
+        let (status, answer) = t.post(path, Some(&owner), None, over).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        let message = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("51 {what}")) && message.contains("query.max_sync_ids = 50"),
+            "{path}: {answer}"
+        );
+        let (status, answer) = t.post(path, Some(&owner), None, at).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {answer}");
+    }
+    // In the query string too.
+    let doc_ids = serde_json::to_string(&ids(51)).unwrap();
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("filter", "_doc_ids")
+        .append_pair("doc_ids", &doc_ids)
+        .finish();
+    let (status, answer) = t
+        .get(
+            &format!("/api/v1/sync/_changes?{query}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
 }
 
 /// A TCP forwarder in front of the real store that can hold back the store's answers

@@ -548,3 +548,39 @@ async fn a_new_process_refuses_tokens_of_families_revoked_before_it_started() {
     );
     server.abort();
 }
+
+#[tokio::test]
+async fn revocation_records_past_the_horizon_are_deleted_at_start_up() {
+    let mut t = TestInstance::start().await;
+    let db = t.state.system_db().await.expect("system db");
+    let now = vibe_dataplane::state::now_unix();
+    let horizon = vibe_dataplane::auth::tokens::REVOKED_FAMILY_HORIZON.as_secs() as i64;
+    for (family, revoked_at) in [
+        ("expired-family", now - horizon - 10),
+        ("recent-family", now - 10),
+    ] {
+        db.put(
+            &format!("revoked/{family}"),
+            &json!({"family": family, "revokedAt": revoked_at, "collection": "revoked"}),
+        )
+        .await
+        .expect("store a revocation record");
+    }
+    t.restart(|_| {}).await;
+    let db = t.state.system_db().await.expect("system db after restart");
+    assert!(
+        db.get("revoked/expired-family")
+            .await
+            .expect("get")
+            .is_none(),
+        "a record no token can outlive is deleted"
+    );
+    assert!(
+        db.get("revoked/recent-family")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert!(t.state.tokens.is_family_revoked("recent-family"));
+    assert!(!t.state.tokens.is_family_revoked("expired-family"));
+}

@@ -27,6 +27,7 @@ use super::metadata::{self, BLOBS_COLLECTION, BlobMetadata};
 use super::service::{Blobs, blobs_of};
 use super::stream::upload_stream;
 use super::{BlobError, ObjectKey, key};
+use crate::admission::admit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::StrictJson;
@@ -99,6 +100,7 @@ async fn upload_url(
     check_filename(&req.original_filename)?;
     check_content_type(&req.content_type)?;
     caller.require(&format!("blob:write:{}", req.collection_name))?;
+    let _admitted = admit(&state, &caller)?;
     let blobs = blobs_of(&state)?;
     check_file_size(&blobs, req.size)?;
     let scheme = blobs.scheme(&state)?;
@@ -146,6 +148,7 @@ async fn finalize_upload(
     check_filename(&req.original_filename)?;
     check_content_type(&req.content_type)?;
     caller.require(&format!("blob:write:{}", req.collection_name))?;
+    let _admitted = admit(&state, &caller)?;
     let blobs = blobs_of(&state)?;
     let scheme = blobs.scheme(&state)?;
     let key = scheme.parse(&req.object_key)?;
@@ -210,6 +213,7 @@ async fn download_url(
 ) -> ApiResult<Json<Value>> {
     let (blobs, key) = known_key(&state, &object_key)?;
     caller.require(&format!("blob:read:{}", key.collection()))?;
+    let _admitted = admit(&state, &caller)?;
     let db = state.data_db().await?;
     metadata::get(&db, &key).await?.ok_or_else(blob_not_found)?;
     let presigned = blobs
@@ -233,6 +237,7 @@ async fn delete_blob(
 ) -> ApiResult<StatusCode> {
     let (blobs, key) = known_key(&state, &object_key)?;
     caller.require(&format!("blob:delete:{}", key.collection()))?;
+    let _admitted = admit(&state, &caller)?;
     let db = state.data_db().await?;
     let meta = metadata::get(&db, &key).await?.ok_or_else(blob_not_found)?;
     blobs.store.delete(key.as_str()).await?;
@@ -275,6 +280,7 @@ async fn list_blobs(
         ),
     };
     caller.require(&format!("blob:read:{collection}"))?;
+    let _admitted = admit(&state, &caller)?;
     let db = state.data_db().await?;
     let (docs, bookmark) = metadata::list(&db, &collection, after.as_deref(), limit).await?;
     Ok(Json(json!({ "docs": docs, "bookmark": bookmark })))
@@ -317,6 +323,7 @@ async fn stream_upload(
         ),
     };
     caller.require(&format!("blob:write:{collection}"))?;
+    let _admitted = admit(&state, &caller)?;
     let blobs = blobs_of(&state)?;
     if let Some(size) = declared {
         check_file_size(&blobs, size)?;

@@ -7,11 +7,10 @@
 //! ([`validate::RESERVED_COLLECTIONS`], i.e. `blobs`) are read-only here for every caller,
 //! the owner included: their documents are written by their own routes.
 //!
-//! Every request here is first admitted per app ([`admission`]); reads are bounded
+//! Every request here is first admitted per app ([`crate::admission`]); reads are bounded
 //! ([`limits`], [`regex`], [`settings`]): filter shape, sort fields and sort indexes are
 //! checked before the store sees them, and the store's work has a deadline.
 
-pub mod admission;
 pub mod limits;
 pub mod query;
 pub mod regex;
@@ -25,10 +24,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use self::admission::Admitted;
 use self::query::{ReadRequest, collection_of};
 use self::validate::{check_collection, check_writable, prepare_document};
 use crate::access::ReadGate;
+use crate::admission::admit;
 use crate::auth::Caller;
 use crate::couch::{CouchError, Database};
 use crate::error::{ApiError, ApiResult};
@@ -57,18 +56,6 @@ fn validation(details: String) -> ApiError {
 /// no credential or grant could make it allowed.
 fn writable(collection: &str) -> ApiResult<()> {
     check_writable(collection).map_err(ApiError::Forbidden)
-}
-
-/// Admit one request of the caller's app, or 429 ([`admission`]); the permit is held
-/// until the handler returns.
-fn admit(state: &AppState, caller: &Caller) -> ApiResult<Admitted> {
-    state
-        .admission
-        .admit(caller.app_id.as_deref())
-        .map_err(|(refused, error)| {
-            state.metrics.query_refused(refused.label());
-            error
-        })
 }
 
 /// Creation of sort indexes is serialised, so that concurrent reads cannot together create

@@ -72,14 +72,22 @@ pub struct QuerySettings {
           value_parser = clap::value_parser!(u64).range(100..))]
     pub timeout_ms: u64,
 
-    /// Document requests one app may have in flight at once (`query.app_concurrency`);
-    /// more are answered 429.
+    /// Most ids one sync request may name (`query.max_sync_ids`): `doc_ids` of `_changes`,
+    /// `keys` of `_all_docs`, `docs` of `_bulk_get`, revisions of `_revs_diff`. CouchDB's
+    /// cost of these grows faster than their count (10,000 `doc_ids` took 19 s on
+    /// CouchDB 3.5); replicators ask in batches of 100–500.
+    #[arg(long = "query-max-sync-ids", env = env::VIBE_QUERY_MAX_SYNC_IDS, default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sync_ids: u32,
+
+    /// Document, blob and sync requests one app may have in flight at once
+    /// (`query.app_concurrency`); more are answered 429. Open sync feeds take no slot.
     #[arg(long = "query-app-concurrency", env = env::VIBE_QUERY_APP_CONCURRENCY, default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub app_concurrency: u32,
 
-    /// Sustained document requests per second of one app (`query.app_rate_per_sec`), with
-    /// bursts of twice that; more are answered 429.
+    /// Sustained document, blob and sync requests per second of one app
+    /// (`query.app_rate_per_sec`), with bursts of twice that; more are answered 429.
     #[arg(long = "query-app-rate-per-sec", env = env::VIBE_QUERY_APP_RATE_PER_SEC, default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub app_rate_per_sec: u32,

@@ -9,6 +9,9 @@
 //! - classified against an allow-list of paths, methods and query parameters
 //!   ([`request`]); design documents, `_security`, views, `_find`, attachments, other
 //!   databases and the system database are refused;
+//! - admitted per app like document requests ([`crate::admission`]; feeds held open
+//!   count against the rate only), and refused with 400 when they name more ids than
+//!   `query.max_sync_ids` ([`bounds`]);
 //! - for `_bulk_docs`, checked document by document with the document API's rules
 //!   ([`bulk`]); refused items come back as per-item `forbidden` errors, as CouchDB
 //!   reports a `validate_doc_update` refusal, and the rest are written; documents of the
@@ -22,6 +25,7 @@
 //! Writes arriving here appear in `_changes`, so realtime subscribers see them like API
 //! writes.
 
+pub mod bounds;
 pub mod bulk;
 pub mod hide;
 pub mod request;
@@ -39,6 +43,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 use crate::access::ReadGate;
+use crate::admission::{admit, admit_feed};
 use crate::auth::{Caller, CallerKind};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Open;
@@ -157,12 +162,38 @@ async fn handle(
     {
         return Err(not_found(id));
     }
+    let feed = url_param(uri.query(), "feed");
+    let feed = feed.as_deref();
+    let held_open =
+        request == SyncRequest::Changes && matches!(feed, Some("continuous" | "longpoll"));
+    // Per-app admission (see `crate::admission`): a feed held open takes no slot.
+    let _admitted = if held_open {
+        admit_feed(&state, &caller)?;
+        None
+    } else {
+        Some(admit(&state, &caller)?)
+    };
     let body = read_body(&state, &method, &headers, body).await?;
     if !body.is_empty() {
         // CouchDB itself takes only JSON bodies here; a form or text body is what a web
         // page can send cross-origin with the browser's saved Basic credentials.
         crate::json::require_json(&headers)?;
     }
+    let names_ids = matches!(
+        request,
+        SyncRequest::Changes | SyncRequest::AllDocs | SyncRequest::BulkGet | SyncRequest::RevsDiff
+    );
+    let parsed: Option<Value> = if names_ids && !body.is_empty() {
+        Some(crate::json::parse_strict(&body)?)
+    } else {
+        None
+    };
+    bounds::check(
+        &request,
+        uri.query(),
+        parsed.as_ref(),
+        state.config.query.max_sync_ids,
+    )?;
     let db = state.data_db().await?;
     let mut url = match &request {
         SyncRequest::DbInfo => db.url(&[]),
@@ -210,10 +241,6 @@ async fn handle(
     if !body.is_empty() {
         upstream = upstream.body(body.clone());
     }
-    let feed = url_param(uri.query(), "feed");
-    let feed = feed.as_deref();
-    let held_open =
-        request == SyncRequest::Changes && matches!(feed, Some("continuous" | "longpoll"));
     // Counted as an open feed from the moment it is asked of CouchDB until it ends.
     let open = held_open.then(|| state.metrics.open(Open::SyncFeed));
     let response = if held_open {

@@ -1,8 +1,13 @@
-//! Per-app admission of document requests, so one app cannot starve the owner's other
-//! apps: each app (the owner without an app counts as one more) may have at most
-//! `query.app_concurrency` document requests in flight and send `query.app_rate_per_sec`
-//! per second (bursts of twice that). Over either bound the request is answered 429 with
-//! `Retry-After` and a message naming the bound; nothing reaches the store.
+//! Per-app admission of requests that cost the store or S3 work, so one app cannot starve
+//! the owner's other apps: each app (the owner without an app, and the owner's own
+//! devices, count as one more) may have at most `query.app_concurrency` such requests in
+//! flight and send `query.app_rate_per_sec` per second (bursts of twice that). Over
+//! either bound the request is answered 429 with `Retry-After` and a message naming the
+//! bound; nothing reaches the store.
+//!
+//! Admitted: the document routes, the blob routes and sync. Sync feeds that stay open
+//! (`_changes` with `feed=continuous|longpoll`) count against the rate only: holding a
+//! slot for minutes would let two live replications lock their app out.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -11,8 +16,10 @@ use std::sync::{Arc, Mutex};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::settings::QuerySettings;
-use crate::error::ApiError;
+use crate::auth::Caller;
+use crate::documents::settings::QuerySettings;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 
 /// The key of requests made by the owner without acting as an app.
 const OWNER_KEY: &str = "\u{0}owner";
@@ -81,7 +88,17 @@ impl Admission {
                 )),
             )
         })?;
-        self.rate.check_key(&key).map_err(|_| {
+        self.check_rate(&key)?;
+        Ok(Admitted { _permit: permit })
+    }
+
+    /// Admit the start of a long-lived feed of `app`: counted against the rate only.
+    pub fn admit_feed(&self, app: Option<&str>) -> Result<(), (Refused, ApiError)> {
+        self.check_rate(app.unwrap_or(OWNER_KEY))
+    }
+
+    fn check_rate(&self, key: &str) -> Result<(), (Refused, ApiError)> {
+        self.rate.check_key(&key.to_string()).map_err(|_| {
             (
                 Refused::Rate,
                 ApiError::TooManyRequests(format!(
@@ -89,9 +106,30 @@ impl Admission {
                     self.rate_per_sec
                 )),
             )
-        })?;
-        Ok(Admitted { _permit: permit })
+        })
     }
+}
+
+/// Admit one request of the caller's app, or 429 (counted in the metrics by bound); the
+/// permit is held until it is dropped, i.e. until the handler returns.
+pub fn admit(state: &AppState, caller: &Caller) -> ApiResult<Admitted> {
+    state
+        .admission
+        .admit(caller.app_id.as_deref())
+        .map_err(|refused| refuse(state, refused))
+}
+
+/// Admit the start of a long-lived feed of the caller's app (rate only), or 429.
+pub fn admit_feed(state: &AppState, caller: &Caller) -> ApiResult<()> {
+    state
+        .admission
+        .admit_feed(caller.app_id.as_deref())
+        .map_err(|refused| refuse(state, refused))
+}
+
+fn refuse(state: &AppState, (refused, error): (Refused, ApiError)) -> ApiError {
+    state.metrics.query_refused(refused.label());
+    error
 }
 
 #[cfg(test)]
@@ -119,6 +157,19 @@ mod tests {
         let _owner = admission.admit(None).unwrap();
         drop(a1);
         assert!(admission.admit(Some("a")).is_ok());
+    }
+
+    #[test]
+    fn feeds_take_no_slot_but_count_against_the_rate() {
+        // Rate 2 per second: bursts of 4.
+        let admission = Admission::new(&settings(1, 2));
+        let _slot = admission.admit(Some("a")).unwrap();
+        for _ in 0..3 {
+            admission.admit_feed(Some("a")).unwrap();
+        }
+        let (why, _) = admission.admit_feed(Some("a")).unwrap_err();
+        assert_eq!(why, Refused::Rate);
+        assert!(admission.admit_feed(Some("b")).is_ok());
     }
 
     #[test]
