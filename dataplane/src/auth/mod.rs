@@ -21,6 +21,7 @@ mod nonces;
 mod refresh;
 mod routes;
 pub mod tokens;
+mod verified;
 
 pub use routes::{routes, sweep_nonces_forever};
 

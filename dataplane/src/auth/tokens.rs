@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use vibe_identity::{Claims, Did, IssuedToken, TokenIssuer, TokenKind, TokenSpec, TokenVerifier};
 
+use super::verified::VerifiedTokens;
 use crate::config::Config;
 use crate::error::{ApiError, UNAUTHORIZED_TOKEN};
 
@@ -33,6 +34,8 @@ pub struct TokenService {
     revocations: watch::Sender<u64>,
     /// Bounds the unauthenticated, CouchDB-writing auth routes (challenge, login, claim).
     pub(crate) throttle: Throttle,
+    /// Tokens whose signature was checked, until they expire (revocation is not cached).
+    verified: VerifiedTokens,
 }
 
 /// A token bucket shared by all clients of the unauthenticated auth routes: each call
@@ -83,6 +86,7 @@ impl TokenService {
             revoked_families: RwLock::new(HashMap::new()),
             revocations: watch::Sender::new(0),
             throttle: Throttle::new(50.0, 200.0),
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -121,7 +125,33 @@ impl TokenService {
     /// Verify an owner access token or an app token. Any failure (bad signature, other
     /// instance, expired, revoked family) is a 401 with the original's message; the reason
     /// is logged at debug level without the token.
+    ///
+    /// The signature of a token is checked once while it lives ([`VerifiedTokens`]); the
+    /// revoked-family check runs on every call.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let now = crate::state::now_unix();
+        let key = VerifiedTokens::key(token);
+        let claims = match self.verified.get(&key, now) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signature(token)?;
+                self.verified.insert(key, &claims, now);
+                claims
+            }
+        };
+        if claims
+            .family
+            .as_deref()
+            .is_some_and(|family| self.is_family_revoked(family))
+        {
+            tracing::debug!("bearer token of a revoked family");
+            return Err(ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()));
+        }
+        Ok(claims)
+    }
+
+    /// The full check of a token's signature and claims, without the revocation check.
+    fn verify_signature(&self, token: &str) -> Result<Claims, ApiError> {
         let claims = match self.verifier.verify(token, TokenKind::Access) {
             Ok(claims) => claims,
             Err(_) => self.verifier.verify(token, TokenKind::App).map_err(|e| {
@@ -130,14 +160,6 @@ impl TokenService {
             })?,
         };
         if claims.kind == TokenKind::App && claims.app.as_deref().is_none_or(str::is_empty) {
-            return Err(ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()));
-        }
-        if claims
-            .family
-            .as_deref()
-            .is_some_and(|family| self.is_family_revoked(family))
-        {
-            tracing::debug!("bearer token of a revoked family");
             return Err(ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()));
         }
         Ok(claims)
@@ -233,6 +255,81 @@ mod tests {
         tokens.revoke_family("fresh");
         assert!(revocations.has_changed().unwrap(), "announced");
         assert!(tokens.is_family_revoked("fresh"));
+    }
+
+    #[test]
+    fn a_verified_token_is_refused_right_after_its_family_is_revoked() {
+        let tokens = service();
+        let owner = vibe_identity::Keypair::generate().did();
+        let access = tokens.issue_access(&owner, "family-a").unwrap();
+        let app = tokens
+            .issue_app(&owner, "notes", "reg-1", "family-a")
+            .unwrap();
+        let other = tokens.issue_access(&owner, "family-b").unwrap();
+        for token in [&access, &app, &other] {
+            assert_eq!(tokens.verify(&token.token).unwrap(), token.claims);
+            assert_eq!(tokens.verify(&token.token).unwrap(), token.claims, "twice");
+        }
+        assert_eq!(
+            tokens.verified.len(),
+            3,
+            "each signature checked once, then remembered"
+        );
+        tokens.revoke_family("family-a");
+        for token in [&access, &app] {
+            assert!(
+                matches!(tokens.verify(&token.token), Err(ApiError::Unauthorized(_))),
+                "a remembered token of a revoked family is refused"
+            );
+        }
+        assert!(
+            tokens.verify(&other.token).is_ok(),
+            "other families live on"
+        );
+    }
+
+    #[test]
+    fn a_remembered_token_is_not_served_past_its_expiry() {
+        let tokens = service();
+        let owner = vibe_identity::Keypair::generate().did();
+        let issued_at = crate::state::now_unix() - 3_600;
+        let spec = TokenSpec::new(
+            owner.to_string(),
+            TokenKind::Access,
+            chrono::Duration::minutes(15),
+        )
+        .issued_at(issued_at)
+        .family("f");
+        let expired = tokens.issuer.issue(spec).unwrap();
+        assert!(tokens.verify(&expired.token).is_err());
+        // Remembered while it was valid (as if verified an hour ago): refused now anyway.
+        tokens.verified.insert(
+            VerifiedTokens::key(&expired.token),
+            &expired.claims,
+            issued_at,
+        );
+        assert!(matches!(
+            tokens.verify(&expired.token),
+            Err(ApiError::Unauthorized(_))
+        ));
+    }
+
+    #[test]
+    fn a_token_altered_in_any_byte_is_verified_afresh_and_refused() {
+        let tokens = service();
+        let owner = vibe_identity::Keypair::generate().did();
+        let issued = tokens.issue_access(&owner, "f").unwrap();
+        tokens.verify(&issued.token).unwrap();
+        let mut forged = issued.token.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert!(tokens.verify(&forged).is_err());
+        assert_eq!(
+            tokens.verified.len(),
+            1,
+            "refused tokens are not remembered"
+        );
     }
 
     #[test]
