@@ -20,6 +20,9 @@
 //! (the owner, or an app holding `sync`) read every collection; a gate made for one
 //! collection admits only that collection.
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use vibe_api::Collection;
 
@@ -131,6 +134,14 @@ impl ReadGate {
         document_collection(doc).is_some_and(|c| self.may_read(c))
     }
 
+    /// Whether the document whose JSON text is `json` may be handed to the caller: the same
+    /// rules as [`ReadGate::admits_doc`], read without building the document (for answers
+    /// passed on as the store sent them). Text that is not a JSON object, or names `_id`,
+    /// `collection` or `_deleted` twice, is refused.
+    pub fn admits_json(&self, json: &[u8]) -> bool {
+        json_admitted(json, |c| self.may_read(c))
+    }
+
     /// Whether a row about `id`, carrying `doc` when it has one, may be sent: the id must
     /// pass, and the document must be the one the row names and pass too.
     pub fn admits_row(&self, id: &str, doc: Option<&Value>) -> bool {
@@ -157,12 +168,55 @@ pub fn id_collection(id: &str) -> Option<&str> {
 /// tombstone without the field belongs to its id's collection); `None` for anything
 /// else, which no caller may receive.
 pub fn document_collection(doc: &Value) -> Option<&str> {
-    let collection = id_collection(doc.get("_id")?.as_str()?)?;
-    match doc.get("collection") {
-        Some(Value::String(field)) if field == collection => Some(collection),
-        None if doc.get("_deleted") == Some(&Value::Bool(true)) => Some(collection),
+    collection_of(
+        doc.get("_id")?.as_str()?,
+        doc.get("collection"),
+        doc.get("_deleted"),
+    )
+}
+
+/// [`document_collection`] of a document given by its `_id` and, when present, its
+/// `collection` and `_deleted` fields.
+fn collection_of<'a>(
+    id: &'a str,
+    collection: Option<&Value>,
+    deleted: Option<&Value>,
+) -> Option<&'a str> {
+    let from_id = id_collection(id)?;
+    match collection {
+        Some(Value::String(field)) if field == from_id => Some(from_id),
+        None if deleted == Some(&Value::Bool(true)) => Some(from_id),
         _ => None,
     }
+}
+
+/// Whether the document with JSON text `json` belongs to a collection (as
+/// [`document_collection`] says) that `may_read` allows.
+fn json_admitted(json: &[u8], may_read: impl Fn(&str) -> bool) -> bool {
+    let Ok(view) = serde_json::from_slice::<GateView<'_>>(json) else {
+        return false;
+    };
+    view.id.as_deref().is_some_and(|id| {
+        collection_of(id, view.collection.as_ref(), view.deleted.as_ref()).is_some_and(may_read)
+    })
+}
+
+/// The fields of a document the gate reads, taken from its JSON text; the rest of the
+/// document is skipped, not built. A repeated field is an error (so refused).
+#[derive(Deserialize)]
+struct GateView<'a> {
+    #[serde(rename = "_id", borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    collection: Option<Value>,
+    #[serde(rename = "_deleted", default, deserialize_with = "present")]
+    deleted: Option<Value>,
+}
+
+/// A field that is present, `null` included (`Option`'s own rule would make `null`
+/// absent, which [`document_collection`] does not).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 #[cfg(test)]
@@ -196,6 +250,53 @@ mod tests {
             document_collection(&json!({"_id": "notes/1", "_rev": "2-a", "_deleted": true})),
             Some("notes")
         );
+    }
+
+    #[test]
+    fn the_json_text_check_agrees_with_the_document_check() {
+        let notes = |c: &str| c == "notes";
+        let cases = [
+            json!({"_id": "notes/1", "collection": "notes", "n": {"deep": [1, 2]}}),
+            json!({"_id": "notes/1", "_rev": "2-a", "_deleted": true}),
+            json!({"_id": "notes/1", "collection": "notes", "_deleted": "x"}),
+            json!({"_id": "secretz/1", "collection": "notes"}),
+            json!({"_id": "notes/1", "collection": "secretz"}),
+            json!({"_id": "secretz/1", "collection": "secretz"}),
+            json!({"_id": "notes/1"}),
+            json!({"_id": "notes/1", "collection": ["notes"]}),
+            json!({"_id": "notes/1", "collection": null, "_deleted": true}),
+            json!({"_id": "notes/1", "_deleted": "true"}),
+            json!({"_id": "notes/", "collection": "notes"}),
+            json!({"_id": "_design/notes", "collection": "_design"}),
+            json!({"_id": 1, "collection": "notes"}),
+            json!({"_id": null, "collection": "notes"}),
+            json!({"collection": "notes"}),
+            json!([{"_id": "notes/1", "collection": "notes"}]),
+            json!("notes/1"),
+        ];
+        for doc in cases {
+            let text = serde_json::to_vec(&doc).unwrap();
+            assert_eq!(
+                json_admitted(&text, notes),
+                document_collection(&doc).is_some_and(notes),
+                "{doc}"
+            );
+        }
+        // Escapes in the id are read like any JSON string.
+        assert!(json_admitted(
+            br#"{"_id":"notes\/1\u0041","collection":"not\u0065s"}"#,
+            notes
+        ));
+        // A field named twice is refused whichever copy would win.
+        for twice in [
+            &br#"{"_id":"notes/1","collection":"secretz","collection":"notes"}"#[..],
+            br#"{"_id":"secretz/1","_id":"notes/1","collection":"notes"}"#,
+            br#"{"_id":"notes/1","_deleted":false,"_deleted":true}"#,
+        ] {
+            assert!(!json_admitted(twice, notes));
+        }
+        assert!(!json_admitted(b"not json", notes));
+        assert!(!json_admitted(b"", notes));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`settings`]: blob limits and lifetimes (the S3 connection is in [`crate::config::S3Config`]).
 //! - [`key`]: the server-generated object key scheme and its validation.
 //! - [`store`]: the S3 client (presigning, HEAD, delete with retry, listing).
+//! - [`presign`]: upload URLs of path-style buckets signed without the SDK's orchestrator.
 //! - [`stream`]: streaming multipart upload with bounded memory.
 //! - [`quota`]: per-instance byte accounting (stored objects plus outstanding reservations).
 //! - [`sweep`]: reclaiming uploads that were never finalised.
@@ -26,6 +27,7 @@
 pub mod error;
 pub mod key;
 pub mod metadata;
+pub mod presign;
 pub mod quota;
 mod routes;
 pub mod service;

@@ -16,6 +16,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use super::BlobError;
+use super::presign::PutPresigner;
 use super::telemetry::Telemetry;
 use crate::config::S3Config;
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ const DELETE_ATTEMPTS: u32 = 4;
 pub struct BlobStore {
     pub(crate) client: Client,
     pub(crate) bucket: String,
+    /// Signs upload URLs without the SDK's orchestrator (path-style buckets).
+    put_presigner: Option<PutPresigner>,
 }
 
 /// A presigned request handed to a client.
@@ -112,6 +115,7 @@ impl BlobStore {
         Self {
             client: Client::from_conf(conf),
             bucket: cfg.bucket.clone(),
+            put_presigner: PutPresigner::new(cfg),
         }
     }
 
@@ -169,6 +173,15 @@ impl BlobStore {
     ) -> Result<PresignedRequest, BlobError> {
         let length = i64::try_from(content_length)
             .map_err(|_| BlobError::Storage("content length out of range".into()))?;
+        if let Some(presigner) = &self.put_presigner {
+            return presigner.presign_put(
+                key,
+                content_type,
+                content_length,
+                ttl,
+                SystemTime::now(),
+            );
+        }
         let presigned = self
             .client
             .put_object()

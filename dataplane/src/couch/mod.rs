@@ -16,9 +16,11 @@ pub use changes::{ChangeRow, ChangesFeed, ChangesPage, ChangesQuery, seq_to_para
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use url::Url;
 
@@ -87,11 +89,12 @@ pub struct DocResult {
     pub rev: String,
 }
 
-/// The part of a `_find` answer we use.
+/// The part of a `_find` answer we use; documents as values, or as the JSON text CouchDB
+/// wrote ([`Database::find_raw`]).
 #[derive(Debug, Clone, Deserialize)]
-pub struct FindResponse {
+pub struct FindResponse<D = Value> {
     /// Matching documents.
-    pub docs: Vec<Value>,
+    pub docs: Vec<D>,
     /// CouchDB 3's bookmark (absent on pouchdb-server).
     #[serde(default)]
     pub bookmark: Option<String>,
@@ -358,6 +361,25 @@ impl Database {
         self.get_as(id).await
     }
 
+    /// Fetch a document's JSON text as CouchDB sent it, to be passed on without decoding;
+    /// `Ok(None)` when it does not exist or is deleted.
+    pub async fn get_json(&self, id: &str) -> Result<Option<Bytes>, CouchError> {
+        let request = self
+            .client
+            .request(Method::GET, self.url(&[id]))
+            .timeout(REQUEST_TIMEOUT);
+        let response = match check_status(self.client.send(request).await?).await {
+            Ok(response) => response,
+            Err(CouchError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        response
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(CouchError::transport)
+    }
+
     /// Fetch and decode a document; `Ok(None)` when it does not exist or is deleted.
     pub async fn get_as<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, CouchError> {
         let request = self.client.request(Method::GET, self.url(&[id]));
@@ -420,6 +442,19 @@ impl Database {
 
     /// `POST _find` with a full Mango query.
     pub async fn find(&self, query: &Value) -> Result<FindResponse, CouchError> {
+        self.find_as(query).await
+    }
+
+    /// [`Database::find`] with each document kept as the JSON text CouchDB wrote, to be
+    /// passed on without being rebuilt.
+    pub async fn find_raw(&self, query: &Value) -> Result<FindResponse<Box<RawValue>>, CouchError> {
+        self.find_as(query).await
+    }
+
+    async fn find_as<D: DeserializeOwned>(
+        &self,
+        query: &Value,
+    ) -> Result<FindResponse<D>, CouchError> {
         let request = self
             .client
             .request(Method::POST, self.url(&["_find"]))

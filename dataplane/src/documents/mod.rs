@@ -20,8 +20,10 @@ pub mod validate;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use self::query::{ReadRequest, collection_of};
@@ -103,7 +105,7 @@ async fn read(
     State(state): State<AppState>,
     caller: Caller,
     StrictJson(body): StrictJson,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page>> {
     let _admitted = admit(&state, &caller)?;
     let collection = collection_of(&body).map_err(validation)?;
     let gate = ReadGate::collection(&state, &caller, &collection)?;
@@ -119,8 +121,8 @@ async fn read(
     ensure_index(&state, &db, &request).await?;
     // On expiry the find's future is dropped, which closes its connection to CouchDB;
     // CouchDB then stops the query at its next disconnect check.
-    let found = match tokio::time::timeout(bounds.timeout(), db.find(&request.mango_query())).await
-    {
+    let query = request.mango_query();
+    let found = match tokio::time::timeout(bounds.timeout(), db.find_raw(&query)).await {
         Ok(Ok(found)) => found,
         // The store's own words name its internals (pouchdb-server: `selectors.forEach is
         // not a function`), so the client gets ours; the store's go to the log.
@@ -138,12 +140,23 @@ async fn read(
             )));
         }
     };
-    let (docs, bookmark) = request.finish_page(found.docs, |doc| gate.admits_doc(doc));
-    let mut answer = json!({ "docs": docs, "bookmark": bookmark });
-    if let Some(first) = docs.first() {
-        answer["doc"] = first.clone();
-    }
-    Ok(Json(answer))
+    let (docs, bookmark) =
+        request.finish_page(found.docs, |doc| gate.admits_json(doc.get().as_bytes()));
+    Ok(Json(Page {
+        doc: docs.first().cloned(),
+        docs,
+        bookmark,
+    }))
+}
+
+/// The answer of a read: the documents as the store wrote them (checked, not rebuilt).
+#[derive(serde::Serialize)]
+struct Page {
+    docs: Vec<Box<RawValue>>,
+    /// The first document again (kept from the original API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doc: Option<Box<RawValue>>,
+    bookmark: Option<String>,
 }
 
 /// `POST /api/v1/data/write` `{collection, data}` → `{ok,id,rev}` or bulk results.
@@ -230,24 +243,30 @@ fn full_id(collection: &str, id: &str) -> ApiResult<String> {
     Ok(full)
 }
 
-/// `GET /api/v1/data/{collection}/{id}` → the document.
+/// `GET /api/v1/data/{collection}/{id}` → the document, passed on as CouchDB sent it once
+/// the gate admits it (read from the text, the document is not rebuilt).
 async fn get_document(
     State(state): State<AppState>,
     caller: Caller,
     Path((collection, id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let _admitted = admit(&state, &caller)?;
     check_collection(&collection).map_err(validation)?;
     let gate = ReadGate::collection(&state, &caller, &collection)?;
     let full = full_id(&collection, &id)?;
     let db = state.data_db().await?;
-    match db.get(&full).await? {
-        Some(doc) if gate.admits_doc(&doc) => Ok(Json(doc)),
+    match db.get_json(&full).await? {
+        Some(doc) if gate.admits_json(&doc) => {
+            Ok(([(header::CONTENT_TYPE, JSON_CONTENT_TYPE)], doc).into_response())
+        }
         _ => Err(ApiError::NotFound(format!(
             "Document with id \"{full}\" not found."
         ))),
     }
 }
+
+/// The `Content-Type` of JSON answers passed on from the store (axum's `Json` says the same).
+const JSON_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/json");
 
 #[derive(serde::Deserialize)]
 struct RevQuery {

@@ -11,6 +11,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -275,15 +276,21 @@ impl ReadRequest {
     /// that honours the collection clause nothing is ever refused.
     pub fn finish_page(
         &self,
-        mut docs: Vec<Value>,
-        admit: impl Fn(&Value) -> bool,
-    ) -> (Vec<Value>, Option<String>) {
+        mut docs: Vec<Box<RawValue>>,
+        admit: impl Fn(&RawValue) -> bool,
+    ) -> (Vec<Box<RawValue>>, Option<String>) {
         if let Some(last_id) = self.after.as_ref().and_then(|k| k.last()) {
-            docs.retain(|d| d.get("_id") != Some(last_id));
+            docs.retain(|d| id_of(d).as_ref() != Some(last_id));
         }
         let more = docs.len() as u64 > self.limit;
         docs.truncate(self.limit as usize);
-        let covered_last = docs.last().cloned();
+        // Only the last covered row is read whole, for the next page's key.
+        let covered_last = if more {
+            docs.last()
+                .and_then(|d| serde_json::from_str::<Map<String, Value>>(d.get()).ok())
+        } else {
+            None
+        };
         let before = docs.len();
         docs.retain(|d| admit(d));
         if docs.len() < before {
@@ -293,33 +300,42 @@ impl ReadRequest {
                 "read: the store returned documents outside the request's collection; dropped"
             );
         }
-        let bookmark = if more {
-            covered_last.as_ref().map(|last| {
-                let mut key: Vec<Value> = self
-                    .sort
-                    .iter()
-                    .map(|f| last.get(f).cloned().unwrap_or(Value::Null))
-                    .collect();
-                key.push(last.get("_id").cloned().unwrap_or(Value::Null));
-                encode_cursor(&Cursor {
-                    c: self.collection.clone(),
-                    s: self.sort.clone(),
-                    d: self.direction,
-                    k: key,
-                })
+        let bookmark = covered_last.map(|last| {
+            let mut key: Vec<Value> = self
+                .sort
+                .iter()
+                .map(|f| last.get(f).cloned().unwrap_or(Value::Null))
+                .collect();
+            key.push(last.get("_id").cloned().unwrap_or(Value::Null));
+            encode_cursor(&Cursor {
+                c: self.collection.clone(),
+                s: self.sort.clone(),
+                d: self.direction,
+                k: key,
             })
-        } else {
-            None
-        };
+        });
         if let Some(fields) = &self.fields {
-            for doc in &mut docs {
-                if let Value::Object(map) = doc {
+            docs = docs
+                .into_iter()
+                .filter_map(|doc| {
+                    let mut map = serde_json::from_str::<Map<String, Value>>(doc.get()).ok()?;
                     map.retain(|k, _| fields.contains(k));
-                }
-            }
+                    serde_json::value::to_raw_value(&map).ok()
+                })
+                .collect();
         }
         (docs, bookmark)
     }
+}
+
+/// The `_id` of a document given as JSON text, read without building the document.
+fn id_of(doc: &RawValue) -> Option<Value> {
+    #[derive(Deserialize)]
+    struct Id {
+        #[serde(rename = "_id")]
+        id: Option<Value>,
+    }
+    serde_json::from_str::<Id>(doc.get()).ok()?.id
 }
 
 /// Mango operators a filter may use (CouchDB 3.5).
@@ -499,7 +515,7 @@ mod tests {
     #[test]
     fn cursor_round_trip_and_binding() {
         let r = ReadRequest::parse(&json!({"collection": "notes", "limit": 1})).unwrap();
-        let docs = vec![json!({"_id": "notes/a"}), json!({"_id": "notes/b"})];
+        let docs = raw(&[json!({"_id": "notes/a"}), json!({"_id": "notes/b"})]);
         let (page, bookmark) = r.finish_page(docs, |_| true);
         assert_eq!(page.len(), 1);
         let bookmark = bookmark.unwrap();
@@ -511,6 +527,60 @@ mod tests {
         assert!(
             ReadRequest::parse(&json!({"collection": "notes", "bookmark": "garbage!"})).is_err()
         );
+    }
+
+    fn raw(docs: &[Value]) -> Vec<Box<RawValue>> {
+        docs.iter()
+            .map(|d| serde_json::value::to_raw_value(d).unwrap())
+            .collect()
+    }
+
+    fn texts(docs: &[Box<RawValue>]) -> Vec<Value> {
+        docs.iter()
+            .map(|d| serde_json::from_str(d.get()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_page_is_passed_on_as_the_store_wrote_it_minus_what_is_refused() {
+        let r = ReadRequest::parse(&json!({"collection": "notes", "limit": 2})).unwrap();
+        let store = [
+            json!({"_id": "notes/a", "collection": "notes", "n": 1}),
+            json!({"_id": "secretz/b", "collection": "secretz", "n": 2}),
+            json!({"_id": "notes/c", "collection": "notes", "n": 3}),
+        ];
+        let (page, bookmark) = r.finish_page(raw(&store), |d| !d.get().contains("secretz"));
+        assert_eq!(texts(&page), vec![store[0].clone()]);
+        assert_eq!(page[0].get(), serde_json::to_string(&store[0]).unwrap());
+        // The refused row was covered: the next page starts after it.
+        let next = ReadRequest::parse(
+            &json!({"collection": "notes", "limit": 2, "bookmark": bookmark.unwrap()}),
+        )
+        .unwrap();
+        assert_eq!(next.after, Some(vec![json!("secretz/b")]));
+        // The cursor's own row, returned again by a store that treats the bound as
+        // inclusive, is dropped; the last page has no bookmark.
+        let (page, bookmark) = next.finish_page(raw(&store[1..]), |_| true);
+        assert_eq!(texts(&page), vec![store[2].clone()]);
+        assert_eq!(bookmark, None);
+    }
+
+    #[test]
+    fn a_projection_keeps_only_the_fields_asked_for() {
+        let r = ReadRequest::parse(
+            &json!({"collection": "notes", "fields": ["n"], "sort": [{"n": "asc"}], "limit": 1}),
+        )
+        .unwrap();
+        let store = [
+            json!({"_id": "notes/a", "collection": "notes", "n": 1, "secret": true}),
+            json!({"_id": "notes/b", "collection": "notes", "n": 2}),
+        ];
+        let (page, bookmark) = r.finish_page(raw(&store), |_| true);
+        assert_eq!(texts(&page), vec![json!({"n": 1})]);
+        let next = ReadRequest::parse(&json!({"collection": "notes", "fields": ["n"],
+            "sort": [{"n": "asc"}], "limit": 1, "bookmark": bookmark.unwrap()}))
+        .unwrap();
+        assert_eq!(next.after, Some(vec![json!(1), json!("notes/a")]));
     }
 
     #[test]
