@@ -4,7 +4,7 @@
 //! | operation | through the data plane | directly (server admin) |
 //! |---|---|---|
 //! | read by id | `GET /api/v1/data/bench/{id}` | `GET /bench_direct/{id}` |
-//! | query, page of N | `POST /api/v1/data/read {collection, limit}` | `POST /bench_direct/_find` |
+//! | query, page of N | `POST /api/v1/data/read {collection, limit}` | `POST /bench_direct/_find` (same index, same order) |
 //! | write, single doc | `POST /api/v1/data/write {collection, data}` | `POST /bench_direct` |
 //! | write, bulk of N | `POST /api/v1/data/write {collection, data:[…]}` | `POST /bench_direct/_bulk_docs` |
 
@@ -159,9 +159,13 @@ impl Target {
                         let id = &ids[n % ids.len()];
                         http.get(format!("{db_url}/{}", id.replace('/', "%2F")))
                     }
-                    Operation::ReadBulk => http
-                        .post(format!("{db_url}/_find"))
-                        .json(&json!({ "selector": { "collection": COLLECTION }, "limit": batch })),
+                    // The page the data plane asks for: by collection in id order, on the
+                    // same index (see `direct_index`).
+                    Operation::ReadBulk => http.post(format!("{db_url}/_find")).json(&json!({
+                        "selector": { "collection": COLLECTION },
+                        "sort": [{ "collection": "asc" }, { "_id": "asc" }],
+                        "limit": batch,
+                    })),
                 };
                 request.basic_auth(user, Some(password))
             }
@@ -178,6 +182,30 @@ fn unique_id() -> String {
         PREFIX.get_or_init(|| hex::encode(&vibe_identity::Keypair::generate().seed()[..6]));
     let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{prefix}-{n:012}")
+}
+
+/// Give the direct database the index the data plane creates on its own (`collection`,
+/// `_id`), so both sides answer the query page from an index: without it CouchDB scans the
+/// whole database for every direct `_find`, and the ratio would measure the missing index.
+async fn direct_index(bench: &Bench, db: &str) -> Result<(), BenchError> {
+    let response = bench
+        .couch
+        .request(reqwest::Method::POST, &format!("/{db}/_index"))
+        .json(&json!({
+            "index": { "fields": ["collection", "_id"] },
+            "name": "idx-collection-id",
+            "type": "json",
+        }))
+        .send()
+        .await
+        .map_err(|e| BenchError::Failed(format!("direct index: {e}")))?;
+    if !response.status().is_success() {
+        return Err(BenchError::Failed(format!(
+            "direct index: CouchDB answered {}",
+            response.status()
+        )));
+    }
+    Ok(())
 }
 
 /// Seed `SEED_ROUNDS × batch` documents through `target`; returns their ids.
@@ -219,6 +247,7 @@ pub async fn run(bench: &mut Bench, options: &Options) -> Result<DocumentResults
         .create_db(&direct_db)
         .await
         .map_err(crate::stack::StackError::from)?;
+    direct_index(bench, &direct_db).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
