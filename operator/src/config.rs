@@ -184,7 +184,20 @@ pub struct OperatorConfig {
     /// Resync period of a healthy instance.
     #[arg(long, env = "VIBE_RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration, global = true)]
     pub resync_period: Duration,
+    /// How many instances are reconciled at the same time (one instance is never reconciled
+    /// twice at once).
+    #[arg(
+        long,
+        env = "VIBE_RECONCILE_CONCURRENCY",
+        default_value_t = DEFAULT_RECONCILE_CONCURRENCY,
+        value_parser = clap::value_parser!(u16).range(1..),
+        global = true
+    )]
+    pub reconcile_concurrency: u16,
 }
+
+/// Default of `--reconcile-concurrency`.
+pub const DEFAULT_RECONCILE_CONCURRENCY: u16 = 16;
 
 /// Object store the operator creates buckets in.
 #[derive(Args, Debug, Clone, Default)]
@@ -266,6 +279,7 @@ impl Default for OperatorConfig {
             },
             cleanup_deadline: Duration::from_secs(3600),
             resync_period: Duration::from_secs(300),
+            reconcile_concurrency: DEFAULT_RECONCILE_CONCURRENCY,
         }
     }
 }

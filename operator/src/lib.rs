@@ -6,7 +6,8 @@
 //! - [`controller`]: the reconciler, finalizer, status and the controller loop;
 //! - [`bucket`]: S3 bucket provisioning; [`leader`]: Lease-based leader election;
 //! - [`state`]: state shared by the controller and HTTP servers (watch cache, readiness, metrics);
-//! - [`http`]: the admin server (`/metrics`, `/healthz`, `/readyz`);
+//! - [`http`]: the admin server (`/metrics`, `/healthz`, `/readyz`); [`kube_client`]: the
+//!   Kubernetes client, counting its requests;
 //! - `admission` (reserved): the admission endpoint lives in `src/admission/`.
 
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod dataplane_env;
 pub mod desired;
 pub mod error;
 pub mod http;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod naming;

@@ -15,7 +15,7 @@ use vibe_operator::controller::{self, Scope};
 use vibe_operator::leader::{self, Leadership, LeaseConfig};
 use vibe_operator::metrics::{InstancePhases, Metrics};
 use vibe_operator::state::{InstanceIndex, State};
-use vibe_operator::{http, render, telemetry};
+use vibe_operator::{http, kube_client, render, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -52,7 +52,10 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(&cli.run.log_format);
-    let client = Client::try_default()
+    let mut registry = Registry::with_prefix("vibe_operator");
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    // Issue 8: register the admission endpoint's metrics in `registry` here.
+    let client = kube_client::counted(metrics.kube_requests.clone())
         .await
         .context("no Kubernetes configuration found")?;
     let namespaces = cli.run.namespaces();
@@ -62,10 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let scopes = Scope::for_namespaces(namespaces);
     let index = InstanceIndex::new(scopes.iter().map(Scope::cache).collect());
 
-    let mut registry = Registry::with_prefix("vibe_operator");
-    let metrics = Arc::new(Metrics::register(&mut registry));
     InstancePhases::register(&mut registry, index.clone());
-    // Issue 8: register the admission endpoint's metrics in `registry` here.
 
     let identity = cli
         .run

@@ -50,6 +50,15 @@ pub struct VerbLabels {
     pub verb: String,
 }
 
+/// Labels of the Kubernetes request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Kubernetes verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, …
+    pub verb: String,
+    /// Resource, with its subresource (`deployments`, `vibeinstances/status`).
+    pub resource: String,
+}
+
 /// The controller's metrics.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -65,6 +74,9 @@ pub struct Metrics {
     pub writes: Family<VerbLabels, Counter>,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// Every Kubernetes API request of the process, by verb and resource (counted in the
+    /// client, [`crate::kube_client`]).
+    pub kube_requests: Family<RequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,6 +88,7 @@ impl Default for Metrics {
             instances: Family::default(),
             writes: Family::default(),
             leader: Gauge::default(),
+            kube_requests: Family::default(),
         }
     }
 }
@@ -101,6 +114,11 @@ impl Metrics {
             "api_writes",
             "Mutating Kubernetes API requests by verb",
             m.writes.clone(),
+        );
+        registry.register(
+            "kube_requests",
+            "Kubernetes API requests by verb and resource (reads, watches and writes)",
+            m.kube_requests.clone(),
         );
         registry.register(
             "leader",

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod drift;
 pub mod readiness;
 pub mod status;
+pub mod verified;
 
 use crate::bucket::BucketClient;
 use crate::config::OperatorConfig;
@@ -58,6 +59,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Whether this replica may write.
     pub leadership: Leadership,
+    /// Buckets checked recently (skipped until the next resync).
+    pub verified_buckets: verified::VerifiedBuckets,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -75,6 +78,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            verified_buckets: verified::VerifiedBuckets::new(config.resync_period),
             config,
             caches,
             buckets,
@@ -103,6 +107,22 @@ impl Context {
         }
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         Ok(api.get_opt(name).await?)
+    }
+
+    /// [`BucketClient::ensure`], unless the bucket was found in order within the resync
+    /// period ([`verified`]).
+    async fn ensure_bucket(
+        &self,
+        bucket: &str,
+    ) -> std::result::Result<crate::bucket::BucketState, crate::bucket::BucketError> {
+        if let Some(state) = self.verified_buckets.get(bucket) {
+            return Ok(state);
+        }
+        let result = self.buckets.ensure(bucket).await;
+        if let Ok(state) = &result {
+            self.verified_buckets.remember(bucket, *state);
+        }
+        result
     }
 
     async fn publish(&self, instance: &VibeInstance, reason: &str, note: String, warning: bool) {
@@ -204,7 +224,7 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
     let ns = inputs.namespace();
     let names = inputs.names();
 
-    let bucket = ctx.buckets.ensure(&inputs.bucket()).await;
+    let bucket = ctx.ensure_bucket(&inputs.bucket()).await;
     match &bucket {
         Ok(state) if state.created => info!(bucket = %inputs.bucket(), "bucket created"),
         Ok(_) => {}
@@ -382,6 +402,7 @@ async fn cleanup(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
             .await;
         }
         DeletionPolicy::Delete => {
+            ctx.verified_buckets.forget(&bucket);
             match ctx.buckets.delete(&bucket).await {
                 Ok(()) => {
                     ctx.publish(
@@ -560,6 +581,25 @@ pub async fn run(
     futures::future::join_all(runs).await;
 }
 
+/// The backoff of the Controller's merged trigger stream: none. Each watch above already backs
+/// off on its own (`default_backoff`); kube's default would also pause the *merged* stream on
+/// any one watch's error, so after an API server restart or a compaction (every watch answered
+/// 410 Gone) the watches were resumed one after another with growing pauses (issue 14, seen in
+/// `loop_tests::a_watch_past_compaction_gets_410_gone_and_relists`).
+struct NoSharedBackoff;
+
+impl Iterator for NoSharedBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoSharedBackoff {
+    fn reset(&mut self) {}
+}
+
 async fn run_scope(
     client: Client,
     scope: Scope,
@@ -587,10 +627,11 @@ async fn run_scope(
         .owns_stream(child_stream(&client, ns, w.deployments))
         .owns_stream(child_stream(&client, ns, w.ingresses))
         .owns_stream(child_stream(&client, ns, w.network_policies))
+        .trigger_backoff(NoSharedBackoff)
         .with_config(
             controller::Config::default()
                 .debounce(Duration::from_millis(500))
-                .concurrency(16),
+                .concurrency(ctx.config.reconcile_concurrency),
         )
         .reconcile_all_on(leadership.acquired())
         .graceful_shutdown_on(shutdown.cancelled_owned())
@@ -604,6 +645,10 @@ async fn run_scope(
 }
 
 #[cfg(test)]
+mod fake_cluster;
+#[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod loop_tests;
 #[cfg(test)]
 mod tests;

@@ -475,6 +475,35 @@ async fn deletion_gives_up_on_the_bucket_after_the_deadline() {
     );
 }
 
+/// Issue 14 (1,000 instances): the reconciles that the children's watch events trigger right
+/// after the first one do not ask the object store again; the bucket is checked once per resync
+/// period. Here the store is stopped after the first reconcile: the second still reports the
+/// bucket available instead of failing with "unreachable".
+#[tokio::test]
+async fn the_bucket_is_not_checked_again_before_the_resync() {
+    let mut s3 = S3Server::start().await.unwrap();
+    let instance = VibeInstance::test();
+    let (ctx, mut writers, log) = context(
+        FakeApi {
+            instance: Some(instance.clone()),
+            ..FakeApi::default()
+        },
+        s3_config(&s3),
+    );
+    run(&instance, &ctx).await.expect("first reconcile");
+    seed_caches_from_applies(&mut writers, &log);
+    let mut instance = instance;
+    instance.status = last_status(&log);
+    s3.stop().await;
+    log.clear();
+    run(&instance, &ctx)
+        .await
+        .expect("no object store request, so no failure");
+    let status = last_status(&log).expect("the children are ready now");
+    assert_eq!(status.phase, Some(Phase::Ready));
+    assert_eq!(condition(&status, types::BUCKET_READY).reason, "Available");
+}
+
 #[tokio::test]
 async fn unreachable_object_store_still_reconciles_children_and_fails_with_backoff() {
     let instance = VibeInstance::test().owned();
