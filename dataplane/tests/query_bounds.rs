@@ -30,22 +30,13 @@ struct Setup {
 }
 
 async fn app_token(t: &TestInstance, owner: &str, app: &str) -> String {
-    t.upsert_app(
+    token_with(
+        t,
         owner,
         app,
         &[("read:notes", "always"), ("write:notes", "always")],
     )
-    .await;
-    let (status, body) = t
-        .post(
-            "/api/v1/apps/token",
-            Some(owner),
-            None,
-            json!({ "appId": app }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["accessToken"].as_str().expect("token").to_string()
+    .await
 }
 
 /// An instance with a few notes and a token of an app that may read and write them.

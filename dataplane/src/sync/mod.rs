@@ -183,6 +183,7 @@ async fn handle(
         request,
         SyncRequest::Changes | SyncRequest::AllDocs | SyncRequest::BulkGet | SyncRequest::RevsDiff
     );
+    // Parsed once here, for the bound and for the checks below that read the body.
     let parsed: Option<Value> = if names_ids && !body.is_empty() {
         Some(crate::json::parse_strict(&body)?)
     } else {
@@ -212,11 +213,18 @@ async fn handle(
         return bulk_docs(&db, url, &body).await;
     }
     if request == SyncRequest::RevsDiff {
-        return revs_diff(&db, url, &body, &gate).await;
+        let asked = match parsed {
+            Some(asked) => asked,
+            None => crate::json::parse_strict(&body)?,
+        };
+        return revs_diff(&db, url, asked, &gate).await;
     }
     if request == SyncRequest::BulkGet {
-        let asked: Value = crate::json::parse_strict(&body)?;
-        if hide::bulk_get_asks_hidden(&asked) {
+        let asked = match &parsed {
+            Some(asked) => asked,
+            None => &crate::json::parse_strict(&body)?,
+        };
+        if hide::bulk_get_asks_hidden(asked) {
             return Err(ApiError::Forbidden(
                 "Design documents are not available through sync.".into(),
             ));
@@ -409,11 +417,10 @@ async fn read_body(
 async fn revs_diff(
     db: &crate::couch::Database,
     url: url::Url,
-    body: &[u8],
+    asked: Value,
     gate: &ReadGate,
 ) -> Result<Response, ApiError> {
-    let parsed = crate::json::parse_strict(body)?;
-    let split = revs_diff::split(parsed, |id| gate.admits_id(id)).map_err(ApiError::BadRequest)?;
+    let split = revs_diff::split(asked, |id| gate.admits_id(id)).map_err(ApiError::BadRequest)?;
     let store = if split.forward.is_empty() {
         Value::Object(Default::default())
     } else {
