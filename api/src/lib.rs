@@ -14,14 +14,19 @@
 //! - [`json`]: strict JSON parsing of request bodies into any type (duplicate keys and
 //!   trailing data refused, the field at fault named).
 //!
-//! Request and response bodies of the data plane's HTTP API belong here too, as types shared
-//! by the data plane and its clients; they are still to be moved (issue 16).
+//! Request and response bodies of the data plane's HTTP API, shared by the data plane and
+//! its clients ([`auth`], [`apps`], [`documents`]): request bodies refuse unknown fields
+//! (`#[serde(deny_unknown_fields)]`) and are read with [`json`]; responses are read
+//! leniently by clients, so an instance may add fields.
 //!
 //! The crate is deliberately light (serde and thiserror only): the operator, the data plane
 //! and every client depend on it.
 
+pub mod apps;
+pub mod auth;
 pub mod collection;
 pub mod dataplane_env;
+pub mod documents;
 pub mod export;
 pub mod host;
 pub mod json;

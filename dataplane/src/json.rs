@@ -1,13 +1,18 @@
-//! A strict JSON body extractor.
+//! The strict JSON body extractor.
 //!
-//! [`StrictJson`] requires a JSON `Content-Type` (else 415, see [`require_json`]), reads
-//! the body (bounded by the router's `DefaultBodyLimit`, over → 413), refuses JSON objects with duplicate keys (which CouchDB and other parsers resolve
-//! differently), and yields a `serde_json::Value`. Handlers then validate the shape and
-//! answer `400 {"error":"Validation failed","details":…}` on mismatch.
+//! [`StrictJson<T>`] requires a JSON `Content-Type` (else 415, see [`require_json`]), reads
+//! the body (bounded by the router's `DefaultBodyLimit`, over → 413), refuses JSON objects
+//! with duplicate keys (which CouchDB and other parsers resolve differently) and bodies
+//! that are not a JSON object, then reads the object as a `T` through
+//! [`vibe_api::json::from_value`]: request types in `vibe-api` refuse unknown fields, and a
+//! body of the wrong shape answers `400 {"error":"Validation failed","details":…}` naming
+//! the field at fault. `T` defaults to `serde_json::Value` for handlers that still read
+//! fields by hand.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use vibe_api::json::BodyError;
 
@@ -17,11 +22,14 @@ use crate::state::AppState;
 /// The 400 message of a body that is not JSON (kept from the original API).
 pub const PARSE_ERROR: &str = "Failed to parse request body.";
 
-/// A JSON request body without duplicate keys.
-#[derive(Debug, Clone)]
-pub struct StrictJson(pub Value);
+/// The 400 details of a JSON body that is not an object.
+pub const NOT_AN_OBJECT: &str = "Body must be a JSON object.";
 
-impl FromRequest<AppState> for StrictJson {
+/// A JSON request body: an object without duplicate keys, read as a `T`.
+#[derive(Debug, Clone)]
+pub struct StrictJson<T = Value>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for StrictJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -34,7 +42,26 @@ impl FromRequest<AppState> for StrictJson {
                 ApiError::BadRequest(PARSE_ERROR.into())
             }
         })?;
-        parse_strict(&bytes).map(StrictJson)
+        parse_body(&bytes).map(StrictJson)
+    }
+}
+
+/// Parse a request body as a `T`: strict JSON (see [`parse_strict`]), an object, of
+/// `T`'s shape.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value = parse_strict(bytes)?;
+    if !value.is_object() {
+        return Err(ApiError::Validation(NOT_AN_OBJECT.into()));
+    }
+    vibe_api::json::from_value(value).map_err(body_error)
+}
+
+fn body_error(error: BodyError) -> ApiError {
+    match error {
+        BodyError::DuplicateKey(message) | BodyError::Invalid(message) => {
+            ApiError::Validation(message)
+        }
+        BodyError::NotJson => ApiError::BadRequest(PARSE_ERROR.into()),
     }
 }
 
@@ -90,10 +117,7 @@ pub fn refuse_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(),
 
 /// Parse JSON, refusing duplicate object keys.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, ApiError> {
-    vibe_api::json::parse_value(bytes).map_err(|e| match e {
-        BodyError::DuplicateKey(message) => ApiError::Validation(message),
-        BodyError::NotJson | BodyError::Invalid(_) => ApiError::BadRequest(PARSE_ERROR.into()),
-    })
+    vibe_api::json::parse_value(bytes).map_err(body_error)
 }
 
 #[cfg(test)]
@@ -114,6 +138,38 @@ mod tests {
                 other => panic!("expected validation error, got {other:?}"),
             }
         }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+    }
+
+    fn details(result: Result<Body, ApiError>) -> String {
+        match result {
+            Err(ApiError::Validation(details)) => details,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn typed_bodies_are_objects_of_their_shape() {
+        assert_eq!(parse_body::<Body>(br#"{"name":"x"}"#).unwrap().name, "x");
+        // A struct would read an array positionally; the API's bodies are objects.
+        assert_eq!(details(parse_body(br#"["x"]"#)), NOT_AN_OBJECT);
+        assert_eq!(details(parse_body(br#""x""#)), NOT_AN_OBJECT);
+        assert_eq!(
+            details(parse_body(br#"{"name":"x","admin":true}"#)),
+            "Unknown field 'admin'."
+        );
+        assert_eq!(details(parse_body(br#"{}"#)), "'name' is required.");
+        assert!(details(parse_body(br#"{"name":"x","name":"y"}"#)).contains("Duplicate key"));
+        assert!(matches!(
+            parse_body::<Body>(b"{"),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 
     #[test]

@@ -1,48 +1,16 @@
 //! Apps and grants (owner only): register/update, status, list, remove, app tokens.
 
-use std::collections::BTreeMap;
-
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use vibe_api::apps::{AppTokenRequest, AppTokenResponse, AppUpsert, GrantSetting};
 
 use super::{Client, TokenSource};
 use crate::error::{ClientError, Result};
 
-/// `GET /api/v1/apps/status` answer.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AppStatus {
-    /// Whether the app is registered.
-    pub is_registered: bool,
-    /// Its manifest (`appId`, `name`, `description?`, `pictureUrl?`, `permissions`).
-    #[serde(default)]
-    pub manifest: Option<Value>,
-    /// Permission → `always` | `ask` | `never`.
-    #[serde(default)]
-    pub grants: BTreeMap<String, String>,
-}
+pub use vibe_api::apps::AppStatus;
 
 /// `POST /api/v1/apps/token` answer: a token bound to one app.
-#[derive(Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AppToken {
-    /// The app-bound access token.
-    pub access_token: String,
-    /// Its expiry (UNIX seconds).
-    pub access_token_expires_in: i64,
-    /// `Bearer`.
-    #[serde(default)]
-    pub token_type: String,
-}
-
-impl std::fmt::Debug for AppToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppToken")
-            .field("access_token_expires_in", &self.access_token_expires_in)
-            .finish_non_exhaustive()
-    }
-}
+pub type AppToken = AppTokenResponse;
 
 /// A permission string the instance understands: `read:<c>`, `write:<c>`,
 /// `blob:read:<c>`, `blob:write:<c>`, `blob:delete:<c>` or `sync`.
@@ -66,7 +34,7 @@ pub fn check_permission(permission: &str) -> Result<()> {
 impl Client {
     /// `POST /api/v1/apps/upsert` with a full manifest + grants body. Returns the HTTP
     /// status (201 created, 200 updated) and the body.
-    pub async fn upsert_app(&self, manifest: &Value) -> Result<(u16, Value)> {
+    pub async fn upsert_app(&self, manifest: &AppUpsert) -> Result<(u16, Value)> {
         let response = self
             .as_owner()
             .send("POST /api/v1/apps/upsert", |i| {
@@ -124,6 +92,7 @@ impl Client {
         for permission in permissions {
             check_permission(permission)?;
         }
+        let setting: GrantSetting = setting.parse().map_err(ClientError::Usage)?;
         let current = self.app_status(app_id).await?;
         let manifest = current.manifest.clone().unwrap_or_else(|| json!({}));
         let mut requested: Vec<String> = manifest["permissions"]
@@ -139,24 +108,22 @@ impl Client {
                 requested.push(permission.clone());
             }
         }
-        let mut grants = current.grants.clone();
+        let mut grants = current.grants.clone().unwrap_or_default();
         for permission in permissions {
-            grants.insert(permission.clone(), setting.to_string());
+            grants.insert(permission.clone(), setting);
         }
-        let mut body = json!({
-            "appId": app_id,
-            "name": name
+        let text = |key: &str| manifest[key].as_str().map(str::to_string);
+        let body = AppUpsert {
+            app_id: app_id.to_string(),
+            name: name
                 .map(str::to_string)
-                .or_else(|| manifest["name"].as_str().map(str::to_string))
+                .or_else(|| text("name"))
                 .unwrap_or_else(|| app_id.to_string()),
-            "permissions": requested,
-            "grants": grants,
-        });
-        for key in ["description", "pictureUrl"] {
-            if let Some(value) = manifest.get(key).filter(|v| !v.is_null()) {
-                body[key] = value.clone();
-            }
-        }
+            description: text("description"),
+            picture_url: text("pictureUrl"),
+            permissions: requested,
+            grants: Some(grants),
+        };
         self.upsert_app(&body).await?;
         self.app_status(app_id).await
     }
@@ -166,7 +133,9 @@ impl Client {
         self.as_owner()
             .send_json("POST /api/v1/apps/token", |i| {
                 i.request(Method::POST, "api/v1/apps/token")
-                    .json(&json!({ "appId": app_id }))
+                    .json(&AppTokenRequest {
+                        app_id: app_id.to_string(),
+                    })
             })
             .await
     }

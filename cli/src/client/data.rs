@@ -2,66 +2,13 @@
 //! These act as an app: use [`Client::as_app`] or an app token.
 
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use vibe_api::documents::WriteRequest;
 
 use super::Client;
 use crate::error::{ClientError, Result};
 
-/// A `POST /api/v1/data/read` query.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReadQuery {
-    /// The collection (the server forces it into the selector).
-    pub collection: String,
-    /// Mango selector.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub filter: Option<Value>,
-    /// Page size (server default 100, max 1000).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-    /// Mango sort.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sort: Option<Value>,
-    /// Fields to return.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fields: Option<Vec<String>>,
-    /// Cursor from the previous page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bookmark: Option<String>,
-}
-
-impl ReadQuery {
-    /// Every document of `collection`.
-    pub fn collection(collection: &str) -> Self {
-        Self {
-            collection: collection.to_string(),
-            ..Self::default()
-        }
-    }
-}
-
-/// One page of a read.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Page {
-    /// The documents.
-    #[serde(default)]
-    pub docs: Vec<Value>,
-    /// The next page's cursor (absent or empty when this was the last page).
-    #[serde(default)]
-    pub bookmark: Option<String>,
-}
-
-/// `{ok, id, rev}` of a single write.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-pub struct WriteResult {
-    /// `true`.
-    #[serde(default)]
-    pub ok: bool,
-    /// Full document id (`<collection>/<key>`).
-    pub id: String,
-    /// New revision.
-    pub rev: String,
-}
+pub use vibe_api::documents::{Page, ReadQuery, WriteResult};
 
 /// The part of a full document id after `<collection>/` (the `{id}` of the URL routes).
 pub fn local_id<'a>(collection: &str, id: &'a str) -> &'a str {
@@ -156,9 +103,9 @@ impl Client {
     }
 }
 
-fn write_body(collection: &str, data: Value) -> Value {
-    let mut body = Map::new();
-    body.insert("collection".into(), Value::String(collection.to_string()));
-    body.insert("data".into(), data);
-    Value::Object(body)
+fn write_body(collection: &str, data: Value) -> WriteRequest {
+    WriteRequest {
+        collection: collection.to_string(),
+        data,
+    }
 }

@@ -14,11 +14,12 @@ mod devices;
 mod tokens;
 
 pub use apps::{AppStatus, AppToken, check_permission};
-pub use auth::{Challenge, LoginRequest, Tokens};
+pub use auth::{Challenge, Tokens, sign_login, sign_login_at};
 pub use blobs::{BlobMeta, Progress, UploadUrl};
 pub use data::{Page, ReadQuery, WriteResult, local_id};
 pub use devices::{DeviceCredentials, RegisteredDevice};
 pub use tokens::TokenSource;
+pub use vibe_api::auth::LoginRequest;
 
 use std::time::Duration;
 

@@ -112,7 +112,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let query = ReadQuery {
                 collection,
                 filter: filter.map(|f| parse_json("--filter", &f)).transpose()?,
-                limit,
+                limit: limit.map(u64::from),
                 sort: sort.map(|s| parse_json("--sort", &s)).transpose()?,
                 fields: (!fields.is_empty()).then_some(fields),
                 bookmark,

@@ -21,17 +21,7 @@ use crate::couch::{CouchError, Database};
 /// Prefix of app documents in the system database.
 pub const APP_DOC_PREFIX: &str = "apps/";
 
-/// A grant setting. Only [`GrantSetting::Always`] allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GrantSetting {
-    /// Allowed without asking.
-    Always,
-    /// The agent asks the owner (the server treats it as not allowed).
-    Ask,
-    /// Refused.
-    Never,
-}
+pub use vibe_api::apps::GrantSetting;
 
 /// An app registration as stored (`apps/<appId>` in the system database).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,16 +1,16 @@
 //! Owner-only app routes: register/update with grants, status, list, delete, and minting
 //! app-bound tokens.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
+use vibe_api::apps::{AppTokenRequest, AppTokenResponse, AppUpsert};
+use vibe_api::documents::WriteResult;
 
-use super::{APP_DOC_PREFIX, AppRecord, GrantSetting, is_valid_permission};
+use super::{APP_DOC_PREFIX, AppRecord, is_valid_permission};
 use crate::auth::Caller;
 use crate::couch::CouchError;
 use crate::error::{ApiError, ApiResult};
@@ -50,84 +50,50 @@ fn manifest_json(app: &AppRecord) -> Value {
     manifest
 }
 
-/// Parse and validate an upsert body into (app id, name, description, picture, permissions, grants).
-fn parse_upsert(body: &Value) -> ApiResult<AppRecord> {
-    let object = body
-        .as_object()
-        .ok_or_else(|| ApiError::Validation("Body must be a JSON object.".into()))?;
-    for key in object.keys() {
-        if !matches!(
-            key.as_str(),
-            "appId" | "name" | "description" | "pictureUrl" | "permissions" | "grants"
-        ) {
-            return Err(ApiError::Validation(format!("Unknown field '{key}'.")));
+/// Validate an upsert body into a registration (its dates and registration id are filled
+/// in by [`upsert`]).
+fn parse_upsert(body: AppUpsert) -> ApiResult<AppRecord> {
+    let AppUpsert {
+        app_id,
+        name,
+        description,
+        picture_url,
+        permissions,
+        grants,
+    } = body;
+    if !validate_app_id(&app_id) {
+        return Err(ApiError::Validation(
+            "'appId' is required and must be a non-empty string of at most 512 characters.".into(),
+        ));
+    }
+    if name.trim().is_empty() || name.len() > 256 {
+        return Err(ApiError::Validation(
+            "'name' is required and must be a non-empty string.".into(),
+        ));
+    }
+    for (key, value) in [("description", &description), ("pictureUrl", &picture_url)] {
+        if value.as_ref().is_some_and(|v| v.len() > 2048) {
+            return Err(ApiError::Validation(format!("'{key}' must be a string.")));
         }
     }
-    let app_id = match object.get("appId") {
-        Some(Value::String(s)) if validate_app_id(s) => s.clone(),
-        _ => {
-            return Err(ApiError::Validation(
-                "'appId' is required and must be a non-empty string of at most 512 characters."
-                    .into(),
-            ));
-        }
-    };
-    let name = match object.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => s.clone(),
-        _ => {
-            return Err(ApiError::Validation(
-                "'name' is required and must be a non-empty string.".into(),
-            ));
-        }
-    };
-    let optional_string = |key: &str| -> ApiResult<Option<String>> {
-        match object.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.len() <= 2048 => Ok(Some(s.clone())),
-            _ => Err(ApiError::Validation(format!("'{key}' must be a string."))),
-        }
-    };
-    let description = optional_string("description")?;
-    let picture_url = optional_string("pictureUrl")?;
     if picture_url
         .as_deref()
         .is_some_and(|url| url::Url::parse(url).is_err())
     {
         return Err(ApiError::Validation("'pictureUrl' must be a URI.".into()));
     }
-    let permissions: Vec<String> = match object.get("permissions") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|p| match p.as_str() {
-                Some(p) if is_valid_permission(p) => Ok(p.to_string()),
-                _ => Err(ApiError::Validation(format!(
-                    "Invalid permission {p}: expected read:<c>, write:<c>, blob:read:<c>, blob:write:<c>, blob:delete:<c> or sync."
-                ))),
-            })
-            .collect::<ApiResult<_>>()?,
-        _ => return Err(ApiError::Validation("'permissions' is required and must be an array of strings.".into())),
-    };
-    let grants: BTreeMap<String, GrantSetting> = match object.get("grants") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(permission, setting)| {
-                if !is_valid_permission(permission) {
-                    return Err(ApiError::Validation(format!(
-                        "Invalid permission '{permission}' in grants."
-                    )));
-                }
-                let setting =
-                    serde_json::from_value::<GrantSetting>(setting.clone()).map_err(|_| {
-                        ApiError::Validation(format!(
-                            "Grant for '{permission}' must be one of always, ask, never."
-                        ))
-                    })?;
-                Ok((permission.clone(), setting))
-            })
-            .collect::<ApiResult<_>>()?,
-        _ => return Err(ApiError::Validation("'grants' must be an object.".into())),
-    };
+    if let Some(p) = permissions.iter().find(|p| !is_valid_permission(p)) {
+        return Err(ApiError::Validation(format!(
+            "Invalid permission {}: expected read:<c>, write:<c>, blob:read:<c>, blob:write:<c>, blob:delete:<c> or sync.",
+            json!(p)
+        )));
+    }
+    let grants = grants.unwrap_or_default();
+    if let Some(permission) = grants.keys().find(|p| !is_valid_permission(p)) {
+        return Err(ApiError::Validation(format!(
+            "Invalid permission '{permission}' in grants."
+        )));
+    }
     Ok(AppRecord {
         app_id,
         name,
@@ -145,10 +111,10 @@ fn parse_upsert(body: &Value) -> ApiResult<AppRecord> {
 async fn upsert(
     State(state): State<AppState>,
     caller: Caller,
-    StrictJson(body): StrictJson,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    StrictJson(body): StrictJson<AppUpsert>,
+) -> ApiResult<(StatusCode, Json<WriteResult>)> {
     caller.require_owner()?;
-    let mut app = parse_upsert(&body)?;
+    let mut app = parse_upsert(body)?;
     let db = state.system_db().await?;
     let id = doc_id(&app.app_id);
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -191,7 +157,11 @@ async fn upsert(
     };
     Ok((
         status,
-        Json(json!({ "ok": true, "id": result.id, "rev": result.rev })),
+        Json(WriteResult {
+            ok: true,
+            id: result.id,
+            rev: result.rev,
+        }),
     ))
 }
 
@@ -278,17 +248,15 @@ async fn remove(
 async fn app_token(
     State(state): State<AppState>,
     caller: Caller,
-    StrictJson(body): StrictJson,
-) -> ApiResult<Json<Value>> {
+    StrictJson(body): StrictJson<AppTokenRequest>,
+) -> ApiResult<Json<AppTokenResponse>> {
     caller.require_owner()?;
-    let app_id = match body.get("appId") {
-        Some(Value::String(s)) if validate_app_id(s) => s.clone(),
-        _ => {
-            return Err(ApiError::Validation(
-                "'appId' is required and must be a non-empty string.".into(),
-            ));
-        }
-    };
+    let app_id = body.app_id;
+    if !validate_app_id(&app_id) {
+        return Err(ApiError::Validation(
+            "'appId' is required and must be a non-empty string.".into(),
+        ));
+    }
     state.system_db().await?;
     let Some(app) = state.grants.get(&app_id) else {
         return Err(ApiError::NotFound("App not registered.".into()));
@@ -300,9 +268,9 @@ async fn app_token(
     let issued = state
         .tokens
         .issue_app(&caller.did, &app_id, &app.registration_id(), family)?;
-    Ok(Json(json!({
-        "accessToken": issued.token,
-        "accessTokenExpiresIn": issued.claims.exp,
-        "tokenType": "Bearer",
-    })))
+    Ok(Json(AppTokenResponse {
+        access_token: issued.token,
+        access_token_expires_in: issued.claims.exp,
+        token_type: vibe_api::auth::BEARER.into(),
+    }))
 }

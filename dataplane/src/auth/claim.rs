@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use vibe_api::auth::{ClaimRequest, ClaimResponse};
 use vibe_identity::Did;
 
 use crate::couch::{CouchError, Database};
@@ -79,34 +80,33 @@ pub(crate) async fn load_or_seed(state: &AppState, db: &Database) -> ApiResult<(
     }
 }
 
-fn string_field(body: &Value, name: &str) -> ApiResult<String> {
-    match body.get(name) {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 1024 => Ok(s.clone()),
-        _ => Err(ApiError::Validation(format!(
+/// `value` of the body field `name` when it is a non-empty string of at most 1 KiB.
+fn non_empty<'a>(value: &'a str, name: &str) -> ApiResult<&'a str> {
+    if !value.is_empty() && value.len() <= 1024 {
+        Ok(value)
+    } else {
+        Err(ApiError::Validation(format!(
             "'{name}' is required and must be a non-empty string."
-        ))),
+        )))
     }
 }
 
 /// `POST /api/v1/admin/claim` `{did, claimCode, signature}` → 201.
 pub async fn claim(
     State(state): State<AppState>,
-    StrictJson(body): StrictJson,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    StrictJson(body): StrictJson<ClaimRequest>,
+) -> ApiResult<(StatusCode, Json<ClaimResponse>)> {
     state.tokens.throttle()?;
-    if !body.is_object() {
-        return Err(ApiError::Validation("Body must be a JSON object.".into()));
-    }
-    let did_text = string_field(&body, "did")?;
-    let code = string_field(&body, "claimCode")?;
-    let signature = string_field(&body, "signature")?;
+    let did_text = non_empty(&body.did, "did")?;
+    let code = non_empty(&body.claim_code, "claimCode")?;
+    let signature = non_empty(&body.signature, "signature")?;
 
     let db = state.system_db().await?;
     let Some(mut doc) = db.get(CLAIM_DOC_ID).await? else {
         return Err(bad("Invalid or unknown claim code."));
     };
     let stored_hash = str_field(&doc, "codeHash").unwrap_or_default();
-    if !vibe_identity::secret::matches(&code, stored_hash) {
+    if !vibe_identity::secret::matches(code, stored_hash) {
         return Err(bad("Invalid or unknown claim code."));
     }
     if !doc.get("spentAt").is_none_or(Value::is_null) {
@@ -119,13 +119,13 @@ pub async fn claim(
     {
         return Err(bad("Claim code has expired."));
     }
-    let did = Did::parse(&did_text)
+    let did = Did::parse(did_text)
         .map_err(|_| ApiError::Validation("'did' must be a did:vibe DID.".into()))?;
     if str_field(&doc, "forDid").is_some_and(|for_did| for_did != did.to_string()) {
         return Err(bad("Claim code is not valid for the provided DID."));
     }
-    let message = vibe_identity::signed::admin_claim_message(&code);
-    match vibe_identity::signed::verify_signature(&did, &message, &signature) {
+    let message = vibe_identity::signed::admin_claim_message(code);
+    match vibe_identity::signed::verify_signature(&did, &message, signature) {
         Ok(()) => {}
         Err(vibe_identity::Error::InvalidSignature) => return Err(bad("Invalid signature.")),
         Err(e) => return Err(bad(&format!("Signature verification failed: {e}"))),
@@ -146,10 +146,10 @@ pub async fn claim(
     tracing::info!(owner = %did, "instance claimed");
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "message": "Admin account claimed successfully.",
-            "userDid": did.to_string(),
-            "isAdmin": true,
-        })),
+        Json(ClaimResponse {
+            message: "Admin account claimed successfully.".into(),
+            user_did: did.to_string(),
+            is_admin: true,
+        }),
     ))
 }

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use chrono::Utc;
-use serde_json::{Value, json};
+use vibe_api::auth::{BEARER, ChallengeResponse, LoginRequest, RefreshRequest, TokenResponse};
 use vibe_identity::Did;
 
 use super::{Caller, claim, nonces, refresh};
@@ -24,56 +24,49 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/claim", post(claim::claim))
 }
 
-fn string_field(body: &Value, name: &str) -> ApiResult<String> {
-    match body.get(name) {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 4096 => Ok(s.clone()),
-        _ => Err(ApiError::Validation(format!(
-            "'{name}' is required and must be a non-empty string."
-        ))),
-    }
-}
-
-fn object(body: &Value) -> ApiResult<()> {
-    if body.is_object() {
-        Ok(())
+/// `value` of the body field `name` when it is a non-empty string of at most 4 KiB.
+fn non_empty<'a>(value: &'a str, name: &str) -> ApiResult<&'a str> {
+    if !value.is_empty() && value.len() <= 4096 {
+        Ok(value)
     } else {
-        Err(ApiError::Validation("Body must be a JSON object.".into()))
+        Err(ApiError::Validation(format!(
+            "'{name}' is required and must be a non-empty string."
+        )))
     }
 }
 
 /// `POST /api/v1/auth/challenge` → `{nonce, expiresAt}` (UNIX seconds).
-async fn challenge(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+async fn challenge(State(state): State<AppState>) -> ApiResult<Json<ChallengeResponse>> {
     state.tokens.throttle()?;
     let db = state.system_db().await?;
     let (nonce, expires_at) = nonces::issue(&db, state.config.limits.nonce_ttl.as_secs()).await?;
-    Ok(Json(json!({ "nonce": nonce, "expiresAt": expires_at })))
+    Ok(Json(ChallengeResponse { nonce, expires_at }))
 }
 
 fn token_response(
     access: &vibe_identity::IssuedToken,
     refresh: &refresh::IssuedRefresh,
-) -> Json<Value> {
-    Json(json!({
-        "accessToken": access.token,
-        "accessTokenExpiresIn": access.claims.exp,
-        "refreshToken": refresh.token,
-        "refreshTokenExpiresAt": refresh.expires_at,
-        "tokenType": "Bearer",
-    }))
+) -> Json<TokenResponse> {
+    Json(TokenResponse {
+        access_token: access.token.clone(),
+        access_token_expires_in: access.claims.exp,
+        refresh_token: refresh.token.clone(),
+        refresh_token_expires_at: refresh.expires_at,
+        token_type: BEARER.into(),
+    })
 }
 
 /// `POST /api/v1/auth/login` `{did, nonce, timestamp, signature}` → token response.
 async fn login(
     State(state): State<AppState>,
-    StrictJson(body): StrictJson,
-) -> ApiResult<Json<Value>> {
+    StrictJson(body): StrictJson<LoginRequest>,
+) -> ApiResult<Json<TokenResponse>> {
     state.tokens.throttle()?;
-    object(&body)?;
-    let did_text = string_field(&body, "did")?;
-    let nonce = string_field(&body, "nonce")?;
-    let timestamp = string_field(&body, "timestamp")?;
-    let signature = string_field(&body, "signature")?;
-    let did = Did::parse(&did_text)
+    let did_text = non_empty(&body.did, "did")?;
+    let nonce = non_empty(&body.nonce, "nonce")?;
+    let timestamp = non_empty(&body.timestamp, "timestamp")?;
+    let signature = non_empty(&body.signature, "signature")?;
+    let did = Did::parse(did_text)
         .map_err(|_| ApiError::Validation("'did' must be a did:vibe DID.".into()))?;
 
     let db = state.system_db().await?;
@@ -85,27 +78,27 @@ async fn login(
             "Identity is not the owner of this instance.".into(),
         ));
     }
-    let message = vibe_identity::signed::login_message(&did_text, &nonce, &timestamp);
-    if vibe_identity::signed::verify_signature(&did, &message, &signature).is_err() {
+    let message = vibe_identity::signed::login_message(did_text, nonce, timestamp);
+    if vibe_identity::signed::verify_signature(&did, &message, signature).is_err() {
         return Err(ApiError::Unauthorized(
             "Invalid signature or authentication failed.".into(),
         ));
     }
     let skew = chrono::Duration::from_std(state.config.limits.login_skew)
         .unwrap_or(vibe_identity::signed::DEFAULT_CLOCK_SKEW);
-    if vibe_identity::signed::check_timestamp(&timestamp, Utc::now(), skew).is_err() {
+    if vibe_identity::signed::check_timestamp(timestamp, Utc::now(), skew).is_err() {
         return Err(ApiError::BadRequest(
             "Request timestamp is invalid or expired.".into(),
         ));
     }
-    if !nonces::spend(&db, &nonce).await? {
+    if !nonces::spend(&db, nonce).await? {
         return Err(ApiError::Unauthorized(
             "Invalid, expired or already used nonce.".into(),
         ));
     }
     let refresh = refresh::start_family(
         &db,
-        &did_text,
+        did_text,
         state.config.limits.refresh_token_ttl.as_secs(),
     )
     .await?;
@@ -117,17 +110,16 @@ async fn login(
 /// `POST /api/v1/auth/refresh` `{refreshToken}` → token response (rotation).
 async fn refresh_tokens(
     State(state): State<AppState>,
-    StrictJson(body): StrictJson,
-) -> ApiResult<Json<Value>> {
-    object(&body)?;
-    let token = string_field(&body, "refreshToken")?;
+    StrictJson(body): StrictJson<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let token = non_empty(&body.refresh_token, "refreshToken")?;
     let db = state.system_db().await?;
     let owner = state
         .owner()
         .ok_or_else(|| ApiError::Unauthorized("Invalid refresh token.".into()))?;
     let rotated = refresh::rotate(
         &db,
-        &token,
+        token,
         state.config.limits.refresh_token_ttl.as_secs(),
         |family| state.tokens.revoke_family(family),
     )
@@ -141,13 +133,12 @@ async fn refresh_tokens(
 async fn logout(
     State(state): State<AppState>,
     caller: Caller,
-    StrictJson(body): StrictJson,
+    StrictJson(body): StrictJson<RefreshRequest>,
 ) -> ApiResult<StatusCode> {
     caller.require_owner()?;
-    object(&body)?;
-    let token = string_field(&body, "refreshToken")?;
+    let token = non_empty(&body.refresh_token, "refreshToken")?;
     let db = state.system_db().await?;
-    if let Some(family) = refresh::family_of(&db, &token).await? {
+    if let Some(family) = refresh::family_of(&db, token).await? {
         refresh::revoke_family(&db, &family).await?;
         state.tokens.revoke_family(&family);
         tracing::info!("refresh family revoked by logout");

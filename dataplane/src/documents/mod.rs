@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use vibe_api::documents::{Page, ReadQuery, WriteRequest, WriteResult};
 
 use self::query::{ReadRequest, collection_of};
 use self::validate::{check_collection, check_writable, prepare_document};
@@ -104,13 +105,13 @@ pub const STORE_REFUSED_QUERY: &str = "Invalid query: the filter or sort is not 
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    StrictJson(body): StrictJson,
-) -> ApiResult<Json<Page>> {
+    StrictJson(body): StrictJson<ReadQuery>,
+) -> ApiResult<Json<Page<Box<RawValue>>>> {
     let _admitted = admit(&state, &caller)?;
-    let collection = collection_of(&body).map_err(validation)?;
+    let collection = collection_of(&body.collection).map_err(validation)?;
     let gate = ReadGate::collection(&state, &caller, &collection)?;
     let bounds = &state.config.query;
-    if let Some(filter) = body.get("filter") {
+    if let Some(filter) = &body.filter {
         limits::check_filter(bounds, filter)
             .inspect_err(|_| state.metrics.query_refused("filter"))?;
     }
@@ -149,51 +150,34 @@ async fn read(
     }))
 }
 
-/// The answer of a read: the documents as the store wrote them (checked, not rebuilt).
-#[derive(serde::Serialize)]
-struct Page {
-    docs: Vec<Box<RawValue>>,
-    /// The first document again (kept from the original API).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    doc: Option<Box<RawValue>>,
-    bookmark: Option<String>,
-}
-
 /// `POST /api/v1/data/write` `{collection, data}` → `{ok,id,rev}` or bulk results.
 async fn write(
     State(state): State<AppState>,
     caller: Caller,
-    StrictJson(body): StrictJson,
+    StrictJson(body): StrictJson<WriteRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let _admitted = admit(&state, &caller)?;
-    let object = body
-        .as_object()
-        .ok_or_else(|| validation("Body must be a JSON object.".into()))?;
-    let collection = collection_of(&body).map_err(validation)?;
+    let collection = collection_of(&body.collection).map_err(validation)?;
     writable(&collection)?;
     caller.require(&format!("write:{collection}"))?;
-    if let Some(key) = object
-        .keys()
-        .find(|k| !matches!(k.as_str(), "collection" | "data"))
-    {
-        return Err(validation(format!(
-            "Unknown field '{}'.",
-            key.chars().take(64).collect::<String>()
-        )));
-    }
     let data_error = || validation("Data must be a single object or an array of objects.".into());
-    match object.get("data") {
-        Some(doc @ Value::Object(_)) => {
+    match &body.data {
+        doc @ Value::Object(_) => {
             let doc = prepare_document(&collection, doc, &[]).map_err(validation)?;
             let id = doc["_id"].as_str().unwrap_or_default().to_string();
             let db = state.data_db().await?;
             let result = db.put(&id, &doc).await?;
+            let written = WriteResult {
+                ok: true,
+                id: result.id,
+                rev: result.rev,
+            };
             Ok((
                 StatusCode::OK,
-                Json(json!({ "ok": true, "id": result.id, "rev": result.rev })),
+                Json(serde_json::to_value(written).map_err(ApiError::internal)?),
             ))
         }
-        Some(Value::Array(items)) => {
+        Value::Array(items) => {
             if items.len() > MAX_BULK_DOCS {
                 return Err(validation(format!(
                     "At most {MAX_BULK_DOCS} documents per write."

@@ -15,6 +15,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use vibe_api::documents::ReadQuery;
+
 use super::validate::check_collection;
 use crate::state::{COLLECTION_INDEX, INDEX_DESIGN_DOC};
 
@@ -67,15 +69,14 @@ fn invalid(message: impl Into<String>) -> String {
     message.into()
 }
 
-/// The collection of a read or write body: `Collection name is required.` when absent.
-pub fn collection_of(body: &Value) -> Result<String, String> {
-    match body.get("collection") {
-        Some(Value::String(c)) if !c.is_empty() => {
-            check_collection(c)?;
-            Ok(c.clone())
-        }
-        _ => Err("Collection name is required.".into()),
+/// The collection of a read or write body: `Collection name is required.` when absent
+/// (the body types read an absent collection as empty).
+pub fn collection_of(collection: &str) -> Result<String, String> {
+    if collection.is_empty() {
+        return Err("Collection name is required.".into());
     }
+    check_collection(collection)?;
+    Ok(collection.to_string())
 }
 
 /// Whether `name` may be a sort or projection field (not empty, at most 128 bytes, not
@@ -95,24 +96,11 @@ fn check_field_name(name: &str) -> Result<(), String> {
 }
 
 impl ReadRequest {
-    /// Validate a read body. Errors are `details` of a 400 `Validation failed`.
-    pub fn parse(body: &Value) -> Result<Self, String> {
-        let object = body
-            .as_object()
-            .ok_or_else(|| invalid("Body must be a JSON object."))?;
-        for key in object.keys() {
-            if !matches!(
-                key.as_str(),
-                "collection" | "filter" | "limit" | "sort" | "fields" | "bookmark"
-            ) {
-                return Err(format!(
-                    "Unknown field '{}'.",
-                    key.chars().take(64).collect::<String>()
-                ));
-            }
-        }
-        let collection = collection_of(body)?;
-        let filter = match object.get("filter") {
+    /// Validate a read body (its shape and field names were checked by
+    /// [`ReadQuery`]'s deserialisation). Errors are `details` of a 400 `Validation failed`.
+    pub fn parse(body: &ReadQuery) -> Result<Self, String> {
+        let collection = collection_of(&body.collection)?;
+        let filter = match &body.filter {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(f)) => {
                 check_selector(&Value::Object(f.clone()), 0)?;
@@ -125,37 +113,31 @@ impl ReadRequest {
             }
             Some(_) => return Err("Filter must be an object.".into()),
         };
-        let limit = match object.get("limit") {
-            None | Some(Value::Null) => DEFAULT_LIMIT,
-            Some(v) => match v.as_u64() {
-                Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(format!(
-                        "limit must be an integer between 1 and {MAX_LIMIT}."
-                    ));
-                }
-            },
+        let limit = match body.limit {
+            None => DEFAULT_LIMIT,
+            Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            Some(_) => {
+                return Err(format!(
+                    "limit must be an integer between 1 and {MAX_LIMIT}."
+                ));
+            }
         };
-        let (sort, direction) = parse_sort(object.get("sort"))?;
-        let fields = match object.get("fields") {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(items)) => Some(
+        let (sort, direction) = parse_sort(body.sort.as_ref())?;
+        let fields = match &body.fields {
+            None => None,
+            Some(items) => Some(
                 items
                     .iter()
-                    .map(|f| match f.as_str() {
-                        Some(name) if name == "_id" || name == "_rev" => Ok(name.to_string()),
-                        Some(name) if name == "collection" => Ok(name.to_string()),
-                        Some(name) => check_field_name(name).map(|_| name.to_string()),
-                        None => Err("fields must be an array of strings.".to_string()),
+                    .map(|name| match name.as_str() {
+                        "_id" | "_rev" | "collection" => Ok(name.clone()),
+                        _ => check_field_name(name).map(|_| name.clone()),
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
-            Some(_) => return Err("fields must be an array of strings.".into()),
         };
-        let after = match object.get("bookmark") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(b)) if b.is_empty() => None,
-            Some(Value::String(b)) => {
+        let after = match body.bookmark.as_deref() {
+            None | Some("") => None,
+            Some(b) => {
                 let cursor = decode_cursor(b).ok_or_else(|| invalid("Invalid bookmark."))?;
                 if cursor.c != collection
                     || cursor.s != sort
@@ -166,7 +148,6 @@ impl ReadRequest {
                 }
                 Some(cursor.k)
             }
-            Some(_) => return Err("bookmark must be a string.".into()),
         };
         Ok(Self {
             collection,
@@ -488,45 +469,41 @@ fn decode_cursor(text: &str) -> Option<Cursor> {
 mod tests {
     use super::*;
 
+    fn parse(body: Value) -> Result<ReadRequest, String> {
+        let query: ReadQuery = vibe_api::json::from_value(body).map_err(|e| e.to_string())?;
+        ReadRequest::parse(&query)
+    }
+
     #[test]
     fn defaults_and_limits() {
-        let r = ReadRequest::parse(&json!({"collection": "notes"})).unwrap();
+        let r = parse(json!({"collection": "notes"})).unwrap();
         assert_eq!(r.limit, DEFAULT_LIMIT);
-        assert!(ReadRequest::parse(&json!({"collection": "notes", "limit": 1001})).is_err());
-        assert!(ReadRequest::parse(&json!({"collection": "notes", "limit": 0})).is_err());
-        assert!(ReadRequest::parse(&json!({"collection": "notes", "limit": 1000})).is_ok());
+        assert!(parse(json!({"collection": "notes", "limit": 1001})).is_err());
+        assert!(parse(json!({"collection": "notes", "limit": 0})).is_err());
+        assert!(parse(json!({"collection": "notes", "limit": 1000})).is_ok());
         assert_eq!(
-            ReadRequest::parse(&json!({"filter": {}})).unwrap_err(),
+            parse(json!({"filter": {}})).unwrap_err(),
             "Collection name is required."
         );
-        assert!(
-            ReadRequest::parse(&json!({"collection": "n", "filter": {"a": {"$nope": 1}}})).is_err()
-        );
-        assert!(
-            ReadRequest::parse(&json!({"collection": "n", "filter": {"$or": [{"a": {"$gt": 1}}]}}))
-                .is_ok()
-        );
+        assert!(parse(json!({"collection": "n", "filter": {"a": {"$nope": 1}}})).is_err());
+        assert!(parse(json!({"collection": "n", "filter": {"$or": [{"a": {"$gt": 1}}]}})).is_ok());
         assert_eq!(
-            ReadRequest::parse(&json!({"collection": "n", "filter": 3})).unwrap_err(),
+            parse(json!({"collection": "n", "filter": 3})).unwrap_err(),
             "Filter must be an object."
         );
     }
 
     #[test]
     fn cursor_round_trip_and_binding() {
-        let r = ReadRequest::parse(&json!({"collection": "notes", "limit": 1})).unwrap();
+        let r = parse(json!({"collection": "notes", "limit": 1})).unwrap();
         let docs = raw(&[json!({"_id": "notes/a"}), json!({"_id": "notes/b"})]);
         let (page, bookmark) = r.finish_page(docs, |_| true);
         assert_eq!(page.len(), 1);
         let bookmark = bookmark.unwrap();
-        let next =
-            ReadRequest::parse(&json!({"collection": "notes", "limit": 1, "bookmark": bookmark}))
-                .unwrap();
+        let next = parse(json!({"collection": "notes", "limit": 1, "bookmark": bookmark})).unwrap();
         assert_eq!(next.after, Some(vec![json!("notes/a")]));
-        assert!(ReadRequest::parse(&json!({"collection": "other", "bookmark": bookmark})).is_err());
-        assert!(
-            ReadRequest::parse(&json!({"collection": "notes", "bookmark": "garbage!"})).is_err()
-        );
+        assert!(parse(json!({"collection": "other", "bookmark": bookmark})).is_err());
+        assert!(parse(json!({"collection": "notes", "bookmark": "garbage!"})).is_err());
     }
 
     fn raw(docs: &[Value]) -> Vec<Box<RawValue>> {
@@ -543,7 +520,7 @@ mod tests {
 
     #[test]
     fn a_page_is_passed_on_as_the_store_wrote_it_minus_what_is_refused() {
-        let r = ReadRequest::parse(&json!({"collection": "notes", "limit": 2})).unwrap();
+        let r = parse(json!({"collection": "notes", "limit": 2})).unwrap();
         let store = [
             json!({"_id": "notes/a", "collection": "notes", "n": 1}),
             json!({"_id": "secretz/b", "collection": "secretz", "n": 2}),
@@ -553,9 +530,7 @@ mod tests {
         assert_eq!(texts(&page), vec![store[0].clone()]);
         assert_eq!(page[0].get(), serde_json::to_string(&store[0]).unwrap());
         // The refused row was covered: the next page starts after it.
-        let next = ReadRequest::parse(
-            &json!({"collection": "notes", "limit": 2, "bookmark": bookmark.unwrap()}),
-        )
+        let next = parse(json!({"collection": "notes", "limit": 2, "bookmark": bookmark.unwrap()}))
         .unwrap();
         assert_eq!(next.after, Some(vec![json!("secretz/b")]));
         // The cursor's own row, returned again by a store that treats the bound as
@@ -567,9 +542,7 @@ mod tests {
 
     #[test]
     fn a_projection_keeps_only_the_fields_asked_for() {
-        let r = ReadRequest::parse(
-            &json!({"collection": "notes", "fields": ["n"], "sort": [{"n": "asc"}], "limit": 1}),
-        )
+        let r = parse(json!({"collection": "notes", "fields": ["n"], "sort": [{"n": "asc"}], "limit": 1}))
         .unwrap();
         let store = [
             json!({"_id": "notes/a", "collection": "notes", "n": 1, "secret": true}),
@@ -577,7 +550,7 @@ mod tests {
         ];
         let (page, bookmark) = r.finish_page(raw(&store), |_| true);
         assert_eq!(texts(&page), vec![json!({"n": 1})]);
-        let next = ReadRequest::parse(&json!({"collection": "notes", "fields": ["n"],
+        let next = parse(json!({"collection": "notes", "fields": ["n"],
             "sort": [{"n": "asc"}], "limit": 1, "bookmark": bookmark.unwrap()}))
         .unwrap();
         assert_eq!(next.after, Some(vec![json!(1), json!("notes/a")]));
@@ -585,11 +558,8 @@ mod tests {
 
     #[test]
     fn sort_directions_must_agree() {
-        assert!(
-            ReadRequest::parse(&json!({"collection": "n", "sort": [{"a": "asc"}, {"b": "desc"}]}))
-                .is_err()
-        );
-        let r = ReadRequest::parse(&json!({"collection": "n", "sort": [{"a": "desc"}]})).unwrap();
+        assert!(parse(json!({"collection": "n", "sort": [{"a": "asc"}, {"b": "desc"}]})).is_err());
+        let r = parse(json!({"collection": "n", "sort": [{"a": "desc"}]})).unwrap();
         assert_eq!(r.direction, Direction::Desc);
         assert_eq!(r.index_fields(), vec!["collection", "a", "_id"]);
     }

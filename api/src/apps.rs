@@ -1,0 +1,149 @@
+//! App registration bodies (owner only): upsert with grants, status, app tokens.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A grant setting. Only [`GrantSetting::Always`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantSetting {
+    /// Allowed without asking.
+    Always,
+    /// The agent asks the owner (the server treats it as not allowed).
+    Ask,
+    /// Refused.
+    Never,
+}
+
+impl GrantSetting {
+    /// The wire name: `always`, `ask` or `never`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Ask => "ask",
+            Self::Never => "never",
+        }
+    }
+}
+
+impl std::str::FromStr for GrantSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        [Self::Always, Self::Ask, Self::Never]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| format!("{text:?} is not a grant setting: use always, ask or never"))
+    }
+}
+
+/// Body of `POST /api/v1/apps/upsert`: the app's manifest plus its grants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppUpsert {
+    /// The app's id (usually its origin).
+    pub app_id: String,
+    /// Display name.
+    pub name: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Picture URL (a URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture_url: Option<String>,
+    /// Permissions the app asks for: `read:<c>`, `write:<c>`, `blob:read:<c>`,
+    /// `blob:write:<c>`, `blob:delete:<c>` or `sync`.
+    pub permissions: Vec<String>,
+    /// Permission → setting; absent or `null`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<BTreeMap<String, GrantSetting>>,
+}
+
+/// `GET /api/v1/apps/status` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStatus {
+    /// Whether the app is registered.
+    pub is_registered: bool,
+    /// Its manifest (`appId`, `name`, `description?`, `pictureUrl?`, `permissions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Value>,
+    /// Permission → setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<BTreeMap<String, GrantSetting>>,
+    /// First registration (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<String>,
+    /// Last change of grants (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants_updated_at: Option<String>,
+}
+
+/// Body of `POST /api/v1/apps/token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppTokenRequest {
+    /// The registered app the token acts as.
+    pub app_id: String,
+}
+
+/// `POST /api/v1/apps/token` answer: a token bound to one app.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppTokenResponse {
+    /// The app-bound access token.
+    pub access_token: String,
+    /// Its expiry (UNIX seconds).
+    pub access_token_expires_in: i64,
+    /// `Bearer`.
+    #[serde(default)]
+    pub token_type: String,
+}
+
+impl std::fmt::Debug for AppTokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppTokenResponse")
+            .field("access_token_expires_in", &self.access_token_expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::{BodyError, from_slice};
+
+    #[test]
+    fn grant_settings_read_and_print_their_wire_names() {
+        for setting in [GrantSetting::Always, GrantSetting::Ask, GrantSetting::Never] {
+            assert_eq!(setting.as_str().parse::<GrantSetting>(), Ok(setting));
+            assert_eq!(serde_json::to_value(setting).unwrap(), setting.as_str());
+        }
+        assert!("sometimes".parse::<GrantSetting>().is_err());
+    }
+
+    #[test]
+    fn upsert_reads_the_manifest_and_refuses_strangers() {
+        let app: AppUpsert = from_slice(
+            br#"{"appId":"a","name":"A","permissions":["read:notes"],"grants":{"read:notes":"always"},"description":null}"#,
+        )
+        .unwrap();
+        assert_eq!(app.grants.unwrap()["read:notes"], GrantSetting::Always);
+        assert_eq!(app.description, None);
+        assert_eq!(
+            from_slice::<AppUpsert>(br#"{"appId":"a","name":"A","permissions":[],"userDid":"x"}"#),
+            Err(BodyError::Invalid("Unknown field 'userDid'.".into()))
+        );
+        let wrong = from_slice::<AppUpsert>(
+            br#"{"appId":"a","name":"A","permissions":[],"grants":{"sync":"sometimes"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            wrong.starts_with("'grants.sync': unknown variant"),
+            "{wrong}"
+        );
+    }
+}
