@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(page[0].get(), serde_json::to_string(&store[0]).unwrap());
         // The refused row was covered: the next page starts after it.
         let next = parse(json!({"collection": "notes", "limit": 2, "bookmark": bookmark.unwrap()}))
-        .unwrap();
+            .unwrap();
         assert_eq!(next.after, Some(vec![json!("secretz/b")]));
         // The cursor's own row, returned again by a store that treats the bound as
         // inclusive, is dropped; the last page has no bookmark.
@@ -542,7 +542,9 @@ mod tests {
 
     #[test]
     fn a_projection_keeps_only_the_fields_asked_for() {
-        let r = parse(json!({"collection": "notes", "fields": ["n"], "sort": [{"n": "asc"}], "limit": 1}))
+        let r = parse(
+            json!({"collection": "notes", "fields": ["n"], "sort": [{"n": "asc"}], "limit": 1}),
+        )
         .unwrap();
         let store = [
             json!({"_id": "notes/a", "collection": "notes", "n": 1, "secret": true}),
