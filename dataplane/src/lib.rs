@@ -15,6 +15,7 @@
 //! - [`system_feed`]: follows the system database so the caches of apps, devices and
 //!   revocations match what any replica stored.
 //! - [`documents`]: document CRUD and reads with our own paging cursor.
+//! - [`export`]: export of the whole instance as one archive, and import of one.
 //! - [`health`], [`openapi`].
 //! - [`metrics`]: Prometheus metrics (own port) and the request-id, tracing and HTTP-metrics
 //!   layers added once to the router ([`metrics::layer::instrument`]).
@@ -45,6 +46,7 @@ pub mod dbnames;
 pub mod devices;
 pub mod documents;
 pub mod error;
+pub mod export;
 pub mod health;
 pub mod json;
 pub mod json_errors;
@@ -77,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .merge(blobs::routes())
         .merge(sync::routes())
+        .merge(export::routes())
         .merge(realtime::routes_with(state.config.realtime.clone()));
 
     let mut app = api
