@@ -5,6 +5,7 @@
 //! - [`watch`]: the realtime WebSocket, resuming after disconnects;
 //! - [`sync`]: two-way sync of a folder of JSON files over the instance's CouchDB
 //!   replication endpoint;
+//! - [`archive`]: export archives on disk, decrypted with the owner's key;
 //! - [`keyfile`], [`session`]: the key and the per-instance sessions on disk;
 //! - [`cmd`]: the `vibe` command (`src/bin/vibe.rs` only calls [`cmd::main`]).
 //!
@@ -12,6 +13,7 @@
 //! (crate `vibe-e2e`) drive real instances through this same library and the built `vibe`
 //! binary.
 
+pub mod archive;
 pub mod client;
 pub mod cmd;
 pub mod error;

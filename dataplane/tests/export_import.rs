@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use common::TestInstance;
+use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -91,10 +91,18 @@ async fn populate(a: &TestInstance) -> Vec<(String, Vec<u8>)> {
         .map(|i| json!({ "title": if i == 0 { "alpha".to_string() } else { format!("note {i}") }, "n": i }))
         .collect();
     let (status, written) = a
-        .post("/api/v1/data/write", Some(&token), Some(APP), json!({ "collection": "notes", "data": docs }))
+        .post(
+            "/api/v1/data/write",
+            Some(&token),
+            Some(APP),
+            json!({ "collection": "notes", "data": docs }),
+        )
         .await;
     assert!(status.is_success(), "{status} {written}");
-    let written = written.as_array().cloned().unwrap_or_else(|| written["results"].as_array().cloned().unwrap_or_default());
+    let written = written
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| written["results"].as_array().cloned().unwrap_or_default());
     assert_eq!(written.len(), 30, "{written:?}");
     let id = |i: usize| written[i]["id"].as_str().unwrap().to_string();
     let rev = |i: usize| written[i]["rev"].as_str().unwrap().to_string();
@@ -111,7 +119,11 @@ async fn populate(a: &TestInstance) -> Vec<(String, Vec<u8>)> {
     let (status, body) = a
         .call(
             Method::DELETE,
-            &format!("/api/v1/data/notes/{}?rev={}", id(2).trim_start_matches("notes/"), rev(2)),
+            &format!(
+                "/api/v1/data/notes/{}?rev={}",
+                id(2).trim_start_matches("notes/"),
+                rev(2)
+            ),
             Some(&token),
             Some(APP),
             None,
@@ -138,7 +150,9 @@ async fn populate(a: &TestInstance) -> Vec<(String, Vec<u8>)> {
         let bytes = pattern(len, i);
         let resp = a
             .http
-            .put(a.url(&format!("/api/v1/blob/upload?collection=photos&filename=pic{i}.bin")))
+            .put(a.url(&format!(
+                "/api/v1/blob/upload?collection=photos&filename=pic{i}.bin"
+            )))
             .bearer_auth(&token)
             .header("x-vibe-app-id", APP)
             .header("content-type", "application/octet-stream")
@@ -215,7 +229,11 @@ async fn apps_of(inst: &TestInstance) -> Value {
 async fn blob_bytes(inst: &TestInstance, key: &str) -> Option<Vec<u8>> {
     let token = inst.owner_token().await;
     let (status, body) = inst
-        .get(&format!("/api/v1/blob/download-url/{key}"), Some(&token), Some(APP))
+        .get(
+            &format!("/api/v1/blob/download-url/{key}"),
+            Some(&token),
+            Some(APP),
+        )
         .await;
     if status != StatusCode::OK {
         return None;
@@ -226,7 +244,10 @@ async fn blob_bytes(inst: &TestInstance, key: &str) -> Option<Vec<u8>> {
 
 async fn objects_in_bucket(inst: &TestInstance) -> usize {
     let blobs = inst.state.blobs.as_ref().unwrap();
-    blobs.ready(&blobs.scheme(&inst.state).unwrap()).await.unwrap();
+    blobs
+        .ready(&blobs.scheme(&inst.state).unwrap())
+        .await
+        .unwrap();
     let prefix = format!("{}/", inst.owner.did());
     blobs.store.list(&prefix).await.unwrap().len()
 }
@@ -241,17 +262,36 @@ async fn staging_databases(inst: &TestInstance) -> Vec<String> {
         .json()
         .await
         .unwrap();
-    all.into_iter().filter(|n| n.contains("vibe_import_")).collect()
+    all.into_iter()
+        .filter(|n| n.contains("vibe_import_"))
+        .collect()
 }
 
 /// B holds nothing: no documents, no apps, no objects, no staging database.
 async fn assert_untouched(b: &TestInstance, what: &str) {
-    assert!(leaves_of(b).await.is_empty(), "{what}: documents were imported");
-    assert_eq!(apps_of(b).await["apps"], json!([]), "{what}: apps were imported");
-    assert_eq!(objects_in_bucket(b).await, 0, "{what}: objects were left in the bucket");
-    assert!(staging_databases(b).await.is_empty(), "{what}: a staging database was left");
+    assert!(
+        leaves_of(b).await.is_empty(),
+        "{what}: documents were imported"
+    );
+    assert_eq!(
+        apps_of(b).await["apps"],
+        json!([]),
+        "{what}: apps were imported"
+    );
+    assert_eq!(
+        objects_in_bucket(b).await,
+        0,
+        "{what}: objects were left in the bucket"
+    );
+    assert!(
+        staging_databases(b).await.is_empty(),
+        "{what}: a staging database was left"
+    );
     let system = b.state.system_db().await.unwrap();
-    assert!(system.get(MARKER_ID).await.unwrap().is_none(), "{what}: a marker was left");
+    assert!(
+        system.get(MARKER_ID).await.unwrap().is_none(),
+        "{what}: a marker was left"
+    );
 }
 
 async fn assert_same(a: &TestInstance, b: &TestInstance, blobs: &[(String, Vec<u8>)]) {
@@ -267,8 +307,12 @@ async fn assert_same(a: &TestInstance, b: &TestInstance, blobs: &[(String, Vec<u
     // What clients read is the same too (winners and conflicts).
     let (ta, tb) = (a.owner_token().await, b.owner_token().await);
     let read = json!({ "collection": "notes", "limit": 100 });
-    let (_, ra) = a.post("/api/v1/data/read", Some(&ta), Some(APP), read.clone()).await;
-    let (_, rb) = b.post("/api/v1/data/read", Some(&tb), Some(APP), read).await;
+    let (_, ra) = a
+        .post("/api/v1/data/read", Some(&ta), Some(APP), read.clone())
+        .await;
+    let (_, rb) = b
+        .post("/api/v1/data/read", Some(&tb), Some(APP), read)
+        .await;
     assert_eq!(ra["docs"], rb["docs"]);
 }
 
@@ -286,12 +330,19 @@ async fn round_trip_keeps_documents_revisions_conflicts_apps_grants_and_blobs() 
         .flatten()
         .filter(|d| d["_deleted"] == json!(true))
         .count();
-    assert_eq!((conflicted, deleted), (1, 1), "the fixture has one conflict and one tombstone");
+    assert_eq!(
+        (conflicted, deleted),
+        (1, 1),
+        "the fixture has one conflict and one tombstone"
+    );
 
     let (status, report) = import(&b, archive.clone()).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["counts"]["documents"], json!(source.len()));
-    assert_eq!(report["counts"]["revisions"], json!(source.values().flatten().count()));
+    assert_eq!(
+        report["counts"]["revisions"],
+        json!(source.values().flatten().count())
+    );
     assert_eq!(report["counts"]["apps"], json!(1));
     assert_eq!(report["counts"]["blobs"], json!(2));
     assert_eq!(report["repeated"], json!(false));
@@ -308,7 +359,13 @@ async fn round_trip_keeps_documents_revisions_conflicts_apps_grants_and_blobs() 
     let (_, other) = export(&a, "").await;
     let (status, body) = import(&b, other).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("already holds data"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("already holds data"),
+        "{body}"
+    );
 }
 
 /// Replace `from` by `to` (same length) at its first occurrence.
@@ -352,9 +409,21 @@ async fn damaged_archives_are_refused_and_leave_nothing_behind() {
 
     for (what, damaged, expected) in [
         ("truncated", Bytes::from(truncated), "truncated"),
-        ("corrupted", Bytes::from(corrupted), "does not match the manifest"),
-        ("tampered", Bytes::from(tampered), "does not match the manifest"),
-        ("recounted", Bytes::from(recounted), "counts in its manifest"),
+        (
+            "corrupted",
+            Bytes::from(corrupted),
+            "does not match the manifest",
+        ),
+        (
+            "tampered",
+            Bytes::from(tampered),
+            "does not match the manifest",
+        ),
+        (
+            "recounted",
+            Bytes::from(recounted),
+            "counts in its manifest",
+        ),
     ] {
         let (status, body) = import(&b, damaged).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
@@ -409,17 +478,31 @@ async fn an_interrupted_import_is_resumed() {
     // A commit that stopped halfway: the marker names the export and some documents are
     // in. The same archive completes it; another archive is refused.
     let export_id = {
-        let start = archive.windows(11).position(|w| w == b"\"exportId\":").unwrap() + 12;
+        let start = archive
+            .windows(11)
+            .position(|w| w == b"\"exportId\":")
+            .unwrap()
+            + 12;
         let end = start + archive[start..].iter().position(|c| *c == b'"').unwrap();
         String::from_utf8(archive[start..end].to_vec()).unwrap()
     };
     let system = b.state.system_db().await.unwrap();
     system
-        .put(MARKER_ID, &json!({ "exportId": export_id, "state": "committing" }))
+        .put(
+            MARKER_ID,
+            &json!({ "exportId": export_id, "state": "committing" }),
+        )
         .await
         .unwrap();
-    let some: Vec<Value> = leaves_of(&a).await.into_values().flatten().take(10).collect();
-    leaves::store(&b.state.data_db().await.unwrap(), &some).await.unwrap();
+    let some: Vec<Value> = leaves_of(&a)
+        .await
+        .into_values()
+        .flatten()
+        .take(10)
+        .collect();
+    leaves::store(&b.state.data_db().await.unwrap(), &some)
+        .await
+        .unwrap();
 
     let (_, other) = export(&a, "").await;
     let (status, body) = import(&b, other).await;
@@ -439,7 +522,12 @@ async fn export_and_import_are_for_the_owner_itself() {
     let token = a.owner_token().await;
     a.upsert_app(&token, APP, &[("read:notes", "always")]).await;
     let (status, minted) = a
-        .post("/api/v1/apps/token", Some(&token), None, json!({ "appId": APP }))
+        .post(
+            "/api/v1/apps/token",
+            Some(&token),
+            None,
+            json!({ "appId": APP }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{minted}");
     let app_token = minted["accessToken"].as_str().unwrap().to_string();
@@ -451,7 +539,10 @@ async fn export_and_import_are_for_the_owner_itself() {
         let (status, body) = a.get("/api/v1/export", bearer, app).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {body}");
         assert!(body["error"].is_string(), "{who}: {body}");
-        let mut request = a.http.post(a.url("/api/v1/import")).header("content-type", "application/x-tar");
+        let mut request = a
+            .http
+            .post(a.url("/api/v1/import"))
+            .header("content-type", "application/x-tar");
         if let Some(bearer) = bearer {
             request = request.bearer_auth(bearer);
         }
@@ -463,7 +554,9 @@ async fn export_and_import_are_for_the_owner_itself() {
     }
     let (status, body) = a.get("/api/v1/export", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let (status, body) = a.get("/api/v1/export?encrypt=someone", Some(&token), None).await;
+    let (status, body) = a
+        .get("/api/v1/export?encrypt=someone", Some(&token), None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // A foreign owner's archive is refused.
     let stranger = TestInstance::start().await;
@@ -511,7 +604,10 @@ async fn an_encrypted_archive_is_readable_only_with_the_owner_key() {
     // The data plane cannot import it (it has no private key) and says why.
     let (status, body) = import(&b, sealed.clone()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("encrypted"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("encrypted"),
+        "{body}"
+    );
     // Another key cannot decrypt it.
     let stranger = ssh_identity(&Keypair::generate());
     assert!(decrypt(&sealed, &stranger).is_err());

@@ -73,7 +73,10 @@ async fn a_300_mib_blob_streams_through_export_and_import_in_flat_memory() {
     a.upsert_app(
         &token_a,
         APP,
-        &[("blob:write:disks", "always"), ("blob:read:disks", "always")],
+        &[
+            ("blob:write:disks", "always"),
+            ("blob:read:disks", "always"),
+        ],
     )
     .await;
     let chunks = TOTAL / CHUNK;
@@ -140,7 +143,11 @@ async fn a_300_mib_blob_streams_through_export_and_import_in_flat_memory() {
 
     // B's copy holds the same bytes (the app and its grants came along).
     let (status, url) = b
-        .get(&format!("/api/v1/blob/download-url/{key}"), Some(&token_b), Some(APP))
+        .get(
+            &format!("/api/v1/blob/download-url/{key}"),
+            Some(&token_b),
+            Some(APP),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{url}");
     let download = b

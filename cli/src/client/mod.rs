@@ -11,6 +11,7 @@ mod auth;
 mod blobs;
 mod data;
 mod devices;
+mod export;
 mod tokens;
 
 pub use apps::{AppStatus, AppToken, check_permission};
@@ -18,6 +19,7 @@ pub use auth::{Challenge, Tokens, sign_login, sign_login_at};
 pub use blobs::{BlobMeta, Progress, UploadUrl};
 pub use data::{Page, ReadQuery, WriteResult, local_id};
 pub use devices::{DeviceCredentials, RegisteredDevice};
+pub use export::ExportSummary;
 pub use tokens::TokenSource;
 pub use vibe_api::auth::LoginRequest;
 

@@ -94,6 +94,39 @@ pub enum Command {
     /// Devices trusted to sync with the instance (owner only).
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Export the whole instance (documents with every revision, apps and grants, blobs)
+    /// into one archive file, encrypted to your key unless --plain (owner only).
+    #[command(
+        after_help = "The archive is streamed to <OUTPUT>.vibe-partial and renamed when \
+        complete. Only the holder of your key can read an encrypted archive (`vibe import` \
+        decrypts it). Format: docs/export-format.md."
+    )]
+    Export {
+        /// Where to write the archive, e.g. me.vibe.
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// Leave blob bytes out (documents and apps only; such an archive cannot be
+        /// imported when you have blobs).
+        #[arg(long)]
+        no_blobs: bool,
+        /// Do not encrypt the archive (anyone holding the file can read it).
+        #[arg(long)]
+        plain: bool,
+    },
+    /// Import an archive into this instance, which must be new, empty and yours; an
+    /// encrypted archive is decrypted here with your key. Run it again after an
+    /// interruption: it resumes, and repeating a finished import changes nothing.
+    Import {
+        /// The archive file (from `vibe export`).
+        file: PathBuf,
+    },
+    /// Move to another instance: export from this one, import into the new one (same key),
+    /// verify, then print what your devices must do.
+    Migrate {
+        /// URL of the new, empty instance (you are logged in to it with your key).
+        #[arg(long)]
+        to: String,
+    },
     /// Write documents: one JSON object (create or update) or an array (bulk).
     #[command(
         after_help = "Without DATA or with `-`, the JSON is read from stdin. To update, \

@@ -94,6 +94,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logout => logout(&context).await,
         Command::Apps(command) => apps(&context, command).await,
         Command::Devices(command) => devices(&context, command).await,
+        Command::Export {
+            output,
+            no_blobs,
+            plain,
+        } => export(&context, &output, !no_blobs, !plain).await,
+        Command::Import { file } => import(&context, &file).await,
+        Command::Migrate { to } => migrate(&context, &to).await,
         Command::Put { collection, data } => put(&context, &collection, data).await,
         Command::Get { collection, id } => {
             let doc = context.acting()?.get(&collection, &id).await?;
@@ -819,6 +826,155 @@ async fn sync_endpoint(context: &Context, client: &Client) -> Result<()> {
             "url": url,
             "authorization": format!("Bearer {token}"),
             "expiresAt": expires_at,
+        }),
+    );
+    Ok(())
+}
+
+async fn export(
+    context: &Context,
+    output: &std::path::Path,
+    blobs: bool,
+    encrypt: bool,
+) -> Result<()> {
+    let client = context.owner()?;
+    let (bar, progress) = context.out.bar(None, "exporting");
+    let summary = client
+        .export_to_file(output, blobs, encrypt, Some(progress))
+        .await;
+    bar.finish_and_clear();
+    let summary = summary?;
+    context.out.result(
+        || {
+            format!(
+                "exported {} bytes to {} (export {}, {})",
+                summary.bytes,
+                output.display(),
+                summary.export_id,
+                if encrypt {
+                    "encrypted to your key"
+                } else {
+                    "NOT encrypted"
+                }
+            )
+        },
+        &json!({
+            "file": output.display().to_string(),
+            "exportId": summary.export_id,
+            "bytes": summary.bytes,
+            "encrypted": encrypt,
+            "blobs": blobs,
+        }),
+    );
+    Ok(())
+}
+
+async fn import(context: &Context, file: &std::path::Path) -> Result<()> {
+    let key = context.key()?;
+    let client = context.owner()?;
+    let size = std::fs::metadata(file)
+        .map_err(|e| ClientError::io(file, e))?
+        .len();
+    let (bar, progress) = context.out.bar(Some(size), "importing");
+    let report = match crate::archive::plain_body(file, &key, Some(progress)).await {
+        Ok((body, _)) => client.import_body(body).await,
+        Err(e) => Err(e),
+    };
+    bar.finish_and_clear();
+    let report = report?;
+    let value = serde_json::to_value(&report).unwrap_or(Value::Null);
+    context.out.result(
+        || {
+            format!(
+                "imported export {}: {} documents ({} revisions), {} apps, {} blobs ({} bytes){}",
+                report.export_id,
+                report.counts.documents,
+                report.counts.revisions,
+                report.counts.apps,
+                report.counts.blobs,
+                report.counts.blob_bytes,
+                if report.repeated {
+                    " — it had been imported before; nothing changed"
+                } else {
+                    ""
+                }
+            )
+        },
+        &value,
+    );
+    Ok(())
+}
+
+/// What a person's devices must do after a migration.
+fn device_steps(to: &str) -> Vec<String> {
+    vec![
+        format!(
+            "Add each device again on the new instance (`vibe --instance {to} devices add NAME`) \
+             and point it at the new sync URL with the new credential; it continues where it \
+             stopped (every revision moved with its id, nothing is duplicated)."
+        ),
+        format!("Log your apps in again at {to}; their registrations and grants are there."),
+        "When every device syncs with the new instance, ask the old provider to delete the \
+         old one."
+            .to_string(),
+    ]
+}
+
+async fn migrate(context: &Context, to: &str) -> Result<()> {
+    let key = context.key()?;
+    let source = context.owner()?;
+    let target_instance = Instance::new(to)?;
+    if target_instance.url() == source.instance().url() {
+        return Err(ClientError::Usage(
+            "--to names the instance you are migrating from".into(),
+        ));
+    }
+    store_login(context, &target_instance, &key).await?;
+    let target = context.config.client(&target_instance)?;
+
+    // Straight from one instance into the other through this machine, never on disk.
+    let response = source.export_stream(true, false).await?;
+    let (bar, progress) = context.out.bar(None, "migrating");
+    let stream = futures::TryStreamExt::inspect_ok(response.bytes_stream(), move |chunk| {
+        progress(chunk.len() as u64)
+    });
+    let report = target.import_body(reqwest::Body::wrap_stream(stream)).await;
+    bar.finish_and_clear();
+    let report = report?;
+
+    // Verify: the new instance holds the apps and grants of the old one.
+    let (from_apps, to_apps) = (source.list_apps().await?, target.list_apps().await?);
+    if from_apps != to_apps {
+        return Err(ClientError::InvalidResponse {
+            what: "migration check".into(),
+            problem: "the apps and grants on the new instance differ from the old one's".into(),
+        });
+    }
+    let steps = device_steps(&target_instance.url());
+    context.out.result(
+        || {
+            let mut text = format!(
+                "migrated {} documents ({} revisions), {} apps, {} blobs ({} bytes) to {}\n\
+                 Your devices must now:",
+                report.counts.documents,
+                report.counts.revisions,
+                report.counts.apps,
+                report.counts.blobs,
+                report.counts.blob_bytes,
+                target_instance.url()
+            );
+            for (i, step) in steps.iter().enumerate() {
+                text.push_str(&format!("\n  {}. {step}", i + 1));
+            }
+            text
+        },
+        &json!({
+            "from": source.instance().url(),
+            "to": target_instance.url(),
+            "exportId": report.export_id,
+            "counts": report.counts,
+            "verified": true,
+            "devices": steps,
         }),
     );
     Ok(())

@@ -136,7 +136,9 @@ impl<W: AsyncWrite + Unpin + Send + 'static> ArchiveWriter<W> {
     ) -> io::Result<()> {
         let mut header = file_header(size);
         let mut summing = Summing::exactly(source, size);
-        self.tar.append_data(&mut header, path, &mut summing).await?;
+        self.tar
+            .append_data(&mut header, path, &mut summing)
+            .await?;
         let (size, sha256) = summing.finish();
         self.entries.push(ManifestEntry {
             path: path.to_string(),

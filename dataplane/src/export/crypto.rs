@@ -51,7 +51,10 @@ mod tests {
     fn the_did_key_becomes_an_ssh_ed25519_recipient() {
         let owner = Keypair::from_seed([7; 32]).did();
         let line = ssh_public_key(&owner).unwrap();
-        assert!(line.starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"), "{line}");
+        assert!(
+            line.starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"),
+            "{line}"
+        );
         assert!(recipient(&owner).is_ok());
         // The same key read back is the DID's key.
         let parsed = ssh_key::PublicKey::from_openssh(&line).unwrap();

@@ -112,9 +112,7 @@ pub async fn export(
         };
         if let Err(e) = written {
             tracing::warn!(error = %e, "export failed; the response is cut");
-            let _ = failed
-                .send(Err(io::Error::other("export failed")))
-                .await;
+            let _ = failed.send(Err(io::Error::other("export failed"))).await;
         }
     });
     let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
@@ -223,7 +221,9 @@ impl Job {
             serde_json::to_writer(&mut index, record).map_err(io::Error::other)?;
             index.push(b'\n');
         }
-        archive.append_bytes(format::BLOB_INDEX_PATH, &index).await?;
+        archive
+            .append_bytes(format::BLOB_INDEX_PATH, &index)
+            .await?;
         if let Some(store) = &self.blobs {
             for record in &blobs {
                 let object = store

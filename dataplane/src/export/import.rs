@@ -213,8 +213,7 @@ impl Run {
                     "entry '{path}' follows the manifest, which must be last."
                 )));
             }
-            if self.phase == Phase::Blobs && self.expected.front().is_some_and(|b| b.path == path)
-            {
+            if self.phase == Phase::Blobs && self.expected.front().is_some_and(|b| b.path == path) {
                 self.blob(&mut entry, size).await?;
                 continue;
             }
@@ -364,8 +363,12 @@ impl Run {
         for line in lines(bytes) {
             let record: format::AppRecord = parse(line, format::APPS_PATH)?;
             let value = serde_json::to_value(&record).map_err(ApiError::internal)?;
-            let app: AppRecord = serde_json::from_value(value)
-                .map_err(|_| damaged(format!("app '{}' has an unknown grant setting.", record.app_id)))?;
+            let app: AppRecord = serde_json::from_value(value).map_err(|_| {
+                damaged(format!(
+                    "app '{}' has an unknown grant setting.",
+                    record.app_id
+                ))
+            })?;
             if app.app_id.trim().is_empty()
                 || !app.permissions.iter().all(|p| is_valid_permission(p))
                 || !app.grants.keys().all(|p| is_valid_permission(p))
@@ -420,7 +423,9 @@ impl Run {
             ));
         }
         if listed.len() != self.blob_meta.len() {
-            return Err(damaged("its blob index leaves out blobs its documents describe."));
+            return Err(damaged(
+                "its blob index leaves out blobs its documents describe.",
+            ));
         }
         if let Some(blobs) = self.blobs()? {
             let until = SystemTime::now() + Duration::from_secs(3600);
@@ -453,7 +458,10 @@ impl Run {
                 record.path, record.size
             )));
         }
-        let blobs = self.blobs()?.or(self.state.blobs.clone()).ok_or(ApiError::Internal)?;
+        let blobs = self
+            .blobs()?
+            .or(self.state.blobs.clone())
+            .ok_or(ApiError::Internal)?;
         let scheme: KeyScheme = blobs.scheme(&self.state)?;
         blobs.ready(&scheme).await?;
         // Bytes an earlier run of this import committed (metadata in, object of the right
@@ -522,11 +530,15 @@ impl Run {
             }
         }
         if manifest.entries.len() != self.entries.len() {
-            return Err(damaged("the manifest lists entries the archive does not hold."));
+            return Err(damaged(
+                "the manifest lists entries the archive does not hold.",
+            ));
         }
         self.counts.documents = self.ids.len();
         if manifest.counts != self.counts {
-            return Err(damaged("the counts in its manifest do not match its content."));
+            return Err(damaged(
+                "the counts in its manifest do not match its content.",
+            ));
         }
         Ok(())
     }
@@ -539,7 +551,12 @@ impl Run {
             "sourceInstance": head.source_instance,
             "at": chrono::Utc::now().to_rfc3339(),
         });
-        if let Some(rev) = self.system.get(MARKER_ID).await?.and_then(|d| d.get("_rev").cloned()) {
+        if let Some(rev) = self
+            .system
+            .get(MARKER_ID)
+            .await?
+            .and_then(|d| d.get("_rev").cloned())
+        {
             doc["_rev"] = rev;
         }
         self.system.put(MARKER_ID, &doc).await?;
@@ -564,7 +581,12 @@ impl Run {
             let mut doc = serde_json::to_value(&app).map_err(ApiError::internal)?;
             doc["collection"] = json!("apps");
             doc["userDid"] = json!(owner.to_string());
-            if let Some(rev) = self.system.get(&id).await?.and_then(|d| d.get("_rev").cloned()) {
+            if let Some(rev) = self
+                .system
+                .get(&id)
+                .await?
+                .and_then(|d| d.get("_rev").cloned())
+            {
                 doc["_rev"] = rev;
             }
             self.system.put(&id, &doc).await?;
