@@ -408,7 +408,7 @@ async fn damaged_archives_are_refused_and_leave_nothing_behind() {
     *digit = if *digit == b'9' { b'1' } else { *digit + 1 };
 
     for (what, damaged, expected) in [
-        ("truncated", Bytes::from(truncated), "truncated"),
+        ("truncated", truncated, "truncated"),
         (
             "corrupted",
             Bytes::from(corrupted),

@@ -18,8 +18,14 @@ async fn a_person_exports_imports_and_migrates_with_the_cli() {
     // One person owns all three (claiming logs in to each).
     vibe.ok(&["claim", "--code", old.claim_code()]).await;
     for stack in [&restored, &moved] {
-        vibe.ok(&["--instance", &stack.dataplane.url, "claim", "--code", stack.claim_code()])
-            .await;
+        vibe.ok(&[
+            "--instance",
+            &stack.dataplane.url,
+            "claim",
+            "--code",
+            stack.claim_code(),
+        ])
+        .await;
     }
     vibe.ok(&["apps", "grant", "notes-app", "read:notes", "write:notes"])
         .await;
@@ -31,7 +37,15 @@ async fn a_person_exports_imports_and_migrates_with_the_cli() {
         let vibe = &vibe;
         async move {
             let page = vibe
-                .ok(&["--instance", &url, "--app", "notes-app", "find", "notes", "--all"])
+                .ok(&[
+                    "--instance",
+                    &url,
+                    "--app",
+                    "notes-app",
+                    "find",
+                    "notes",
+                    "--all",
+                ])
                 .await;
             page.to_string()
         }
@@ -64,11 +78,20 @@ async fn a_person_exports_imports_and_migrates_with_the_cli() {
 
     // Migrate from the old instance to the third.
     let migrated = vibe
-        .ok(&["--instance", &old.dataplane.url, "migrate", "--to", &moved.dataplane.url])
+        .ok(&[
+            "--instance",
+            &old.dataplane.url,
+            "migrate",
+            "--to",
+            &moved.dataplane.url,
+        ])
         .await;
     assert_eq!(migrated["verified"], true, "{migrated}");
     assert_eq!(migrated["counts"]["documents"], 3, "{migrated}");
-    assert!(migrated["devices"].as_array().unwrap().len() >= 2, "{migrated}");
+    assert!(
+        migrated["devices"].as_array().unwrap().len() >= 2,
+        "{migrated}"
+    );
     assert_eq!(find(moved.dataplane.url.clone()).await, before);
     // The third instance now holds data: another export is refused there.
     let refused = vibe

@@ -40,7 +40,7 @@ use vibe_api::export::{
 };
 
 use super::archive::{Summing, sum_of};
-use super::export::blob_of;
+use super::exporter::blob_of;
 use super::leaves::{self, DistinctIds};
 use super::require_owner_itself;
 use crate::apps::{APP_DOC_PREFIX, AppRecord, is_valid_permission};
@@ -534,7 +534,7 @@ impl Run {
                 "the manifest lists entries the archive does not hold.",
             ));
         }
-        self.counts.documents = self.ids.len();
+        self.counts.documents = self.ids.count();
         if manifest.counts != self.counts {
             return Err(damaged(
                 "the counts in its manifest do not match its content.",

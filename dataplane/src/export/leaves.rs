@@ -120,7 +120,7 @@ impl DistinctIds {
     }
 
     /// How many distinct ids were noted.
-    pub fn len(&self) -> u64 {
+    pub fn count(&self) -> u64 {
         self.seen.len() as u64
     }
 }

@@ -4,13 +4,13 @@
 //!
 //! - [`archive`]: tar entries with their SHA-256 sums;
 //! - [`leaves`]: every leaf revision of a database with its history, and storing them as is;
-//! - [`export`]: the export route (streamed, optionally encrypted);
+//! - [`exporter`]: the export route (streamed, optionally encrypted);
 //! - [`import`]: the import route (stage, verify, commit);
 //! - [`crypto`]: age encryption to the owner's DID key.
 
 pub mod archive;
 pub mod crypto;
-pub mod export;
+pub mod exporter;
 pub mod import;
 pub mod leaves;
 
@@ -25,7 +25,7 @@ use crate::state::AppState;
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/export", get(export::export))
+        .route("/api/v1/export", get(exporter::export))
         .route(
             "/api/v1/import",
             post(import::import).layer(DefaultBodyLimit::disable()),

@@ -203,7 +203,7 @@ impl Job {
                 .append_bytes(&format::document_chunk_path(chunk_no), &chunk)
                 .await?;
         }
-        counts.documents = ids.len();
+        counts.documents = ids.count();
 
         let mut apps = Vec::new();
         for app in self.state.grants.all() {
