@@ -15,7 +15,11 @@ pub struct ReadQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Value>,
     /// Page size (server default 100, at most 1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::optional_whole_number"
+    )]
     pub limit: Option<u64>,
     /// Mango sort: field names or `{field: "asc"|"desc"}` objects, one direction.
     #[serde(default, skip_serializing_if = "Option::is_none")]

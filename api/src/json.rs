@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor,
 };
@@ -153,6 +154,31 @@ impl<'de> Visitor<'de> for StrictVisitor {
         }
         Ok(Value::Object(object))
     }
+}
+
+/// Reads a count (`u64`) the way JSON Schema's `integer` reads it: JSON has a single number
+/// type, so `5`, `5.0` and `5e0` are the same whole number and are all accepted (Python's
+/// `json.dumps(5.0)` writes `5.0`); `5.5`, negative numbers and numbers above 2^53 (beyond
+/// what a double holds exactly) are refused. Use with `#[serde(deserialize_with = …)]`.
+pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_u64() {
+        return Ok(n);
+    }
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=EXACT).contains(&f) => Ok(f as u64),
+        _ => Err(de::Error::custom(format!(
+            "invalid value: {number}, expected a whole number from 0"
+        ))),
+    }
+}
+
+/// [`whole_number`] for an optional field (use with `#[serde(default)]`).
+pub fn optional_whole_number<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    whole_number(deserializer).map(Some)
 }
 
 #[cfg(test)]

@@ -783,3 +783,51 @@ async fn without_an_object_store_blob_routes_answer_503() {
         "Blob storage is not configured for this instance."
     );
 }
+
+/// JSON has one number type: a size written `5.0` (what Python's `json.dumps` writes for a
+/// float) is the whole number 5, as the document's `integer` says; `5.5` and `-5.0` are not.
+#[tokio::test]
+async fn sizes_and_limits_written_as_whole_floats_are_whole_numbers() {
+    let env = env(|_| {}).await;
+    let body = b"hello".to_vec();
+    let (status, grant) = env
+        .post(
+            "/api/v1/blob/upload-url",
+            json!({ "collectionName": "photos", "originalFilename": "a.txt", "contentType": "text/plain", "size": 5.0 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{grant}");
+    let status = put_presigned(grant["presignedUrl"].as_str().unwrap(), "text/plain", body).await;
+    assert!(status.is_success(), "PUT to S3: {status}");
+    let (status, meta) = env
+        .post(
+            "/api/v1/blob/finalize-upload",
+            json!({ "objectKey": grant["objectKey"], "originalFilename": "a.txt", "contentType": "text/plain", "size": 5.0, "collectionName": "photos" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{meta}");
+    assert_eq!(meta["size"], 5, "{meta}");
+    for size in [json!(5.5), json!(-5.0), json!(1e300)] {
+        let (status, err) = env
+            .post(
+                "/api/v1/blob/upload-url",
+                json!({ "collectionName": "photos", "originalFilename": "a.txt", "contentType": "text/plain", "size": size }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{size}: {err}");
+    }
+    let (status, page) = env
+        .post(
+            "/api/v1/data/read",
+            json!({ "collection": "blobs", "limit": 1.0 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let (status, err) = env
+        .post(
+            "/api/v1/data/read",
+            json!({ "collection": "blobs", "limit": 1.5 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+}

@@ -63,6 +63,7 @@ struct UploadUrlRequest {
     collection_name: String,
     original_filename: String,
     content_type: String,
+    #[serde(deserialize_with = "vibe_api::json::whole_number")]
     size: u64,
 }
 
@@ -72,6 +73,7 @@ struct FinalizeRequest {
     object_key: String,
     original_filename: String,
     content_type: String,
+    #[serde(deserialize_with = "vibe_api::json::whole_number")]
     size: u64,
     collection_name: String,
 }
