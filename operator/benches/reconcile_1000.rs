@@ -157,6 +157,7 @@ fn main() {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let (caches, writers) = ChildCaches::new();
+        writers.synced.mark_all();
         let writers = Arc::new(Mutex::new(writers));
         let counters = Arc::new(Counters::default());
         let statuses: Arc<Mutex<HashMap<String, VibeInstanceStatus>>> = Arc::default();

@@ -20,6 +20,10 @@ pub enum Error {
     /// The instance is missing something the API server always sets.
     #[error("invalid instance: {0}")]
     InvalidInstance(&'static str),
+    /// Child watch caches (their resources listed) still lacked their initial list when the
+    /// reconcile had waited its time for them.
+    #[error("the watch caches of {0} have not listed yet")]
+    CachesNotSynced(String),
 }
 
 impl From<kube::Error> for Error {
@@ -44,6 +48,7 @@ impl Error {
             Error::Bucket(_) => "object_store",
             Error::Serialization(_) => "serialization",
             Error::InvalidInstance(_) => "invalid_instance",
+            Error::CachesNotSynced(_) => "caches_not_synced",
         }
     }
 }

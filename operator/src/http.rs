@@ -34,10 +34,16 @@ async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok")
 }
 
+/// 200 once every watch cache holds its initial list; else 503 naming the watches still
+/// listing (`caches not synced: tenants/deployments, tenants/secrets`).
 async fn readyz(AxumState(state): AxumState<State>) -> impl IntoResponse {
     if state.is_ready() {
-        (StatusCode::OK, "ready")
+        (StatusCode::OK, "ready".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+        let pending = state.unsynced_watches();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("caches not synced: {}", pending.join(", ")),
+        )
     }
 }

@@ -64,6 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Arc::new(cli.operator.clone());
     let scopes = Scope::for_namespaces(namespaces);
     let index = InstanceIndex::new(scopes.iter().map(Scope::cache).collect());
+    let watches = scopes.iter().flat_map(Scope::watch_flags).collect();
 
     InstancePhases::register(&mut registry, index.clone());
 
@@ -85,10 +86,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(tokio::spawn(leader::run(api, lease, tx, shutdown.clone()))),
         )
     };
-    let state = State::new(config.clone(), index, metrics, registry, leadership);
+    let state = State::new(
+        config.clone(),
+        index,
+        watches,
+        metrics,
+        registry,
+        leadership,
+    );
 
     tokio::spawn(controller::readiness::log_when_synced(
-        state.instances.clone(),
+        state.watches.clone(),
     ));
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
 

@@ -5,6 +5,7 @@
 //! and registers its metrics in the same Prometheus registry before the registry is frozen.
 
 use crate::config::OperatorConfig;
+use crate::controller::readiness::{self, WatchFlag};
 use crate::crd::{Phase, VibeInstance};
 use crate::leader::Leadership;
 use crate::metrics::{Metrics, PhaseLabels};
@@ -79,18 +80,6 @@ impl InstanceIndex {
         self.scopes.iter().all(|s| *s.synced.borrow())
     }
 
-    /// Waits until [`Self::is_synced`]; any number of tasks may wait at once. Returns `false`
-    /// when a scope's watch stopped (shutdown) before its initial list completed.
-    pub async fn wait_until_synced(&self) -> bool {
-        for scope in &self.scopes {
-            let mut synced = scope.synced.clone();
-            if synced.wait_for(|s| *s).await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
-
     /// Count of instances by phase (instances without a status count as Provisioning).
     pub fn count_by_phase(&self) -> HashMap<Phase, i64> {
         let mut counts: HashMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
@@ -132,6 +121,8 @@ pub struct State {
     pub config: Arc<OperatorConfig>,
     /// VibeInstance watch caches.
     pub instances: InstanceIndex,
+    /// The sync flag of every watch of every scope (VibeInstances and each child kind).
+    pub watches: Vec<WatchFlag>,
     /// Controller metrics.
     pub metrics: Arc<Metrics>,
     /// Leadership flag.
@@ -140,10 +131,12 @@ pub struct State {
 }
 
 impl State {
-    /// Bundles the state. Register every metric in `registry` before calling this.
+    /// Bundles the state. Register every metric in `registry` before calling this. `watches`
+    /// are the sync flags `/readyz` waits for (`Scope::watch_flags` of every scope).
     pub fn new(
         config: Arc<OperatorConfig>,
         instances: InstanceIndex,
+        watches: Vec<WatchFlag>,
         metrics: Arc<Metrics>,
         registry: Registry,
         leadership: Leadership,
@@ -151,16 +144,23 @@ impl State {
         Self {
             config,
             instances,
+            watches,
             metrics,
             leadership,
             registry: Arc::new(registry),
         }
     }
 
-    /// Whether the VibeInstance caches of every scope are synced (`/readyz` and the admission
-    /// webhook answer from this).
+    /// The watches whose initial list is not in their cache yet (`tenants/deployments`, …).
+    pub fn unsynced_watches(&self) -> Vec<String> {
+        readiness::unsynced(&self.watches)
+    }
+
+    /// Whether every watch cache — the VibeInstances and every kind of child, in every scope —
+    /// holds its initial list (`/readyz`). The admission webhook, which reads only the
+    /// VibeInstance caches, waits for those alone ([`InstanceIndex::is_synced`]).
     pub fn is_ready(&self) -> bool {
-        self.instances.is_synced()
+        self.instances.is_synced() && self.watches.iter().all(WatchFlag::is_synced)
     }
 
     /// OpenMetrics text of every registered metric.

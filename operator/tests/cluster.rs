@@ -3,6 +3,8 @@
 //! s3s-fs test server (deploy/local/install-servers). Each test uses its own namespace and deletes
 //! it at the end. Pods need not become ready: these tests check the API conversation.
 
+mod cluster_support;
+
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -42,8 +44,8 @@ async fn setup(ns: &str) -> Client {
 }
 
 async fn teardown(client: &Client, ns: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+    let left = cluster_support::delete_namespaces(client, &[ns], Duration::from_secs(120)).await;
+    assert!(left.is_empty(), "namespace left behind: {left:?}");
 }
 
 /// A context whose caches are filled from the cluster before each reconcile (what the watches do).
@@ -99,6 +101,7 @@ async fn context(client: &Client, ns: &str, s3: &S3Config) -> Arc<Context> {
     {
         insert(&mut w.network_policies, o);
     }
+    w.synced.mark_all();
     drop(w);
     let config = OperatorConfig {
         base_domain: "vibe.test".into(),

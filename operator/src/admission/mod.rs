@@ -388,8 +388,10 @@ pub async fn serve(
         base_domain: state.config.base_domain.clone(),
         shutdown: shutdown.clone(),
         cache_ready: {
-            let state = state.clone();
-            Arc::new(move || state.is_ready())
+            // The webhook reads only the VibeInstance caches; it need not wait for the
+            // children's (`/readyz` does).
+            let instances = state.instances.clone();
+            Arc::new(move || instances.is_synced())
         },
     };
     let result = run(args, ctx).await;

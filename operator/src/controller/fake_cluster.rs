@@ -18,7 +18,9 @@
 //!   helper) and merge patches, `/status`, GET, DELETE with finalizers (`deletionTimestamp`
 //!   first, gone once the last finalizer is removed), Events accepted;
 //! - optionally the work of kube-controller-manager: Deployments and StatefulSets report their
-//!   replicas ready (a status write of their own, as the controllers would).
+//!   replicas ready (a status write of their own, as the controllers would);
+//! - lists of one collection can be held back ([`FakeCluster::hold_lists`]), as a slow list of
+//!   a large collection is on a real server, while everything else is answered.
 //!
 //! Every request is checked against the chart's RBAC (`crate::rbac`) and recorded.
 
@@ -65,6 +67,19 @@ struct Inner {
     log: Vec<Recorded>,
     workloads_become_ready: bool,
     gone: usize,
+    /// Collections whose lists wait until the flag turns `true`.
+    held_lists: BTreeMap<String, tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Lists of one collection held back by [`FakeCluster::hold_lists`]; answered on
+/// [`ListHold::release`] (or when dropped).
+pub struct ListHold(tokio::sync::watch::Sender<bool>);
+
+impl ListHold {
+    /// Answers the held lists, and every later one at once.
+    pub fn release(self) {
+        self.0.send_replace(true);
+    }
 }
 
 /// Messages to open watches.
@@ -341,6 +356,18 @@ impl FakeCluster {
         inner.oldest = inner.rv + 1;
     }
 
+    /// Holds back every list of `collection` (`apps/v1/deployments`) until the returned hold
+    /// is released: the requests are received and recorded, the answers wait.
+    pub fn hold_lists(&self, collection: &str) -> ListHold {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.inner
+            .lock()
+            .unwrap()
+            .held_lists
+            .insert(collection.into(), rx);
+        ListHold(tx)
+    }
+
     /// Ends every open watch (as an API server restart or a watch timeout does).
     pub fn close_watches(&self) {
         let _ = self.signals.send(Signal::Close);
@@ -377,7 +404,20 @@ impl FakeCluster {
             {
                 self.watch(&target, &params)
             }
-            (&Method::GET, None) => self.list(&target, &params),
+            (&Method::GET, None) => {
+                let held = self
+                    .inner
+                    .lock()
+                    .unwrap()
+                    .held_lists
+                    .get(&target.collection)
+                    .cloned();
+                if let Some(mut released) = held {
+                    // A dropped hold (Err) releases too.
+                    let _ = released.wait_for(|r| *r).await;
+                }
+                self.list(&target, &params)
+            }
             (&Method::GET, Some(name)) => {
                 let ns = target.namespace.clone().unwrap_or_default();
                 match self.get(&target.collection, &ns, name) {

@@ -242,6 +242,8 @@ pub fn context(api: FakeApi, s3: S3Config) -> (Arc<Context>, ChildWriters, Log) 
         ..OperatorConfig::default()
     };
     let (caches, writers) = ChildCaches::new();
+    // The caches hold what the scenario seeds: everything there is.
+    writers.synced.mark_all();
     let ctx = Context::new(
         client,
         "vibe-operator-test".into(),

@@ -73,6 +73,12 @@ struct Operator {
 impl Operator {
     async fn start(cluster: &FakeCluster, resync_period: Duration) -> Self {
         let s3 = S3Server::start().await.expect("s3s-fs starts");
+        Self::start_on(cluster, resync_period, s3).await
+    }
+
+    /// Starts on a given object store (a restart keeps the store: the S3 settings are part of
+    /// the children).
+    async fn start_on(cluster: &FakeCluster, resync_period: Duration, s3: S3Server) -> Self {
         let config = Arc::new(OperatorConfig {
             base_domain: "vibe.example".into(),
             s3: s3_config(&s3),
@@ -81,16 +87,18 @@ impl Operator {
         });
         let scopes = Scope::for_namespaces(vec![NS.into()]);
         let index = InstanceIndex::new(scopes.iter().map(Scope::cache).collect());
+        let watches = scopes.iter().flat_map(Scope::watch_flags).collect();
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::register(&mut registry));
         let state = State::new(
             config.clone(),
             index,
+            watches,
             metrics,
             registry,
             Leadership::always(),
         );
-        let readiness = tokio::spawn(readiness::log_when_synced(state.instances.clone()));
+        let readiness = tokio::spawn(readiness::log_when_synced(state.watches.clone()));
         tokio::task::yield_now().await;
         let shutdown = CancellationToken::new();
         let controller = tokio::spawn(run(
@@ -112,6 +120,11 @@ impl Operator {
 
     /// The status code of `/readyz` on the admin router.
     async fn readyz(&self) -> u16 {
+        self.readyz_answer().await.0
+    }
+
+    /// The status code and body of `/readyz`.
+    async fn readyz_answer(&self) -> (u16, String) {
         let request = http::Request::get("/readyz")
             .body(axum::body::Body::empty())
             .unwrap();
@@ -119,12 +132,22 @@ impl Operator {
             .oneshot(request)
             .await
             .unwrap();
-        response.status().as_u16()
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
     }
 
     async fn stop(self) {
+        self.stop_keeping_s3().await;
+    }
+
+    /// Stops the operator; returns its object store.
+    async fn stop_keeping_s3(self) -> S3Server {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.controller).await;
+        self._s3
     }
 }
 
@@ -230,6 +253,72 @@ async fn the_loop_lists_watches_reports_ready_and_reconciles_through_the_watches
             .is_some()
     })
     .await;
+    operator.stop().await;
+}
+
+/// Issue 14, the child caches: an operator restarted against an instance whose children are
+/// all in order must write nothing. The Deployments' list is held back (a real server's list of
+/// a large collection takes a while; the VibeInstances' came first): `/readyz` stays 503 naming
+/// that watch, and the reconcile the instance list triggers waits instead of taking the missing
+/// Deployment for a deleted one and applying it again. Once the list is answered: ready, and
+/// still no write.
+#[tokio::test]
+async fn a_restart_waits_for_every_child_cache_and_writes_nothing() {
+    let cluster = FakeCluster::new().with_ready_workloads();
+    cluster.put(
+        "cloud.vibeapp.dev/v1alpha1",
+        "vibeinstances",
+        instance("alice"),
+    );
+    let operator = Operator::start(&cluster, Duration::from_secs(3600)).await;
+    eventually(20, "alice is Ready with every child", || async {
+        phase(&cluster, "alice").as_deref() == Some("Ready") && has_children(&cluster, "alice")
+    })
+    .await;
+    // Settled: the reconciles that the children's own events trigger are done.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s3 = operator.stop_keeping_s3().await;
+
+    let hold = cluster.hold_lists("apps/v1/deployments");
+    cluster.clear_requests();
+    let operator = Operator::start_on(&cluster, Duration::from_secs(3600), s3).await;
+    eventually(10, "alice is reconciled after the restart", || async {
+        operator.state.metrics.reconciles.get() >= 1
+    })
+    .await;
+    eventually(10, "the Deployments are being listed", || async {
+        cluster
+            .requests()
+            .iter()
+            .any(|r| r.uri.contains("/deployments?") && !r.uri.contains("watch=true"))
+    })
+    .await;
+    // Time for a reconcile that does not wait to apply what it thinks is missing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        writes(&cluster),
+        Vec::<String>::new(),
+        "writes before the Deployments were listed"
+    );
+    let (status, body) = operator.readyz_answer().await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "caches not synced: tenants/deployments")
+    );
+    assert!(!operator.readiness.is_finished(), "not logged as synced");
+
+    hold.release();
+    eventually(10, "/readyz answers 200 once the list is in", || async {
+        operator.readyz().await == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        writes(&cluster),
+        Vec::<String>::new(),
+        "writes after the restart"
+    );
+    assert_eq!(phase(&cluster, "alice").as_deref(), Some("Ready"));
     operator.stop().await;
 }
 

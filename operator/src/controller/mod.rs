@@ -34,6 +34,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use readiness::WatchFlag;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -205,6 +206,10 @@ pub fn error_policy(instance: Arc<VibeInstance>, error: &Error, ctx: Arc<Context
     Action::requeue(retry_in)
 }
 
+/// How long a reconcile waits for the child caches to list before it fails (and is retried
+/// with the error policy's backoff) instead of holding its slot.
+const CACHE_SYNC_WAIT: Duration = Duration::from_secs(30);
+
 /// Children observed after applying (the apply response, else the cache).
 #[derive(Default)]
 struct Seen {
@@ -219,6 +224,10 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
     if instance.is_paused() {
         write_status(instance, status::paused(instance, now), ctx).await?;
         return Ok(Action::await_change());
+    }
+    // Until every child cache holds its initial list, a child missing from it may exist.
+    if let Err(pending) = ctx.caches.wait_until_synced(CACHE_SYNC_WAIT).await {
+        return Err(Error::CachesNotSynced(pending.join(", ")));
     }
     let inputs = Inputs::new(instance, &ctx.config);
     let ns = inputs.namespace();
@@ -513,6 +522,20 @@ impl Scope {
             synced: self.synced.clone(),
         }
     }
+
+    /// The sync flag of every watch of the scope (its VibeInstances, then each child kind),
+    /// named `<namespace>/<resource>` (`*/<resource>` for all namespaces), for `/readyz`.
+    pub fn watch_flags(&self) -> Vec<WatchFlag> {
+        let scope = self.namespace.as_deref().unwrap_or("*");
+        let instances = WatchFlag {
+            name: VibeInstance::plural(&()).into_owned(),
+            synced: self.synced.clone(),
+        };
+        std::iter::once(&instances)
+            .chain(self.caches.sync_flags())
+            .map(|f| f.within(scope))
+            .collect()
+    }
 }
 
 fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -526,11 +549,13 @@ where
 }
 
 /// Watches managed children of one kind into `writer`, yielding the touched objects as
-/// controller triggers. managedFields are dropped to keep the caches small.
+/// controller triggers and setting `synced` once the initial list is in the cache.
+/// managedFields are dropped to keep the caches small.
 fn child_stream<K>(
     client: &Client,
     namespace: Option<&str>,
     writer: Writer<K>,
+    synced: tokio::sync::watch::Sender<bool>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -544,11 +569,11 @@ where
     let config = watcher::Config::default()
         .labels(MANAGED_SELECTOR)
         .any_semantic();
-    watcher(scoped_api::<K>(client, namespace), config)
+    let events = watcher(scoped_api::<K>(client, namespace), config)
         .default_backoff()
         .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects()
+        .reflect(writer);
+    readiness::mark_synced(events, synced).touched_objects()
 }
 
 /// Runs the controller of every scope until `shutdown`.
@@ -619,14 +644,20 @@ async fn run_scope(
     // `Store::wait_until_ready`, which the Controller below already waits on (see readiness).
     let instances = readiness::mark_synced(instances, scope.synced_tx).applied_objects();
     let w = scope.writers;
+    let f = w.synced;
     Controller::for_stream(instances, scope.instances)
-        .owns_stream(child_stream(&client, ns, w.secrets))
-        .owns_stream(child_stream(&client, ns, w.config_maps))
-        .owns_stream(child_stream(&client, ns, w.services))
-        .owns_stream(child_stream(&client, ns, w.stateful_sets))
-        .owns_stream(child_stream(&client, ns, w.deployments))
-        .owns_stream(child_stream(&client, ns, w.ingresses))
-        .owns_stream(child_stream(&client, ns, w.network_policies))
+        .owns_stream(child_stream(&client, ns, w.secrets, f.secrets))
+        .owns_stream(child_stream(&client, ns, w.config_maps, f.config_maps))
+        .owns_stream(child_stream(&client, ns, w.services, f.services))
+        .owns_stream(child_stream(&client, ns, w.stateful_sets, f.stateful_sets))
+        .owns_stream(child_stream(&client, ns, w.deployments, f.deployments))
+        .owns_stream(child_stream(&client, ns, w.ingresses, f.ingresses))
+        .owns_stream(child_stream(
+            &client,
+            ns,
+            w.network_policies,
+            f.network_policies,
+        ))
         .trigger_backoff(NoSharedBackoff)
         .with_config(
             controller::Config::default()

@@ -1,13 +1,16 @@
-//! When is a watch scope's VibeInstance cache complete? When the reflector has applied the
-//! initial list: [`mark_synced`] watches the (already reflected) event stream for
-//! `watcher::Event::InitDone` and flips the scope's flag ([`crate::state::ScopeCache`]).
+//! When is a watch cache complete? When the reflector has applied the initial list:
+//! [`mark_synced`] watches the (already reflected) event stream for `watcher::Event::InitDone`
+//! and flips the watch's flag. Every watch has one: the VibeInstances of each scope
+//! ([`crate::state::ScopeCache`]) and each kind of child ([`super::cache::ChildCaches`]).
+//! `/readyz` answers 200 once all are set ([`WatchFlag`], [`unsynced`]), and a reconcile reads
+//! the child caches only once theirs are (a child missing from a cache that has not listed yet
+//! is not missing from the cluster).
 //!
 //! Why not `Store::wait_until_ready`: in kube-runtime 5 it polls a `oneshot::Receiver` shared
 //! by every waiter, and a oneshot receiver keeps one waker — the last poller's. The controller's
 //! runner waits on the same store, so a second waiter that polled first (the operator's
 //! readiness task did) is never woken. A `tokio::sync::watch` channel wakes every waiter.
 
-use crate::state::InstanceIndex;
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher;
 use tokio::sync::watch;
@@ -32,11 +35,58 @@ where
     })
 }
 
-/// Logs "watch caches synced" once every scope of `instances` is synced (the operator's
-/// start-up message; `/readyz` itself reads the flags directly).
-pub async fn log_when_synced(instances: InstanceIndex) {
-    if instances.wait_until_synced().await {
-        tracing::info!("watch caches synced");
+/// The sync flag of one watch, with the name `/readyz` reports it by: `<namespace>/<resource>`,
+/// `*/<resource>` for a watch of all namespaces, or just the resource for a child cache not
+/// yet placed in a scope.
+#[derive(Clone, Debug)]
+pub struct WatchFlag {
+    /// `tenants/deployments`, `*/vibeinstances`, …
+    pub name: String,
+    /// `true` once the watch's initial list is in its cache; never goes back to `false`.
+    pub synced: watch::Receiver<bool>,
+}
+
+impl WatchFlag {
+    /// Whether the initial list is in the cache.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    /// The same flag under `<scope>/<name>`.
+    pub fn within(&self, scope: &str) -> Self {
+        Self {
+            name: format!("{scope}/{}", self.name),
+            synced: self.synced.clone(),
+        }
+    }
+}
+
+/// The names of the watches whose initial list is not in their cache yet, in order.
+pub fn unsynced(flags: &[WatchFlag]) -> Vec<String> {
+    flags
+        .iter()
+        .filter(|f| !f.is_synced())
+        .map(|f| f.name.clone())
+        .collect()
+}
+
+/// Waits until every flag is set; any number of tasks may wait at once. Returns `false` when
+/// a watch stopped (shutdown) before its initial list completed.
+pub async fn wait_all(flags: &[WatchFlag]) -> bool {
+    for flag in flags {
+        let mut synced = flag.synced.clone();
+        if synced.wait_for(|s| *s).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Logs "watch caches synced" once every watch of `flags` (instances and children of every
+/// scope) is synced — the operator's start-up message; `/readyz` reads the flags directly.
+pub async fn log_when_synced(flags: Vec<WatchFlag>) {
+    if wait_all(&flags).await {
+        tracing::info!(watches = flags.len(), "watch caches synced");
     }
 }
 
@@ -44,7 +94,7 @@ pub async fn log_when_synced(instances: InstanceIndex) {
 mod tests {
     use super::*;
     use crate::crd::{VibeInstance, VibeInstanceSpec};
-    use crate::state::ScopeCache;
+    use crate::state::{InstanceIndex, ScopeCache};
     use kube::runtime::WatchStreamExt;
     use kube::runtime::reflector;
     use std::pin::pin;
@@ -66,17 +116,18 @@ mod tests {
         let (tx, rx) = flag();
         let index = InstanceIndex::new(vec![ScopeCache {
             store: store.clone(),
-            synced: rx,
+            synced: rx.clone(),
         }]);
+        let flags = vec![WatchFlag {
+            name: "tenants/vibeinstances".into(),
+            synced: rx,
+        }];
         let (events_tx, events_rx) = futures::channel::mpsc::unbounded();
         let mut stream = pin!(mark_synced(events_rx.reflect(writer), tx));
 
         // The operator's waiter polls first, the controller's second (the order on a real
         // API server, where the initial list takes a while).
-        let operator = tokio::spawn({
-            let index = index.clone();
-            async move { index.wait_until_synced().await }
-        });
+        let operator = tokio::spawn(async move { wait_all(&flags).await });
         tokio::task::yield_now().await;
         let controller = tokio::spawn({
             let store = store.clone();
@@ -113,36 +164,45 @@ mod tests {
         assert!(operator.expect("the operator's waiter was woken").unwrap());
     }
 
-    /// Many scopes: ready only once each has listed; a scope whose watch stops before its list
-    /// completes reports not synced instead of hanging.
+    /// Many watches: ready only once each has listed, the ones still listing named in order;
+    /// a watch that stops before its list completes reports not synced instead of hanging.
     #[tokio::test]
-    async fn every_scope_must_list_and_a_stopped_scope_is_not_synced() {
+    async fn every_watch_must_list_and_a_stopped_watch_is_not_synced() {
         let (a_tx, a_rx) = flag();
         let (b_tx, b_rx) = flag();
-        let index = InstanceIndex::new(vec![
-            ScopeCache {
-                store: reflector::store::<VibeInstance>().0,
+        let index = InstanceIndex::new(vec![ScopeCache {
+            store: reflector::store::<VibeInstance>().0,
+            synced: a_rx.clone(),
+        }]);
+        let flags = vec![
+            WatchFlag {
+                name: "vibeinstances".into(),
                 synced: a_rx,
-            },
-            ScopeCache {
-                store: reflector::store::<VibeInstance>().0,
+            }
+            .within("tenants"),
+            WatchFlag {
+                name: "deployments".into(),
                 synced: b_rx,
-            },
-        ]);
+            }
+            .within("*"),
+        ];
+        assert_eq!(unsynced(&flags), ["tenants/vibeinstances", "*/deployments"]);
         let waiter = tokio::spawn({
-            let index = index.clone();
-            async move { index.wait_until_synced().await }
+            let flags = flags.clone();
+            async move { wait_all(&flags).await }
         });
         a_tx.send_replace(true);
         tokio::task::yield_now().await;
-        assert!(!index.is_synced());
+        assert!(index.is_synced(), "the instance scope listed");
+        assert_eq!(unsynced(&flags), ["*/deployments"]);
         assert!(!waiter.is_finished());
         drop(b_tx);
-        assert!(!waiter.await.unwrap(), "a stopped scope never synced");
-        assert!(!index.is_synced());
+        assert!(!waiter.await.unwrap(), "a stopped watch never synced");
+        assert_eq!(unsynced(&flags), ["*/deployments"]);
+        assert!(wait_all(&flags[..1]).await);
         assert!(
-            InstanceIndex::default().is_synced(),
-            "no scope: nothing to wait for"
+            InstanceIndex::default().is_synced() && wait_all(&[]).await,
+            "no watch: nothing to wait for"
         );
     }
 }
