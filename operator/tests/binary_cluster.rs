@@ -10,6 +10,8 @@
 //! operator runs out of the cluster with leader election off and an unreachable object store
 //! (buckets are not what this checks). Everything created is deleted at the end.
 
+mod cluster_support;
+
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
@@ -98,24 +100,18 @@ async fn setup(webhook_host: &str, webhook_port: u16) -> Setup {
 }
 
 async fn teardown(s: &Setup) {
-    // A failed run may leave instances whose finalizer no operator will release.
-    let api: Api<VibeInstance> = Api::namespaced(s.client.clone(), &s.tenants);
-    if let Ok(list) = api.list(&Default::default()).await {
-        for i in list {
-            let name = i.metadata.name.unwrap_or_default();
-            let patch = json!({"metadata": {"finalizers": null}});
-            let _ = api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
-        }
-    }
     let _ = Api::<ValidatingWebhookConfiguration>::all(s.client.clone())
         .delete(&s.webhook, &DeleteParams::default())
         .await;
-    let namespaces: Api<Namespace> = Api::all(s.client.clone());
-    for ns in [&s.system, &s.tenants] {
-        let _ = namespaces.delete(ns, &DeleteParams::default()).await;
-    }
+    // A failed run may leave instances whose finalizer no operator will release, and claims
+    // that nothing unprotects on a cluster without nodes.
+    let left = cluster_support::delete_namespaces(
+        &s.client,
+        &[&s.system, &s.tenants],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }
 
 fn start_operator(s: &Setup, webhook_host: &str, ports: [u16; 3]) -> Operator {

@@ -30,6 +30,8 @@
 //! Namespaces are `$VIBE_TEST_NAMESPACE_PREFIX` (default `vibe-prov-`) + the process id; every
 //! object created is deleted at the end.
 
+mod cluster_support;
+
 use futures::FutureExt;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -389,19 +391,6 @@ async fn a_provider_installs_runs_provisions_restarts_and_deletes() {
 }
 
 async fn teardown(client: &Client, names: &Names, chart: &[Value]) {
-    let api: Api<VibeInstance> = Api::namespaced(client.clone(), &names.tenants);
-    if let Ok(list) = api.list(&Default::default()).await {
-        for i in list {
-            let patch = json!({"metadata": {"finalizers": null}});
-            let _ = api
-                .patch(
-                    &i.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await;
-        }
-    }
     // Cluster-scoped objects of the chart (the CRD stays: other tests and users share it).
     for doc in chart {
         let kind = doc["kind"].as_str().unwrap_or_default();
@@ -436,10 +425,15 @@ async fn teardown(client: &Client, names: &Names, chart: &[Value]) {
                 .await;
         }
     }
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in [&names.system, &names.tenants] {
-        let _ = namespaces.delete(ns, &DeleteParams::default()).await;
-    }
+    // Instances whose finalizer no operator will release, claims nothing unprotects on a
+    // cluster without nodes: cleared until the namespaces are gone.
+    let left = cluster_support::delete_namespaces(
+        client,
+        &[&names.system, &names.tenants],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }
 
 #[allow(clippy::too_many_arguments)]
