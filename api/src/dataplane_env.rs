@@ -147,6 +147,22 @@ pub const BLOB_FINALIZE_WINDOW: &str = "BLOB_FINALIZE_WINDOW";
 /// Interval of the abandoned-upload sweep, in seconds.
 pub const BLOB_SWEEP_INTERVAL: &str = "BLOB_SWEEP_INTERVAL";
 
+// --- backups (`vibe-dataplane backup`, run by the operator's CronJob) ---------------------
+
+/// Bucket scheduled backups are written to.
+pub const VIBE_BACKUP_BUCKET: &str = "VIBE_BACKUP_BUCKET";
+/// Key prefix of this instance's backups (`<prefix><time>-<id>.vibe.age`).
+pub const VIBE_BACKUP_PREFIX: &str = "VIBE_BACKUP_PREFIX";
+/// How many backups are kept; older ones are deleted after a successful backup.
+pub const VIBE_BACKUP_RETENTION: &str = "VIBE_BACKUP_RETENTION";
+/// File the backup's JSON report is also written to (`/dev/termination-log` in a pod).
+pub const VIBE_BACKUP_REPORT_FILE: &str = "VIBE_BACKUP_REPORT_FILE";
+
+/// Bucket of the backup this instance is restored from (`spec.restoreFrom`).
+pub const VIBE_RESTORE_BUCKET: &str = "VIBE_RESTORE_BUCKET";
+/// Object key of that backup: the owner fetches it from `GET /api/v1/restore/archive`.
+pub const VIBE_RESTORE_OBJECT_KEY: &str = "VIBE_RESTORE_OBJECT_KEY";
+
 /// The variables whose values are secrets: hidden by the data plane's `--help`, redacted in
 /// its `Debug` output, and passed by the operator only through `secretKeyRef`.
 pub const SECRET: &[&str] = &[
@@ -216,6 +232,12 @@ pub const ALL: &[&str] = &[
     BLOB_DOWNLOAD_URL_TTL,
     BLOB_FINALIZE_WINDOW,
     BLOB_SWEEP_INTERVAL,
+    VIBE_BACKUP_BUCKET,
+    VIBE_BACKUP_PREFIX,
+    VIBE_BACKUP_RETENTION,
+    VIBE_BACKUP_REPORT_FILE,
+    VIBE_RESTORE_BUCKET,
+    VIBE_RESTORE_OBJECT_KEY,
 ];
 
 /// Whether the data plane reads `name`.

@@ -184,6 +184,58 @@ pub struct ImportReport {
     pub repeated: bool,
 }
 
+/// File name suffix of a scheduled backup (an archive encrypted to the owner).
+pub const BACKUP_SUFFIX: &str = ".vibe.age";
+
+/// How a scheduled backup (`vibe-dataplane backup`) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupOutcome {
+    /// The archive was written and retention applied.
+    Succeeded,
+    /// Nothing was written (or a partial upload was aborted); see the message.
+    Failed,
+    /// Nothing to back up: the instance has no owner yet (nobody could read a backup).
+    Skipped,
+}
+
+/// The report of one scheduled backup, printed as one JSON line on standard output and
+/// written to the pod's termination message, where the operator reads it into
+/// `status.lastBackup`. Small by design (a termination message holds at most 4 KiB).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupReport {
+    /// How it ended.
+    pub outcome: BackupOutcome,
+    /// When the backup started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When it ended (RFC 3339, UTC).
+    pub finished_at: String,
+    /// Bucket of the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Object key of the archive written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    /// The backup's name: the key's last segment without [`BACKUP_SUFFIX`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Size of the archive (encrypted bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Lower-case hex SHA-256 of the encrypted archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// What the archive holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Counts>,
+    /// Older backups deleted by retention.
+    #[serde(default)]
+    pub deleted: u32,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,10 @@ pub const ACCESS_TOKEN_TTL_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
     long_about = None
 )]
 pub struct Cli {
+    /// What to do: serve (the default, no subcommand) or `backup` once and exit.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on.
     #[arg(long, env = env::HOST, default_value = "0.0.0.0")]
     pub host: IpAddr,
@@ -147,6 +151,16 @@ pub struct Cli {
     #[arg(long, env = env::S3_FORCE_PATH_STYLE, default_value_t = true, action = clap::ArgAction::Set)]
     pub s3_force_path_style: bool,
 
+    /// Bucket of the backup this instance is restored from (the operator sets it from
+    /// `spec.restoreFrom`); with `VIBE_RESTORE_OBJECT_KEY`, the owner can fetch that backup
+    /// (encrypted to them) from `GET /api/v1/restore/archive` and import it.
+    #[arg(long, env = env::VIBE_RESTORE_BUCKET)]
+    pub restore_bucket: Option<String>,
+
+    /// Object key of the backup this instance is restored from.
+    #[arg(long, env = env::VIBE_RESTORE_OBJECT_KEY)]
+    pub restore_object_key: Option<String>,
+
     /// Blob limits and lifetimes (quota, per-file limit, URL lifetimes, sweep).
     #[command(flatten)]
     pub blobs: crate::blobs::BlobArgs,
@@ -173,6 +187,15 @@ pub struct Cli {
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
     #[arg(long, env = env::VIBE_LOG_FORMAT, default_value = "text")]
     pub log_format: String,
+}
+
+/// Subcommands of `vibe-dataplane`; without one it serves.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Write one backup of this instance, encrypted to its owner, to a bucket; apply
+    /// retention; print a JSON report and exit (run by the operator's CronJob, with the same
+    /// CouchDB and S3 settings as the server).
+    Backup(crate::export::backup::BackupArgs),
 }
 
 /// A configuration problem, naming the setting (never showing a secret value). `main`
@@ -209,6 +232,15 @@ impl std::fmt::Debug for S3Config {
             .field("force_path_style", &self.force_path_style)
             .finish_non_exhaustive()
     }
+}
+
+/// The backup an instance is restored from (`VIBE_RESTORE_BUCKET`, `VIBE_RESTORE_OBJECT_KEY`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreSource {
+    /// Bucket.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
 }
 
 /// The one-time owner claim code given at start.
@@ -285,6 +317,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// S3, when configured.
     pub s3: Option<S3Config>,
+    /// The backup this instance is restored from, if any.
+    pub restore: Option<RestoreSource>,
     /// Blob limits and lifetimes.
     pub blobs: crate::blobs::BlobSettings,
     /// Realtime WebSocket limits and timings.
@@ -311,6 +345,7 @@ impl Config {
             limits: Limits::default(),
             allowed_origins: Vec::new(),
             s3: None,
+            restore: None,
             blobs: crate::blobs::BlobSettings::default(),
             realtime: crate::realtime::RealtimeSettings::default(),
             http: crate::server::HttpSettings::default(),
@@ -506,6 +541,32 @@ impl Cli {
             }
         };
 
+        let restore = match (
+            non_empty(self.restore_bucket),
+            non_empty(self.restore_object_key),
+        ) {
+            (None, None) => None,
+            (Some(bucket), Some(key)) if s3.is_some() => Some(RestoreSource { bucket, key }),
+            (Some(_), Some(_)) => {
+                return Err(config_error(
+                    env::VIBE_RESTORE_BUCKET,
+                    "needs S3 (S3_ENDPOINT, S3_BUCKET_NAME): the backup is read with those settings",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(config_error(
+                    env::VIBE_RESTORE_OBJECT_KEY,
+                    "is required when VIBE_RESTORE_BUCKET is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(config_error(
+                    env::VIBE_RESTORE_BUCKET,
+                    "is required when VIBE_RESTORE_OBJECT_KEY is set",
+                ));
+            }
+        };
+
         let blobs = self.blobs.resolve()?;
         let realtime = self.realtime.resolve()?;
         let http = self.http.resolve()?;
@@ -569,6 +630,7 @@ impl Cli {
             },
             allowed_origins,
             s3,
+            restore,
             blobs,
             realtime,
             http,
@@ -597,6 +659,7 @@ mod tests {
         let command = Cli::command();
         let read: Vec<(String, bool)> = command
             .get_arguments()
+            .chain(command.get_subcommands().flat_map(|c| c.get_arguments()))
             .filter_map(|arg| {
                 let name = arg.get_env()?.to_str()?.to_string();
                 Some((name, arg.is_hide_env_values_set()))

@@ -9,7 +9,10 @@ use vibe_dataplane::{AppState, auth, router};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(vibe_dataplane::config::Command::Backup(args)) = cli.command.take() {
+        return vibe_dataplane::export::backup::main(cli, args).await;
+    }
     let json_logs = cli.log_format == "json";
     let config = match cli.into_config() {
         Ok(config) => config,

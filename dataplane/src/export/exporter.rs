@@ -32,6 +32,7 @@ use crate::blobs::store::classify;
 use crate::couch::Database;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use vibe_identity::Did;
 
 /// Lines per document chunk.
 pub const CHUNK_LINES: usize = 1000;
@@ -72,45 +73,12 @@ pub async fn export(
             ));
         }
     };
-    let db = state.data_db().await?;
-    let owner = caller.did;
-    let blobs = match (&state.blobs, query.blobs) {
-        (Some(blobs), true) => {
-            // Answer 503 now, not halfway through the stream.
-            blobs.ready(&blobs.scheme(&state)?).await?;
-            Some(blobs.clone())
-        }
-        _ => None,
-    };
-    let head = ArchiveHeader {
-        format: format::FORMAT.into(),
-        version: format::FORMAT_VERSION,
-        export_id: uuid::Uuid::now_v7().to_string(),
-        owner_did: owner.to_string(),
-        source_instance: state.config.public_url.to_string(),
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        includes_blobs: blobs.is_some(),
-    };
-    let export_id = head.export_id.clone();
+    let job = Job::prepare(&state, caller.did, query.blobs).await?;
+    let export_id = job.head.export_id.clone();
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, io::Error>>(CHANNEL_PIECES);
-    let job = Job {
-        state: state.clone(),
-        db,
-        blobs,
-        head,
-    };
     tokio::spawn(async move {
         let failed = tx.clone();
-        let out = channel_writer(tx);
-        let written = if encrypt {
-            match crypto::encrypt_to_owner(&owner, out).await {
-                Ok(out) => job.write(out).await,
-                Err(e) => Err(e),
-            }
-        } else {
-            job.write(out).await
-        };
-        if let Err(e) = written {
+        if let Err(e) = job.write_to(channel_writer(tx), encrypt).await {
             tracing::warn!(error = %e, "export failed; the response is cut");
             let _ = failed.send(Err(io::Error::other("export failed"))).await;
         }
@@ -134,8 +102,9 @@ pub async fn export(
     Ok(response)
 }
 
-/// An [`AsyncWrite`] whose bytes become the items of `tx` (the response body).
-fn channel_writer(
+/// An [`AsyncWrite`] whose bytes become the items of `tx` (the response body, or the parts
+/// of a backup upload).
+pub(crate) fn channel_writer(
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
 ) -> impl AsyncWrite + Unpin + Send + 'static {
     let sink = PollSender::new(tx)
@@ -144,16 +113,62 @@ fn channel_writer(
     SinkWriter::new(CopyToBytes::new(sink))
 }
 
-/// What one export writes.
-struct Job {
+/// What one export writes: the route's response, or a scheduled backup
+/// ([`super::backup`]).
+pub struct Job {
     state: AppState,
     db: Database,
     blobs: Option<std::sync::Arc<Blobs>>,
-    head: ArchiveHeader,
+    /// The archive's header (its `exportId` names the export).
+    pub head: ArchiveHeader,
 }
 
 impl Job {
-    async fn write<W: AsyncWrite + Unpin + Send + 'static>(self, out: W) -> io::Result<()> {
+    /// Everything an export of `owner`'s instance needs, checked before the first byte:
+    /// the data database, and the bucket when `include_blobs` and blobs are configured
+    /// (so a failure is an error status, not a cut stream).
+    pub async fn prepare(state: &AppState, owner: Did, include_blobs: bool) -> ApiResult<Self> {
+        let db = state.data_db().await?;
+        let blobs = match (&state.blobs, include_blobs) {
+            (Some(blobs), true) => {
+                blobs.ready(&blobs.scheme(state)?).await?;
+                Some(blobs.clone())
+            }
+            _ => None,
+        };
+        let head = ArchiveHeader {
+            format: format::FORMAT.into(),
+            version: format::FORMAT_VERSION,
+            export_id: uuid::Uuid::now_v7().to_string(),
+            owner_did: owner.to_string(),
+            source_instance: state.config.public_url.to_string(),
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            includes_blobs: blobs.is_some(),
+        };
+        Ok(Self {
+            state: state.clone(),
+            db,
+            blobs,
+            head,
+        })
+    }
+
+    /// Writes the archive to `out`, encrypted to the owner (the header's DID) when `encrypt`,
+    /// and shuts `out` down. Returns the manifest's counts.
+    pub async fn write_to<W>(self, out: W, encrypt: bool) -> io::Result<Counts>
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        if encrypt {
+            let owner = Did::parse(&self.head.owner_did).map_err(io::Error::other)?;
+            let out = crypto::encrypt_to_owner(&owner, out).await?;
+            self.write(out).await
+        } else {
+            self.write(out).await
+        }
+    }
+
+    async fn write<W: AsyncWrite + Unpin + Send + 'static>(self, out: W) -> io::Result<Counts> {
         let mut archive = ArchiveWriter::new(out);
         let head = serde_json::to_vec(&self.head).map_err(io::Error::other)?;
         archive.append_bytes(format::HEADER_PATH, &head).await?;
@@ -255,11 +270,11 @@ impl Job {
             format: format::FORMAT.into(),
             version: format::FORMAT_VERSION,
             export_id: self.head.export_id.clone(),
-            counts,
+            counts: counts.clone(),
             entries: archive.entries().to_vec(),
         };
         let manifest = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
-        archive.finish(&manifest).await.map(|_| ())
+        archive.finish(&manifest).await.map(|_| counts)
     }
 }
 

@@ -6,13 +6,17 @@
 //! - [`leaves`]: every leaf revision of a database with its history, and storing them as is;
 //! - [`exporter`]: the export route (streamed, optionally encrypted);
 //! - [`import`]: the import route (stage, verify, commit);
-//! - [`crypto`]: age encryption to the owner's DID key.
+//! - [`crypto`]: age encryption to the owner's DID key;
+//! - [`backup`]: `vibe-dataplane backup`, the operator's scheduled backups to S3;
+//! - [`restore`]: the backup a new instance is restored from, served to its owner.
 
 pub mod archive;
+pub mod backup;
 pub mod crypto;
 pub mod exporter;
 pub mod import;
 pub mod leaves;
+pub mod restore;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -26,6 +30,7 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/export", get(exporter::export))
+        .route("/api/v1/restore/archive", get(restore::archive))
         .route(
             "/api/v1/import",
             post(import::import).layer(DefaultBodyLimit::disable()),
