@@ -31,6 +31,8 @@ struct Counters {
     patch: AtomicU64,
     post: AtomicU64,
     delete: AtomicU64,
+    /// POSTs that were Events (the rest are creates).
+    events: AtomicU64,
 }
 
 impl Counters {
@@ -40,8 +42,15 @@ impl Counters {
             + self.post.load(Ordering::Relaxed)
             + self.delete.load(Ordering::Relaxed)
     }
-    fn snapshot(&self) -> [u64; 4] {
-        [&self.get, &self.patch, &self.post, &self.delete].map(|c| c.load(Ordering::Relaxed))
+    fn snapshot(&self) -> [u64; 5] {
+        [
+            &self.get,
+            &self.patch,
+            &self.post,
+            &self.delete,
+            &self.events,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -51,9 +60,16 @@ fn ok(v: &Value) -> Response<Body> {
         .unwrap()
 }
 
-fn healthy(mut obj: Value) -> Value {
+/// The object as the API server stores it on create: no status yet.
+fn stored(mut obj: Value) -> Value {
     obj["metadata"]["resourceVersion"] = json!("1");
     obj["metadata"]["generation"] = json!(1);
+    obj
+}
+
+/// The object as the watches deliver it once its workload runs.
+fn healthy(obj: Value) -> Value {
+    let mut obj = stored(obj);
     let replicas = obj["spec"]["replicas"].clone();
     match obj["kind"].as_str().unwrap_or_default() {
         "StatefulSet" => {
@@ -113,7 +129,7 @@ async fn round(
     instances: &[VibeInstance],
     ctx: &Arc<Context>,
     counters: &Counters,
-) -> (f64, [u64; 4]) {
+) -> (f64, [u64; 5]) {
     let before = counters.snapshot();
     let start_total = counters.total();
     let start = Instant::now();
@@ -126,12 +142,13 @@ async fn round(
     let failures = results.iter().filter(|r| r.is_err()).count();
     let after = counters.snapshot();
     let per = (counters.total() - start_total) as f64 / instances.len() as f64;
-    let delta = [0, 1, 2, 3].map(|i| after[i] - before[i]);
+    let delta = [0, 1, 2, 3, 4].map(|i| after[i] - before[i]);
     println!(
-        "{label:<28} {per:>7.2} API requests/instance (GET {} PATCH {} POST {} DELETE {}), {:>7.1} ms total, {:>6.3} ms/instance, {failures} failures",
+        "{label:<28} {per:>7.2} API requests/instance (GET {} PATCH {} POST {} of which Events {} DELETE {}), {:>7.1} ms total, {:>6.3} ms/instance, {failures} failures",
         delta[0],
         delta[1],
         delta[2],
+        delta[4],
         delta[3],
         elapsed.as_secs_f64() * 1000.0,
         elapsed.as_secs_f64() * 1000.0 / instances.len() as f64
@@ -193,7 +210,15 @@ fn main() {
                         }
                         "POST" => {
                             counters.post.fetch_add(1, Ordering::Relaxed);
-                            ok(&body)
+                            if path.ends_with("/events") {
+                                counters.events.fetch_add(1, Ordering::Relaxed);
+                                ok(&body)
+                            } else {
+                                // A create (the generated Secrets): the watch brings it.
+                                let stored = stored(body);
+                                cache(&mut writers.lock().unwrap(), stored.clone());
+                                ok(&stored)
+                            }
                         }
                         "DELETE" => {
                             counters.delete.fetch_add(1, Ordering::Relaxed);
@@ -208,10 +233,12 @@ fn main() {
                             ok(&serde_json::to_value(&instance).unwrap())
                         }
                         _ => {
+                            // An apply answers the object as stored, without status, as a real
+                            // API server does; the watches then bring it running (ready) into
+                            // the caches, which the next round's reconciles read.
                             counters.patch.fetch_add(1, Ordering::Relaxed);
-                            let stored = healthy(body);
-                            cache(&mut writers.lock().unwrap(), stored.clone());
-                            ok(&stored)
+                            cache(&mut writers.lock().unwrap(), healthy(body.clone()));
+                            ok(&stored(body))
                         }
                     };
                     send.send_response(response);

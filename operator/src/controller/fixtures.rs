@@ -194,6 +194,21 @@ impl FakeApi {
             },
             "GET" => status_response(404, "NotFound"),
             "POST" if path.ends_with("/events") => ok(body),
+            "POST" if path.ends_with("/secrets") => {
+                // A create: 409 for a Secret that exists, else the object as stored.
+                let name = body["metadata"]["name"].as_str().unwrap_or_default();
+                if self.secrets.contains_key(name) {
+                    return status_response(409, "AlreadyExists");
+                }
+                let mut obj = body.clone();
+                obj["metadata"]["resourceVersion"] = json!("1");
+                obj["metadata"]["uid"] = json!(format!("uid-{name}"));
+                self.secrets.insert(
+                    name.to_string(),
+                    serde_json::from_value(obj.clone()).expect("a Secret"),
+                );
+                ok(&obj)
+            }
             "DELETE" => ok(
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200}),
             ),
@@ -286,14 +301,15 @@ pub fn unreachable_s3() -> S3Config {
     }
 }
 
-/// Feeds every object a recorded server-side apply created into the caches, as the watches
-/// would, with the status a healthy cluster reports.
+/// Feeds every object a recorded server-side apply or create (of a Secret) wrote into the
+/// caches, as the watches would, with the status a healthy cluster reports.
 pub fn seed_caches_from_applies(writers: &mut ChildWriters, log: &Log) {
     for r in log.all() {
-        if r.method != "PATCH"
-            || r.content_type.as_deref() != Some("application/apply-patch+yaml")
-            || r.uri.contains("vibeinstances")
-        {
+        let applied = r.method == "PATCH"
+            && r.content_type.as_deref() == Some("application/apply-patch+yaml")
+            && !r.uri.contains("vibeinstances");
+        let created = r.method == "POST" && r.uri.split('?').next().unwrap().ends_with("/secrets");
+        if !applied && !created {
             continue;
         }
         let mut obj = r.body.clone();

@@ -27,7 +27,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -100,14 +100,9 @@ impl Context {
         self.failures.lock().expect("failure map lock").remove(key);
     }
 
-    /// A Secret from the cache, or — on a cache miss — from the API server, so a generated
-    /// credential is never regenerated just because the cache lags behind our own apply.
-    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
-        if let Some(s) = cache::get(&self.caches.secrets, namespace, name) {
-            return Ok(Some((*s).clone()));
-        }
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        Ok(api.get_opt(name).await?)
+    /// A Secret from the cache.
+    fn cached_secret(&self, namespace: &str, name: &str) -> Option<Secret> {
+        cache::get(&self.caches.secrets, namespace, name).map(|s| (*s).clone())
     }
 
     /// [`BucketClient::ensure`], unless the bucket was found in order within the resync
@@ -241,16 +236,17 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
     }
 
     let caches = &ctx.caches;
-    let existing = ExistingSecrets {
-        couchdb_auth: ctx.secret(&ns, &names.couchdb_secret).await?,
-        token_key: ctx.secret(&ns, &names.token_key_secret).await?,
+    let mut existing = ExistingSecrets {
+        couchdb_auth: ctx.cached_secret(&ns, &names.couchdb_secret),
+        token_key: ctx.cached_secret(&ns, &names.token_key_secret),
         claim: match instance.owner_did() {
-            None => ctx.secret(&ns, &names.claim_secret).await?,
+            None => ctx.cached_secret(&ns, &names.claim_secret),
             Some(_) => None,
         },
         couchdb_volume_templates: None,
     }
     .with_stateful_set(cache::get(&caches.stateful_sets, &ns, &names.couchdb).as_deref());
+    let from_api = create_missing_secrets(ctx, &inputs, &mut existing).await?;
 
     let mut seen = Seen {
         stateful_set: cache::get(&caches.stateful_sets, &ns, &names.couchdb).map(|s| (*s).clone()),
@@ -265,7 +261,12 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
                     seen.claim_code =
                         desired::secrets::secret_value(&s, desired::secrets::CLAIM_CODE_KEY);
                 }
-                apply_child(ctx, &ns, &caches.secrets, s).await?;
+                // One the API server just answered is compared with that answer, not with
+                // the cache, which does not hold it yet.
+                match from_api.get(&s.name_any()) {
+                    Some(live) if drift::is_subset(&serde_json::to_value(&s)?, live) => {}
+                    _ => drop(apply_child(ctx, &ns, &caches.secrets, s).await?),
+                }
             }
             Child::ConfigMap(o) => drop(apply_child(ctx, &ns, &caches.config_maps, o).await?),
             Child::Service(o) => drop(apply_child(ctx, &ns, &caches.services, o).await?),
@@ -321,6 +322,74 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
         // Children report progress through the watches; this is only a safety net.
         ctx.config.resync_period.min(Duration::from_secs(60))
     }))
+}
+
+/// Creates the generated Secrets (CouchDB credentials, token key, claim code) that the child
+/// cache does not hold, and puts what the API server stored into `existing`; returns each of
+/// them as the API server answered it (JSON, for the drift check), by name. One created here is
+/// built from `existing` again by the caller and so needs no apply in this reconcile.
+///
+/// A create (POST), not an apply: the caches have listed (the reconcile waited for them), so a
+/// Secret missing from them is missing, unless the cache lags behind a write of our own. A create
+/// can never overwrite such a Secret — it answers 409 Conflict, and then the live one is read and
+/// its values kept (and applied only if it lacks our labels or owner). Before, every miss was a
+/// GET (404) and then an apply: six requests for the three Secrets of each new instance where
+/// three do (issue 14).
+async fn create_missing_secrets(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    existing: &mut ExistingSecrets,
+) -> Result<HashMap<String, serde_json::Value>> {
+    let names = inputs.names();
+    let mut missing = Vec::new();
+    if existing.couchdb_auth.is_none() {
+        missing.push(names.couchdb_secret.clone());
+    }
+    if existing.token_key.is_none() {
+        missing.push(names.token_key_secret.clone());
+    }
+    if existing.claim.is_none() && inputs.instance.owner_did().is_none() {
+        missing.push(names.claim_secret.clone());
+    }
+    let mut from_api = HashMap::new();
+    if missing.is_empty() {
+        return Ok(from_api);
+    }
+    // The builders generate fresh values for what `existing` lacks.
+    let fresh: Vec<Secret> = desired::children(inputs, existing)
+        .into_iter()
+        .filter_map(|child| match child {
+            Child::Secret(s) if missing.contains(&s.name_any()) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &inputs.namespace());
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    for secret in fresh {
+        let name = secret.name_any();
+        let live = match api.create(&params, &secret).await {
+            Ok(stored) => {
+                ctx.metrics.write("create");
+                info!(kind = "Secret", child = %name, "created");
+                stored
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await?,
+            Err(e) => return Err(e.into()),
+        };
+        let slot = if name == names.couchdb_secret {
+            &mut existing.couchdb_auth
+        } else if name == names.token_key_secret {
+            &mut existing.token_key
+        } else {
+            &mut existing.claim
+        };
+        from_api.insert(name, serde_json::to_value(&live)?);
+        *slot = Some(live);
+    }
+    Ok(from_api)
 }
 
 /// Server-side applies `obj` unless the cached live object already matches it. Returns the
