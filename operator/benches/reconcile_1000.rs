@@ -144,14 +144,15 @@ async fn round(
     let per = (counters.total() - start_total) as f64 / instances.len() as f64;
     let delta = [0, 1, 2, 3, 4].map(|i| after[i] - before[i]);
     println!(
-        "{label:<28} {per:>7.2} API requests/instance (GET {} PATCH {} POST {} of which Events {} DELETE {}), {:>7.1} ms total, {:>6.3} ms/instance, {failures} failures",
+        "{label:<28} {per:>7.2} API requests/instance (GET {} PATCH {} POST {} of which Events {} DELETE {}), {:>7.1} ms total, {:>6.3} ms/instance, {failures} failures, RSS {:.1} MiB",
         delta[0],
         delta[1],
         delta[2],
         delta[4],
         delta[3],
         elapsed.as_secs_f64() * 1000.0,
-        elapsed.as_secs_f64() * 1000.0 / instances.len() as f64
+        elapsed.as_secs_f64() * 1000.0 / instances.len() as f64,
+        peak_memory_kib().1 as f64 / 1024.0
     );
     (per, delta)
 }
@@ -264,6 +265,11 @@ fn main() {
                 i.status = statuses.get(&i.name_any()).cloned();
             }
         };
+        let (_, rss_before) = peak_memory_kib();
+        println!(
+            "RSS before the first reconcile {:.1} MiB (mock, s3 client, {INSTANCES} instances, empty caches)",
+            rss_before as f64 / 1024.0
+        );
         round("first reconcile", &instances, &ctx, &counters).await;
         apply_status(&mut instances);
         round("children observed ready", &instances, &ctx, &counters).await;

@@ -21,8 +21,8 @@ use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::naming::{FIELD_MANAGER, MANAGED_SELECTOR};
 use crate::state::{ScopeCache, State};
-use cache::{ChildCaches, ChildWriters};
-use futures::StreamExt;
+use cache::{Cached, ChildCaches, ChildWriters};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -101,8 +101,8 @@ impl Context {
     }
 
     /// A Secret from the cache.
-    fn cached_secret(&self, namespace: &str, name: &str) -> Option<Secret> {
-        cache::get(&self.caches.secrets, namespace, name).map(|s| (*s).clone())
+    fn cached_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
+        Ok(cache::object(&self.caches.secrets, namespace, name)?)
     }
 
     /// [`BucketClient::ensure`], unless the bucket was found in order within the resync
@@ -236,22 +236,23 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
     }
 
     let caches = &ctx.caches;
-    let mut existing = ExistingSecrets {
-        couchdb_auth: ctx.cached_secret(&ns, &names.couchdb_secret),
-        token_key: ctx.cached_secret(&ns, &names.token_key_secret),
+    let existing = ExistingSecrets {
+        couchdb_auth: ctx.cached_secret(&ns, &names.couchdb_secret)?,
+        token_key: ctx.cached_secret(&ns, &names.token_key_secret)?,
         claim: match instance.owner_did() {
-            None => ctx.cached_secret(&ns, &names.claim_secret),
+            None => ctx.cached_secret(&ns, &names.claim_secret)?,
             Some(_) => None,
         },
         couchdb_volume_templates: None,
-    }
-    .with_stateful_set(cache::get(&caches.stateful_sets, &ns, &names.couchdb).as_deref());
+    };
+    let stateful_set = cache::object(&caches.stateful_sets, &ns, &names.couchdb)?;
+    let mut existing = existing.with_stateful_set(stateful_set.as_ref());
     let from_api = create_missing_secrets(ctx, &inputs, &mut existing).await?;
 
     let mut seen = Seen {
-        stateful_set: cache::get(&caches.stateful_sets, &ns, &names.couchdb).map(|s| (*s).clone()),
-        deployment: cache::get(&caches.deployments, &ns, &names.dataplane).map(|d| (*d).clone()),
-        ingress: cache::get(&caches.ingresses, &ns, &names.ingress).map(|i| (*i).clone()),
+        stateful_set,
+        deployment: cache::object(&caches.deployments, &ns, &names.dataplane)?,
+        ingress: cache::object(&caches.ingresses, &ns, &names.ingress)?,
         claim_code: None,
     };
     for child in desired::children(&inputs, &existing) {
@@ -397,7 +398,7 @@ async fn create_missing_secrets(
 async fn apply_child<K>(
     ctx: &Context,
     namespace: &str,
-    store: &Store<K>,
+    store: &Store<Cached<K>>,
     obj: K,
 ) -> Result<Option<K>>
 where
@@ -410,7 +411,7 @@ where
 {
     let name = obj.name_any();
     if let Some(live) = cache::get(store, namespace, &name)
-        && drift::is_subset(&serde_json::to_value(&obj)?, &serde_json::to_value(&*live)?)
+        && drift::is_subset(&serde_json::to_value(&obj)?, &live.value()?)
     {
         return Ok(None);
     }
@@ -619,16 +620,18 @@ where
 
 /// Watches managed children of one kind into `writer`, yielding the touched objects as
 /// controller triggers and setting `synced` once the initial list is in the cache.
-/// managedFields are dropped to keep the caches small.
+/// managedFields are dropped and each object is kept as compact JSON ([`Cached`]) to keep the
+/// caches small.
 fn child_stream<K>(
     client: &Client,
     namespace: Option<&str>,
-    writer: Writer<K>,
+    writer: Writer<Cached<K>>,
     synced: tokio::sync::watch::Sender<bool>,
-) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+) -> impl futures::Stream<Item = Result<Cached<K>, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
+        + Serialize
         + DeserializeOwned
         + Debug
         + Send
@@ -641,6 +644,7 @@ where
     let events = watcher(scoped_api::<K>(client, namespace), config)
         .default_backoff()
         .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .map_ok(Cached::event)
         .reflect(writer);
     readiness::mark_synced(events, synced).touched_objects()
 }

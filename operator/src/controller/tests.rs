@@ -287,9 +287,9 @@ async fn drifted_and_deleted_children_are_restored_and_nothing_else_is_touched()
     let (ctx, mut writers, log, instance) = steady_state(VibeInstance::test(), &s3).await;
 
     // Someone edits the data plane image and deletes a NetworkPolicy.
-    let mut deploy = (*super::cache::get(&ctx.caches.deployments, "tenants", "alice-dataplane")
-        .unwrap())
-    .clone();
+    let mut deploy = super::cache::object(&ctx.caches.deployments, "tenants", "alice-dataplane")
+        .unwrap()
+        .unwrap();
     deploy
         .spec
         .as_mut()
@@ -300,15 +300,15 @@ async fn drifted_and_deleted_children_are_restored_and_nothing_else_is_touched()
         .unwrap()
         .containers[0]
         .image = Some("evil:latest".into());
-    writers
-        .deployments
-        .apply_watcher_event(&watcher::Event::Apply(deploy));
-    let policy = (*super::cache::get(&ctx.caches.network_policies, "tenants", "alice-couchdb")
-        .unwrap())
-    .clone();
+    super::cache::insert(&mut writers.deployments, deploy);
+    let policy = super::cache::object(&ctx.caches.network_policies, "tenants", "alice-couchdb")
+        .unwrap()
+        .unwrap();
     writers
         .network_policies
-        .apply_watcher_event(&watcher::Event::<NetworkPolicy>::Delete(policy));
+        .apply_watcher_event(&watcher::Event::Delete(
+            super::cache::Cached::<NetworkPolicy>::new(&policy).unwrap(),
+        ));
 
     run(&instance, &ctx).await.unwrap();
     let lines = log.lines();
