@@ -15,7 +15,7 @@
 //!   trailing data refused, the field at fault named).
 //!
 //! Request and response bodies of the data plane's HTTP API, shared by the data plane and
-//! its clients ([`auth`], [`apps`], [`documents`]): request bodies refuse unknown fields
+//! its clients ([`auth`], [`apps`], [`documents`], [`console`]): request bodies refuse unknown fields
 //! (`#[serde(deny_unknown_fields)]`) and are read with [`json`]; responses are read
 //! leniently by clients, so an instance may add fields.
 //!
@@ -25,6 +25,7 @@
 pub mod apps;
 pub mod auth;
 pub mod collection;
+pub mod console;
 pub mod dataplane_env;
 pub mod documents;
 pub mod export;

@@ -16,6 +16,7 @@
 //!   revocations match what any replica stored.
 //! - [`documents`]: document CRUD and reads with our own paging cursor.
 //! - [`export`]: export of the whole instance as one archive, and import of one.
+//! - [`console`]: the owner console page at `/console/` and the routes it needs.
 //! - [`health`], [`openapi`].
 //! - [`metrics`]: Prometheus metrics (own port) and the request-id, tracing and HTTP-metrics
 //!   layers added once to the router ([`metrics::layer::instrument`]).
@@ -41,6 +42,7 @@ pub mod apps;
 pub mod auth;
 pub mod blobs;
 pub mod config;
+pub mod console;
 pub mod couch;
 pub mod dbnames;
 pub mod devices;
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(blobs::routes())
         .merge(sync::routes())
         .merge(export::routes())
+        .merge(console::routes())
         .merge(realtime::routes_with(state.config.realtime.clone()));
 
     let mut app = api

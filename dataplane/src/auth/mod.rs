@@ -18,7 +18,7 @@
 
 pub mod claim;
 mod nonces;
-mod refresh;
+pub(crate) mod refresh;
 mod routes;
 pub mod tokens;
 mod verified;

@@ -40,14 +40,28 @@ pub struct IssuedRefresh {
 
 /// Start a new family (at login) and issue its first token.
 pub async fn start_family(db: &Database, did: &str, ttl_seconds: u64) -> ApiResult<IssuedRefresh> {
+    start_family_as(db, did, ttl_seconds, None).await
+}
+
+/// Start a new family for a kind of client (`console`; `None`: a signed login) and issue
+/// its first token.
+pub async fn start_family_as(
+    db: &Database,
+    did: &str,
+    ttl_seconds: u64,
+    client: Option<&str>,
+) -> ApiResult<IssuedRefresh> {
     let family = uuid::Uuid::now_v7().to_string();
-    db.put(
-        &family_doc_id(&family),
-        &json!({ "did": did, "createdAt": now_unix(), "revokedAt": null }),
-    )
-    .await?;
+    let mut doc = json!({ "did": did, "createdAt": now_unix(), "revokedAt": null });
+    if let Some(client) = client {
+        doc["client"] = json!(client);
+    }
+    db.put(&family_doc_id(&family), &doc).await?;
     issue(db, &family, ttl_seconds).await
 }
+
+/// Prefix of family documents in the system database.
+pub const FAMILY_DOC_PREFIX: &str = FAMILY_PREFIX;
 
 async fn issue(db: &Database, family: &str, ttl_seconds: u64) -> ApiResult<IssuedRefresh> {
     let token = vibe_identity::secret::generate(32);

@@ -1,0 +1,617 @@
+//! The owner console's server side (issue 19): one-time console codes exchanged for an
+//! owner session, the console routes refusing everyone but the owner itself, sessions and
+//! "log out everywhere", read-only browsing of documents, blobs listed, downloaded and
+//! deleted, and the embedded page served with its security headers. Against a real
+//! CouchDB-compatible server and a real S3-compatible one.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestInstance;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use vibe_dataplane::config::S3Config;
+use vibe_test_support::S3Server;
+
+const APP: &str = "https://notes.example";
+
+/// A console code minted with the owner token `owner` (optionally with a lifetime).
+async fn mint(instance: &TestInstance, owner: &str, ttl: Option<u64>) -> Value {
+    let body = match ttl {
+        Some(ttl) => json!({ "ttlSeconds": ttl }),
+        None => json!({}),
+    };
+    let (status, answer) = instance
+        .post("/api/v1/console/code", Some(owner), None, body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
+}
+
+async fn exchange(instance: &TestInstance, code: &str) -> (StatusCode, Value) {
+    instance
+        .post(
+            "/api/v1/console/session",
+            None,
+            None,
+            json!({ "code": code }),
+        )
+        .await
+}
+
+/// A console session: its token response.
+async fn console_session(instance: &TestInstance) -> Value {
+    let owner = instance.owner_token().await;
+    let code = mint(instance, &owner, None).await;
+    let (status, tokens) = exchange(instance, code["code"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    tokens
+}
+
+fn access(tokens: &Value) -> &str {
+    tokens["accessToken"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn a_console_code_is_good_once_on_its_instance_until_it_expires() {
+    let instance = TestInstance::start().await;
+    let owner = instance.owner_token().await;
+    let minted = mint(&instance, &owner, None).await;
+    let code = minted["code"].as_str().unwrap();
+    assert!(code.len() >= 40, "256 random bits: {code}");
+    assert_eq!(
+        minted["url"].as_str().unwrap(),
+        format!("{}/console/#code={code}", instance.base),
+        "the code travels in the fragment"
+    );
+    let lifetime = minted["expiresAt"].as_i64().unwrap() - chrono::Utc::now().timestamp();
+    assert!((100..=120).contains(&lifetime), "two minutes: {lifetime}");
+
+    let (status, tokens) = exchange(&instance, code).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["tokenType"], "Bearer");
+    let (status, overview) = instance
+        .get("/api/v1/console/overview", Some(access(&tokens)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{overview}");
+    assert_eq!(overview["ownerDid"], instance.owner.did().to_string());
+    assert_eq!(overview["instanceUrl"], instance.base);
+    assert_eq!(overview["services"][0]["name"], "couchdb");
+    assert_eq!(overview["services"][0]["ok"], true);
+    // The console session is an owner session like any other: it refreshes.
+    let (status, refreshed) = instance
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            None,
+            json!({ "refreshToken": tokens["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+
+    // Used once: refused from then on.
+    let (status, refused) = exchange(&instance, code).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("already used console code"),
+        "{refused}"
+    );
+
+    // Expired: refused, and spent by the attempt.
+    let short = mint(&instance, &owner, Some(1)).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let (status, _) = exchange(&instance, short["code"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Made up, empty, or too long: refused.
+    for made_up in ["not-a-code", "", &"x".repeat(10_000)] {
+        let (status, _) = exchange(&instance, made_up).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{made_up:.20}");
+    }
+    // Lifetimes out of range, unknown fields: refused.
+    for body in [
+        json!({"ttlSeconds": 0}),
+        json!({"ttlSeconds": 601}),
+        json!({"ttl": 5}),
+    ] {
+        let (status, _) = instance
+            .post("/api/v1/console/code", Some(&owner), None, body.clone())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn two_exchanges_of_one_code_at_once_succeed_at_most_once() {
+    let instance = TestInstance::start().await;
+    let owner = instance.owner_token().await;
+    let code = mint(&instance, &owner, None).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let attempts = futures::future::join_all((0..4).map(|_| exchange(&instance, &code))).await;
+    let won = attempts
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    assert_eq!(won, 1, "{attempts:?}");
+}
+
+#[tokio::test]
+async fn a_code_minted_on_one_instance_is_refused_by_another() {
+    let first = TestInstance::start().await;
+    let owner = first.owner_token().await;
+    let code = mint(&first, &owner, None).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Another instance of the same owner, on the same CouchDB data (another public URL).
+    let mut second = first;
+    second.restart(|_| {}).await;
+    let (status, _) = exchange(&second, &code).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn console_routes_refuse_app_tokens_agents_and_strangers() {
+    let instance = TestInstance::start().await;
+    let owner = instance.owner_token().await;
+    instance
+        .upsert_app(&owner, APP, &[("read:notes", "always")])
+        .await;
+    let (status, app) = instance
+        .post(
+            "/api/v1/apps/token",
+            Some(&owner),
+            None,
+            json!({ "appId": APP }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{app}");
+    let app_token = app["accessToken"].as_str().unwrap().to_string();
+
+    let routes = [
+        (Method::POST, "/api/v1/console/code", Some(json!({}))),
+        (Method::GET, "/api/v1/console/overview", None),
+        (Method::GET, "/api/v1/console/sessions", None),
+        (
+            Method::POST,
+            "/api/v1/console/sessions/logout-all",
+            Some(json!({})),
+        ),
+        (Method::GET, "/api/v1/console/collections", None),
+        (
+            Method::GET,
+            "/api/v1/console/collections/notes/documents",
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/console/collections/notes/documents/1",
+            None,
+        ),
+        (Method::GET, "/api/v1/console/blobs", None),
+        (Method::GET, "/api/v1/console/blobs/content/x/notes/y", None),
+        (Method::DELETE, "/api/v1/console/blobs/x/notes/y", None),
+    ];
+    for (method, path, body) in &routes {
+        // An app token, with or without its app header.
+        for header in [None, Some(APP)] {
+            let (status, answer) = instance
+                .call(method.clone(), path, Some(&app_token), header, body.clone())
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+        }
+        // The owner's token acting as an app.
+        let (status, answer) = instance
+            .call(method.clone(), path, Some(&owner), Some(APP), body.clone())
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+        // No token: a request from another site carries none (the console keeps its
+        // token in memory; no cookie is ever set).
+        let mut request = instance
+            .http
+            .request(method.clone(), instance.url(path))
+            .header("Origin", "https://evil.example");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        assert!(response.headers().get("set-cookie").is_none());
+    }
+    // The cross-site logout-all did nothing: the owner's session lives.
+    let (status, _) = instance
+        .get("/api/v1/console/sessions", Some(&owner), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The exchange sets no cookie either.
+    let owner_code = mint(&instance, &owner, None).await;
+    let response = instance
+        .http
+        .post(instance.url("/api/v1/console/session"))
+        .json(&json!({ "code": owner_code["code"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_logout_everywhere_ends_them_all() {
+    let instance = TestInstance::start().await;
+    let cli = instance.login().await;
+    let console = console_session(&instance).await;
+    instance
+        .upsert_app(
+            cli["accessToken"].as_str().unwrap(),
+            APP,
+            &[("read:notes", "always")],
+        )
+        .await;
+    let (_, app) = instance
+        .post(
+            "/api/v1/apps/token",
+            cli["accessToken"].as_str(),
+            None,
+            json!({ "appId": APP }),
+        )
+        .await;
+    let app_token = app["accessToken"].as_str().unwrap().to_string();
+
+    let (status, list) = instance
+        .get("/api/v1/console/sessions", Some(access(&console)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let sessions = list["sessions"].as_array().unwrap();
+    // Two owner logins (the one that minted the code, and `cli`) and the console.
+    assert_eq!(sessions.len(), 3, "{list}");
+    let current: Vec<&Value> = sessions.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{list}");
+    assert_eq!(current[0]["kind"], "console");
+    assert_eq!(
+        sessions.iter().filter(|s| s["kind"] == "login").count(),
+        2,
+        "{list}"
+    );
+
+    let (status, answer) = instance
+        .post(
+            "/api/v1/console/sessions/logout-all",
+            Some(access(&console)),
+            None,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["revoked"], 3);
+    // Every access token, refresh token and app token of every session is dead.
+    for token in [access(&console), cli["accessToken"].as_str().unwrap()] {
+        let (status, _) = instance
+            .get("/api/v1/console/sessions", Some(token), None)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    for refresh in [&console["refreshToken"], &cli["refreshToken"]] {
+        let (status, _) = instance
+            .post(
+                "/api/v1/auth/refresh",
+                None,
+                None,
+                json!({ "refreshToken": refresh }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = instance
+        .post(
+            "/api/v1/data/read",
+            Some(&app_token),
+            Some(APP),
+            json!({"collection": "notes"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A new login works and is the only session.
+    let fresh = instance.owner_token().await;
+    let (_, list) = instance
+        .get("/api/v1/console/sessions", Some(&fresh), None)
+        .await;
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
+async fn collections_are_counted_and_browsed_page_by_page_read_only() {
+    let instance = TestInstance::start().await;
+    let owner = instance.owner_token().await;
+    instance
+        .upsert_app(
+            &owner,
+            APP,
+            &[("write:notes", "always"), ("write:todos", "always")],
+        )
+        .await;
+    let notes: Vec<Value> = (0..25)
+        .map(|i| json!({ "_id": format!("notes/{i:02}"), "title": format!("Note {i}") }))
+        .collect();
+    let (status, written) = instance
+        .post(
+            "/api/v1/data/write",
+            Some(&owner),
+            Some(APP),
+            json!({ "collection": "notes", "data": notes }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    let (status, _) = instance
+        .post(
+            "/api/v1/data/write",
+            Some(&owner),
+            Some(APP),
+            json!({ "collection": "todos", "data": {"_id": "todos/a/b", "done": false} }),
+        )
+        .await;
+    assert!(status.is_success());
+    let console = console_session(&instance).await;
+    let token = access(&console);
+
+    let (status, list) = instance
+        .get("/api/v1/console/collections", Some(token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(
+        list,
+        json!({"collections": [{"name": "notes", "count": 25}, {"name": "todos", "count": 1}],
+            "truncated": false})
+    );
+
+    // Page by page: 10, 10, 5, in id order, nothing twice.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/console/collections/notes/documents?limit=10".to_string();
+    loop {
+        let (status, page) = instance.get(&path, Some(token), None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for doc in page["docs"].as_array().unwrap() {
+            seen.push(doc["_id"].as_str().unwrap().to_string());
+            assert!(doc["title"].is_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                path = format!(
+                    "/api/v1/console/collections/notes/documents?limit=10&after={}",
+                    urlencode(next)
+                )
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("notes/{i:02}")).collect();
+    assert_eq!(seen, expected);
+
+    let (status, doc) = instance
+        .get(
+            "/api/v1/console/collections/todos/documents/a/b",
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["_id"], "todos/a/b");
+    assert_eq!(doc["done"], false);
+    for missing in [
+        "/api/v1/console/collections/todos/documents/nope",
+        "/api/v1/console/collections/notes/documents/a/b",
+    ] {
+        let (status, _) = instance.get(missing, Some(token), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    }
+    for bad in [
+        "/api/v1/console/collections/_design/documents",
+        "/api/v1/console/collections/notes/documents?limit=0",
+        "/api/v1/console/collections/notes/documents?limit=201",
+    ] {
+        let (status, _) = instance.get(bad, Some(token), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn blobs_are_listed_downloaded_and_deleted_by_the_owner() {
+    let s3 = S3Server::start().await.expect("start s3s-fs");
+    let s3_config = S3Config {
+        endpoint: s3.endpoint.parse().unwrap(),
+        region: s3.region.clone(),
+        access_key: s3.access_key.clone(),
+        secret_key: s3.secret_key.clone(),
+        bucket: "vibe-console".into(),
+        force_path_style: true,
+    };
+    let instance = TestInstance::start_with(|c| {
+        c.s3 = Some(s3_config);
+        c.blobs.create_bucket = true;
+    })
+    .await;
+    let owner = instance.owner_token().await;
+    instance
+        .upsert_app(&owner, APP, &[("blob:write:photos", "always")])
+        .await;
+    let body = b"hello, console".to_vec();
+    let uploaded: Value = instance
+        .http
+        .put(instance.url("/api/v1/blob/upload?collection=photos&filename=h%C3%A9llo%20world.txt"))
+        .bearer_auth(&owner)
+        .header("X-Vibe-App-ID", APP)
+        .header("Content-Type", "text/plain")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = uploaded["objectKey"].as_str().unwrap().to_string();
+    let console = console_session(&instance).await;
+    let token = access(&console);
+
+    let (status, list) = instance
+        .get("/api/v1/console/blobs", Some(token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let blobs = list["blobs"].as_array().unwrap();
+    assert_eq!(blobs.len(), 1, "{list}");
+    assert_eq!(blobs[0]["objectKey"], key.as_str());
+    assert_eq!(blobs[0]["collection"], "photos");
+    assert_eq!(blobs[0]["filename"], "héllo world.txt");
+    assert_eq!(blobs[0]["size"], body.len());
+    assert_eq!(blobs[0]["contentType"], "text/plain");
+
+    let (status, overview) = instance
+        .get("/api/v1/console/overview", Some(token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(overview["storage"]["blobsBytes"], body.len());
+    assert!(overview["storage"]["blobQuotaBytes"].as_u64().unwrap() > 0);
+    assert_eq!(overview["services"][1], json!({"name": "s3", "ok": true}));
+
+    let response = instance
+        .http
+        .get(instance.url(&format!("/api/v1/console/blobs/content/{key}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        disposition.starts_with("attachment;")
+            && disposition.contains("filename*=UTF-8''h%C3%A9llo%20world.txt"),
+        "{disposition}"
+    );
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.bytes().await.unwrap().as_ref(), &body[..]);
+
+    let (status, _) = instance
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/console/blobs/{key}"),
+            Some(token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, list) = instance
+        .get("/api/v1/console/blobs", Some(token), None)
+        .await;
+    assert_eq!(list["blobs"], json!([]));
+    let (status, _) = instance
+        .get(
+            &format!("/api/v1/console/blobs/content/{key}"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    drop(s3);
+}
+
+#[tokio::test]
+async fn the_page_is_served_with_a_strict_content_security_policy() {
+    let instance = TestInstance::start().await;
+    let page = instance
+        .http
+        .get(instance.url("/console/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let headers = page.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    // No inline script or style: every script is a file of the console.
+    assert!(!html.contains("<script>") && !html.contains("style="));
+    assert!(html.contains("<script src=\"console.js\""), "{html}");
+    assert!(!html.contains(&instance.owner.did().to_string()));
+
+    for (file, kind) in [
+        ("console.js", "text/javascript"),
+        ("console.css", "text/css"),
+        ("icon.svg", "image/svg+xml"),
+    ] {
+        let response = instance
+            .http
+            .get(instance.url(&format!("/console/{file}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{file}");
+        let headers = response.headers();
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(kind),
+            "{file}"
+        );
+        assert_eq!(headers["content-security-policy"], csp);
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+    }
+    let missing = instance
+        .http
+        .get(instance.url("/console/secret.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.headers().contains_key("content-security-policy"));
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let bare = no_redirects
+        .get(instance.url("/console"))
+        .send()
+        .await
+        .unwrap();
+    assert!(bare.status().is_redirection());
+    assert_eq!(bare.headers()["location"], "/console/");
+}
