@@ -9,6 +9,7 @@
 mod apps;
 mod auth;
 mod blobs;
+mod console;
 mod data;
 mod devices;
 mod export;

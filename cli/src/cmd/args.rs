@@ -88,6 +88,23 @@ pub enum Command {
     Login,
     /// Revoke the stored session on the instance and forget it.
     Logout,
+    /// Open the owner console of the instance in a browser: signs in with your key,
+    /// mints a one-time console link and prints it (owner only).
+    #[command(
+        after_help = "The link holds a code that works once, on this instance, for a short \
+        time (2 minutes unless --ttl); the code is in the part after `#`, which browsers \
+        never send to a server. Opening the link signs the page in; the page keeps its \
+        session in memory only, so a reload or a closed tab ends it (run `vibe console` \
+        again). Treat the link like a password until it is used. Details: docs/console.md."
+    )]
+    Console {
+        /// Also try to open the link in the default browser (xdg-open, open).
+        #[arg(long)]
+        open: bool,
+        /// How long the link works, in seconds (1 to 600).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
+        ttl: Option<u64>,
+    },
     /// Apps and their grants (owner only).
     #[command(subcommand)]
     Apps(AppsCommand),

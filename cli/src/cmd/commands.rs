@@ -92,6 +92,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Claim { code } => claim(&context, &code).await,
         Command::Login => login(&context).await,
         Command::Logout => logout(&context).await,
+        Command::Console { open, ttl } => console(&context, open, ttl).await,
         Command::Apps(command) => apps(&context, command).await,
         Command::Devices(command) => devices(&context, command).await,
         Command::Export {
@@ -281,6 +282,62 @@ async fn login(context: &Context) -> Result<()> {
         &json!({ "instance": instance.url(), "did": did }),
     );
     Ok(())
+}
+
+/// `vibe console`: a one-time console link from the owner session (logging in with the
+/// key first when there is none), printed and, with --open, handed to a browser.
+async fn console(context: &Context, open: bool, ttl: Option<u64>) -> Result<()> {
+    let client = match context.owner() {
+        Ok(client) => client,
+        Err(ClientError::NotLoggedIn { .. }) => {
+            let key = context.key()?;
+            store_login(context, &context.instance()?, &key).await?;
+            context.owner()?
+        }
+        Err(e) => return Err(e),
+    };
+    let minted = client.console_code(ttl).await?;
+    let opened = open && open_in_browser(&minted.url);
+    if open && !opened {
+        context
+            .out
+            .note("could not start a browser; open the link yourself");
+    }
+    let expires = chrono::DateTime::from_timestamp(minted.expires_at, 0)
+        .map(|t| t.format("%H:%M:%S UTC").to_string())
+        .unwrap_or_default();
+    context.out.result(
+        || {
+            format!(
+                "{}\n(works once, until {expires}; run `vibe console` again for a new link)",
+                minted.url
+            )
+        },
+        &json!({ "url": minted.url, "expiresAt": minted.expires_at, "opened": opened }),
+    );
+    Ok(())
+}
+
+/// Hand `url` to the desktop's browser opener; whether one started.
+fn open_in_browser(url: &str) -> bool {
+    let openers: &[&str] = if cfg!(target_os = "macos") {
+        &["open"]
+    } else {
+        &["xdg-open", "gio", "sensible-browser"]
+    };
+    openers.iter().any(|opener| {
+        let mut command = std::process::Command::new(opener);
+        if *opener == "gio" {
+            command.arg("open");
+        }
+        command
+            .arg(url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .is_ok()
+    })
 }
 
 async fn logout(context: &Context) -> Result<()> {
