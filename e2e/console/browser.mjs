@@ -1,0 +1,202 @@
+// Drives the owner console in headless Chromium (Debian's /usr/bin/chromium through
+// playwright-core). Started by e2e/tests/console_browser.rs, which runs the instance, makes
+// the data, and checks from the outside what the page changed.
+//
+// Protocol with the Rust side: this script prints `STEP <name>` on stdout when the page
+// has done something the Rust side must check, and waits for one line on stdin: `ok` to go
+// on, anything else to fail. It prints `DONE` at the end. Diagnostics go to stderr.
+//
+// Environment: CONSOLE_URL (a fresh link from `vibe console`), EXPIRED_URL (a link whose
+// code has expired), BLOB_NAME and BLOB_TEXT (the blob to download), APP_NAME, DEVICE_NAME,
+// DOC_ID (a document on the second page of collection `notes`), CHROMIUM (default
+// /usr/bin/chromium), SCREENSHOTS (a folder: screenshots of every page at desktop and phone
+// width are written there when set).
+
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function step(name) {
+  process.stdout.write(`STEP ${name}\n`);
+  const { value, done } = await lines.next();
+  if (done || value.trim() !== "ok") throw new Error(`the Rust side refused step ${name}: ${value}`);
+}
+
+function expect(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+const shots = process.env.SCREENSHOTS;
+const sizes = { desktop: { width: 1280, height: 860 }, phone: { width: 390, height: 844 } };
+async function screenshot(page, name) {
+  if (!shots) return;
+  for (const [kind, size] of Object.entries(sizes)) {
+    await page.setViewportSize(size);
+    await page.screenshot({ path: join(shots, `${name}-${kind}.png`), fullPage: true });
+  }
+  await page.setViewportSize(sizes.desktop);
+}
+
+/** Accept the next confirmation dialog, checking what it asks. */
+function confirmNext(page, mustMention) {
+  page.once("dialog", async (dialog) => {
+    if (dialog.type() !== "confirm" || !dialog.message().includes(mustMention)) {
+      console.error(`unexpected dialog: ${dialog.type()} ${dialog.message()}`);
+      await dialog.dismiss();
+    } else {
+      await dialog.accept();
+    }
+  });
+}
+
+async function goTo(page, section) {
+  await page.getByRole("navigation", { name: "Console sections" }).getByRole("link", { name: section }).click();
+  await page.getByRole("heading", { level: 1, name: section }).waitFor();
+}
+
+const profile = mkdtempSync(join(tmpdir(), "vibe-console-chromium-"));
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+  acceptDownloads: true,
+  viewport: sizes.desktop,
+});
+const violations = [];
+try {
+  const page = browser.pages()[0] ?? (await browser.newPage());
+  page.on("console", (message) => {
+    if (message.type() === "error") violations.push(message.text());
+  });
+
+  // The console link logs in, and the code leaves the address bar.
+  await page.goto(env("CONSOLE_URL"));
+  await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+  expect(!page.url().includes("code="), `the code stayed in the address bar: ${page.url()}`);
+  const did = await page.locator("#owner-did").textContent();
+  expect(did.startsWith("did:vibe:"), `owner DID shown: ${did}`);
+  await page.getByText("CouchDB: working").waitFor();
+  await screenshot(page, "overview");
+
+  // Apps: revoke one grant (confirmed), then the Rust side checks the app's next request
+  // is refused and its subscription ended.
+  const app = env("APP_NAME");
+  await goTo(page, "Apps");
+  await screenshot(page, "apps");
+  confirmNext(page, "Revoke “read:notes”");
+  await page.getByRole("button", { name: `Revoke read:notes for ${app}` }).click();
+  await page.getByRole("button", { name: `Grant read:notes for ${app}` }).waitFor();
+  await page.getByRole("status").filter({ hasText: "Revoked read:notes" }).waitFor();
+  await step("grant-revoked");
+
+  // Devices: revoke one.
+  const device = env("DEVICE_NAME");
+  await goTo(page, "Devices");
+  await screenshot(page, "devices");
+  confirmNext(page, `Revoke the device ${device}`);
+  await page.getByRole("button", { name: `Revoke ${device}` }).click();
+  await page.getByText("No device is trusted to sync.").waitFor();
+  await step("device-revoked");
+
+  // Data: collections, a page, the next page, one document as JSON.
+  await goTo(page, "Data");
+  await page.getByRole("link", { name: "notes", exact: true }).click();
+  await page.getByRole("heading", { level: 1, name: "Collection notes" }).waitFor();
+  await screenshot(page, "data");
+  await page.getByRole("link", { name: "Next page" }).click();
+  const docId = env("DOC_ID");
+  await page.getByRole("link", { name: docId, exact: true }).click();
+  await page.getByRole("heading", { level: 1, name: `Document ${docId}` }).waitFor();
+  const json = JSON.parse(await page.locator("#document-json").textContent());
+  expect(json._id === docId, `document shown: ${JSON.stringify(json)}`);
+  await screenshot(page, "document");
+
+  // Blobs: download one, then delete it.
+  const blobName = env("BLOB_NAME");
+  await goTo(page, "Blobs");
+  await screenshot(page, "blobs");
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: `Download ${blobName}` }).click(),
+  ]);
+  expect(download.suggestedFilename() === blobName, `download named ${download.suggestedFilename()}`);
+  const saved = readFileSync(await download.path(), "utf8");
+  expect(saved === env("BLOB_TEXT"), `downloaded bytes: ${saved}`);
+  confirmNext(page, `Delete ${blobName}`);
+  await page.getByRole("button", { name: `Delete ${blobName}` }).click();
+  await page.getByText("There are no blobs.").waitFor();
+  await step("blob-deleted");
+
+  // Export: a plain archive with blobs.
+  await goTo(page, "Export");
+  await screenshot(page, "export");
+  await page.getByLabel("Encrypt to my key").uncheck();
+  const [archive] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Download export" }).click(),
+  ]);
+  const archiveBytes = readFileSync(await archive.path());
+  expect(archiveBytes.length > 512, `export of ${archiveBytes.length} bytes`);
+
+  // Apps again: delete the app; its socket closes.
+  await goTo(page, "Apps");
+  confirmNext(page, `Delete the app ${app}`);
+  await page.getByRole("button", { name: `Delete ${app}` }).click();
+  await page.getByText("No app is registered.").waitFor();
+  await step("app-deleted");
+
+  // Errors are shown in words: a document that does not exist.
+  await page.goto(new URL("#data?c=notes&id=notes%2Fno-such-document", page.url()).href);
+  await page.getByRole("alert").filter({ hasText: "Document not found." }).waitFor();
+
+  // Sessions: log out everywhere (confirmed); the Rust side checks the CLI's session died.
+  await goTo(page, "Sessions");
+  await screenshot(page, "sessions");
+  confirmNext(page, "Log out everywhere?");
+  await page.getByRole("button", { name: "Log out everywhere" }).click();
+  await page.getByRole("heading", { level: 1, name: "Signed out" }).waitFor();
+  await screenshot(page, "signed-out");
+  await step("logged-out-everywhere");
+
+  // The used link and an expired one are refused, in words.
+  for (const url of [env("CONSOLE_URL"), env("EXPIRED_URL")]) {
+    await page.goto("about:blank");
+    await page.goto(url);
+    await page.getByText("This console link cannot be used: Invalid, expired or already used console code.").waitFor();
+    expect(await page.getByRole("navigation", { name: "Console sections" }).isHidden(), "navigation hidden");
+  }
+
+  // Keyboard only: a new tab order reaches the skip link first.
+  await page.keyboard.press("Tab");
+  const focused = await page.evaluate(() => document.activeElement?.textContent);
+  expect(focused === "Skip to content", `first tab stop: ${focused}`);
+
+  const csp = violations.filter((v) => v.includes("Content Security Policy"));
+  expect(csp.length === 0, `CSP violations: ${csp.join("; ")}`);
+  process.stdout.write("DONE\n");
+} catch (error) {
+  console.error(`console browser test failed: ${error.stack ?? error}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+  process.stdin.destroy();
+}
