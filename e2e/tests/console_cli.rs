@@ -1,6 +1,6 @@
 //! `vibe console` against the built data plane: it signs in with the owner's key when
 //! there is no session, prints a one-time console link for this instance, and the link's
-//! code is exchanged once, never twice (issue 19).
+//! code is exchanged once, never twice, and never appears in the instance's log (issue 19).
 
 mod common;
 
@@ -34,6 +34,12 @@ async fn vibe_console_prints_a_one_time_link() {
     assert!(!tokens.access_token.is_empty());
     let reused = instance.console_session(code).await.unwrap_err();
     assert_eq!(reused.status(), Some(401), "{reused}");
+    // The instance logs what happened, never the code or the tokens.
+    let log = stack.dataplane.log_tail();
+    assert!(log.contains("console session started"), "{log}");
+    for secret in [code, &tokens.access_token, &tokens.refresh_token] {
+        assert!(!log.contains(secret), "a secret in the log:\n{log}");
+    }
 
     // --ttl bounds the link's life; out of range is a usage error.
     let short = vibe.ok(&["console", "--ttl", "30"]).await;

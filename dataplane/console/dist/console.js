@@ -64,7 +64,9 @@ function when(seconds) {
     return new Date(seconds * 1000).toLocaleString();
 }
 function table(headings, rows, caption) {
-    return h("div", { class: "scroll" }, h("table", {}, h("caption", {}, caption), h("thead", {}, h("tr", {}, ...headings.map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, ...rows.map((cells) => h("tr", {}, ...cells.map((c) => h("td", {}, c)))))));
+    return h("div", { class: "scroll" }, h("table", {}, h("caption", {}, caption), h("thead", {}, h("tr", {}, ...headings.map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, 
+    // Each cell names its column, shown beside the value when rows stack (phone width).
+    ...rows.map((cells) => h("tr", {}, ...cells.map((c, i) => h("td", { "data-label": headings[i] ?? "" }, c)))))));
 }
 function text(value) {
     return document.createTextNode(value);
@@ -461,6 +463,7 @@ async function route() {
 }
 window.addEventListener("hashchange", () => {
     showError(null);
+    say("");
     void route().then(() => main.focus());
 });
 logoutButton.addEventListener("click", () => void logout());

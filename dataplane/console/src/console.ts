@@ -90,7 +90,12 @@ function table(headings: string[], rows: Node[][], caption: string): HTMLElement
       {},
       h("caption", {}, caption),
       h("thead", {}, h("tr", {}, ...headings.map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, ...rows.map((cells) => h("tr", {}, ...cells.map((c) => h("td", {}, c))))),
+      h(
+        "tbody",
+        {},
+        // Each cell names its column, shown beside the value when rows stack (phone width).
+        ...rows.map((cells) => h("tr", {}, ...cells.map((c, i) => h("td", { "data-label": headings[i] ?? "" }, c)))),
+      ),
     ),
   );
 }
@@ -667,6 +672,7 @@ async function route(): Promise<void> {
 
 window.addEventListener("hashchange", () => {
   showError(null);
+  say("");
   void route().then(() => main.focus());
 });
 logoutButton.addEventListener("click", () => void logout());
