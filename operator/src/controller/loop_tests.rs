@@ -322,6 +322,62 @@ async fn a_restart_waits_for_every_child_cache_and_writes_nothing() {
     operator.stop().await;
 }
 
+/// Issue 14 with a fleet rather than one instance: instances stored at once all converge
+/// through the watches (finalizer, Secrets created, children applied, workloads ready), each
+/// writing only what it must, and a restart over the converged fleet writes nothing at all.
+#[tokio::test]
+async fn a_fleet_converges_and_a_restart_over_it_writes_nothing() {
+    const FLEET: usize = 40;
+    let names: Vec<String> = (0..FLEET).map(|n| format!("t{n:03}")).collect();
+    let cluster = FakeCluster::new().with_ready_workloads();
+    for name in &names {
+        cluster.put(
+            "cloud.vibeapp.dev/v1alpha1",
+            "vibeinstances",
+            instance(name),
+        );
+    }
+    let operator = Operator::start(&cluster, Duration::from_secs(3600)).await;
+    eventually(120, "every instance Ready with every child", || async {
+        names
+            .iter()
+            .all(|n| phase(&cluster, n).as_deref() == Some("Ready") && has_children(&cluster, n))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let writes_of = |kind: &str| writes(&cluster).iter().filter(|l| l.contains(kind)).count();
+    // Per instance: its three generated Secrets created once, never applied after.
+    assert_eq!(
+        writes(&cluster)
+            .iter()
+            .filter(|l| l.starts_with("POST") && l.ends_with("/secrets"))
+            .count(),
+        3 * FLEET
+    );
+    assert_eq!(
+        writes_of("/deployments/"),
+        FLEET,
+        "one apply per Deployment"
+    );
+    let s3 = operator.stop_keeping_s3().await;
+
+    cluster.clear_requests();
+    let operator = Operator::start_on(&cluster, Duration::from_secs(3600), s3).await;
+    eventually(
+        60,
+        "every instance reconciled after the restart",
+        || async { operator.state.metrics.reconciles.get() >= FLEET as u64 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        writes(&cluster),
+        Vec::<String>::new(),
+        "writes after the restart"
+    );
+    operator.stop().await;
+}
+
 /// The instance watch resumes from a resourceVersion the server compacted away: the server
 /// answers 410 Gone, the watcher lists again, and an instance created meanwhile is reconciled.
 #[tokio::test]
