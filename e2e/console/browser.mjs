@@ -6,10 +6,10 @@
 // has done something the Rust side must check, and waits for one line on stdin: `ok` to go
 // on, anything else to fail. It prints `DONE` at the end. Diagnostics go to stderr.
 //
-// Environment: CONSOLE_URL (a fresh link from `vibe console`), EXPIRED_URL (a link whose
-// code has expired), BLOB_NAME and BLOB_TEXT (the blob to download), APP_NAME, DEVICE_NAME,
-// DOC_ID (a document on the second page of collection `notes`), CHROMIUM (default
-// /usr/bin/chromium), SCREENSHOTS (a folder: screenshots of every page at desktop and phone
+// Environment: CONSOLE_URL and LOGOUT_URL (fresh links from `vibe console`), EXPIRED_URL (a
+// link whose code has expired), BLOB_NAME and BLOB_TEXT (the blob to download), APP_NAME,
+// DEVICE_NAME, DOC_ID (a document on the second page of collection `notes`), CHROMIUM
+// (default /usr/bin/chromium), SCREENSHOTS (a folder: screenshots of every page at desktop and phone
 // width are written there when set).
 
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -183,6 +183,15 @@ try {
     await page.getByText("This console link cannot be used: Invalid, expired or already used console code.").waitFor();
     expect(await page.getByRole("navigation", { name: "Console sections" }).isHidden(), "navigation hidden");
   }
+
+  // A second console session logs out of itself with the button at the top; its token is
+  // then refused (the page says so in words when it tries again).
+  await page.goto("about:blank");
+  await page.goto(env("LOGOUT_URL"));
+  await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+  await page.getByRole("button", { name: "Log out", exact: true }).click();
+  await page.getByText("You logged out of the console.").waitFor();
+  expect(await page.getByRole("button", { name: "Log out", exact: true }).isHidden(), "log out button hidden");
 
   // Keyboard only: a new tab order reaches the skip link first.
   await page.keyboard.press("Tab");

@@ -4,7 +4,8 @@
 //! in the page makes the app's next request 403 and ends its realtime subscription, and
 //! deleting the app closes its WebSocket; a device is revoked; a document is browsed; a
 //! blob is downloaded and deleted; an export is downloaded; "log out everywhere" ends the
-//! CLI's session too; a used and an expired link are refused.
+//! CLI's session too; a used and an expired link are refused; a console session logs out of
+//! itself.
 //!
 //! Needs `/usr/bin/chromium` (or `CHROMIUM`) and `npm ci` in `e2e/console`. Without them the
 //! test says so and passes, unless `VIBE_REQUIRE_BROWSER=1` (CI sets it), which makes a
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 use vibe_cli::client::{Client, TokenSource};
-use vibe_e2e::stack::{Stack, workspace_root};
+use vibe_e2e::stack::Stack;
 
 const APP: &str = "https://notes.example";
 const APP_NAME: &str = "Notes";
@@ -38,7 +39,7 @@ type Socket =
 /// Chromium and the npm packages, or why the test cannot run.
 fn browser() -> Result<(PathBuf, PathBuf), String> {
     let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()));
-    let dir = workspace_root().join("e2e/console");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("console");
     if !chromium.exists() {
         return Err(format!(
             "{} is missing (apt-get install chromium)",
@@ -140,6 +141,10 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
         .as_str()
         .unwrap()
         .to_string();
+    let second = vibe.ok(&["console", "--ttl", "600"]).await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let expired = vibe.ok(&["console", "--ttl", "1"]).await["url"]
         .as_str()
         .unwrap()
@@ -152,6 +157,7 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
         .env("CHROMIUM", &chromium)
         .env("CONSOLE_URL", &link)
         .env("EXPIRED_URL", &expired)
+        .env("LOGOUT_URL", &second)
         .env("APP_NAME", APP_NAME)
         .env("DEVICE_NAME", DEVICE_NAME)
         .env("DOC_ID", "notes/22")
