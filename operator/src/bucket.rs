@@ -138,6 +138,27 @@ impl BucketClient {
         }
     }
 
+    /// Size of an object, or `None` when there is no such object (or no such bucket): how the
+    /// operator checks that the backup a restored instance names exists, without reading it.
+    pub async fn object_size(&self, bucket: &str, key: &str) -> Result<Option<u64>, BucketError> {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.content_length()
+                    .and_then(|l| u64::try_from(l).ok())
+                    .unwrap_or(0),
+            )),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(classify(bucket, e)),
+        }
+    }
+
     async fn create(&self, bucket: &str) -> Result<bool, BucketError> {
         match self.client.create_bucket().bucket(bucket).send().await {
             Ok(_) => Ok(true),

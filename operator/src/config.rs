@@ -177,6 +177,15 @@ pub struct OperatorConfig {
     /// S3 settings.
     #[command(flatten)]
     pub s3: S3Config,
+    /// The platform's backup bucket: where `spec.backup` writes unless it names a bucket (on
+    /// the same S3 endpoint, with the same credentials). Create it beforehand; unset: an
+    /// instance must name its own bucket to be backed up.
+    #[arg(long, env = "VIBE_BACKUP_BUCKET", global = true)]
+    pub backup_bucket: Option<String>,
+    /// Prefix of every backup key; an instance's backups are under
+    /// `<prefix><namespace>/<name>/` unless `spec.backup.prefix` says otherwise.
+    #[arg(long, env = "VIBE_BACKUP_PREFIX", default_value = "", global = true)]
+    pub backup_prefix: String,
     /// How long deletion keeps retrying an unreachable object store before it gives up on the
     /// bucket (it is then left behind and reported in an Event).
     #[arg(long, env = "VIBE_CLEANUP_DEADLINE", default_value = "1h", value_parser = parse_duration, global = true)]
@@ -277,6 +286,8 @@ impl Default for OperatorConfig {
                 path_style: true,
                 ..S3Config::default()
             },
+            backup_bucket: None,
+            backup_prefix: String::new(),
             cleanup_deadline: Duration::from_secs(3600),
             resync_period: Duration::from_secs(300),
             reconcile_concurrency: DEFAULT_RECONCILE_CONCURRENCY,

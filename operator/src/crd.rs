@@ -68,6 +68,8 @@ pub const RECONCILE_DISABLED: &str = "disabled";
 )]
 #[x_kube(validation = Rule::new("!has(oldSelf.owner) || (has(self.owner) && self.owner.did == oldSelf.owner.did)").message("spec.owner cannot be changed or removed once set"))]
 #[x_kube(validation = Rule::new("(has(oldSelf.blobs) && has(oldSelf.blobs.bucket)) == (has(self.blobs) && has(self.blobs.bucket)) && (!(has(self.blobs) && has(self.blobs.bucket)) || self.blobs.bucket == oldSelf.blobs.bucket)").message("spec.blobs.bucket is immutable: it can only be set when the instance is created"))]
+#[x_kube(validation = Rule::new("has(self.restoreFrom) == has(oldSelf.restoreFrom) && (!has(self.restoreFrom) || self.restoreFrom == oldSelf.restoreFrom)").message("spec.restoreFrom can only be set when the instance is created"))]
+#[x_kube(validation = Rule::new("!has(self.restoreFrom) || has(self.owner)").message("spec.restoreFrom needs spec.owner: a backup is encrypted to its owner, and only that owner can restore it"))]
 #[serde(rename_all = "camelCase")]
 pub struct VibeInstanceSpec {
     /// The person who owns this instance. Without it the instance runs unowned and waits to be
@@ -110,6 +112,86 @@ pub struct VibeInstanceSpec {
     /// How the instance is exposed through the cluster's ingress controller.
     #[serde(default)]
     pub ingress: IngressSpec,
+
+    /// Scheduled backups: a CronJob runs `vibe-dataplane backup`, which writes the whole
+    /// instance, always encrypted to the owner's DID key (the provider cannot read it), to the
+    /// backup bucket and deletes the oldest beyond `retention`. Only an owned instance is
+    /// backed up. The last run is reported in `status.lastBackup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// Create this instance from a backup. Only when the instance is created, and only with
+    /// `spec.owner` (the backup's owner). The operator points the data plane at the backup;
+    /// the owner then runs `vibe restore`, which fetches it, decrypts it with their key and
+    /// imports it (the operator and the data plane cannot decrypt it). Progress is in
+    /// `status.restore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreFromSpec>,
+}
+
+/// Scheduled backup settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When to back up, in cron syntax (five fields: minute hour day-of-month month
+    /// day-of-week, in UTC; or `@daily`, `@hourly`, `@weekly`, `@monthly`, `@yearly`), e.g.
+    /// `30 2 * * *`. Checked by the admission webhook.
+    #[schemars(length(min = 1, max = 100))]
+    pub schedule: String,
+    /// How many backups to keep; after each successful backup the oldest ones beyond this
+    /// count are deleted.
+    #[serde(default = "default_retention")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub retention: u32,
+    /// Bucket to write to. Defaults to the platform's backup bucket (operator flag
+    /// `--backup-bucket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
+    pub bucket: Option<String>,
+    /// Key prefix of this instance's backups (ending in `/`). Defaults to
+    /// `<operator --backup-prefix><namespace>/<name>/`. Retention only deletes backups under
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[^/].*/$"))]
+    pub prefix: Option<String>,
+    /// Pause the schedule without removing it (the CronJob is suspended). A suspended
+    /// instance (`spec.suspend`) is not backed up either.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_retention() -> u32 {
+    7
+}
+
+/// Where a restored instance's backup is. Either `instance` and `backup` (a backup written
+/// by this operator for an instance of this namespace, in the platform's backup bucket), or
+/// `objectKey` (and optionally `bucket`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.instance) && has(self.backup) && !has(self.objectKey)) || (!has(self.instance) && !has(self.backup) && has(self.objectKey))",
+    "message": "set either instance and backup, or objectKey"
+}]))]
+pub struct RestoreFromSpec {
+    /// Name of the instance (in this namespace) the backup was taken of; it may be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Name of the backup: `status.lastBackup.name` of that instance, e.g.
+    /// `20261204T023000.123Z-1a2b3c4d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{8}$"))]
+    pub backup: Option<String>,
+    /// Full object key of the backup (`status.lastBackup.objectKey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub object_key: Option<String>,
+    /// Bucket of `objectKey`; defaults to the platform's backup bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
 }
 
 /// Identity of an instance owner.
@@ -255,6 +337,69 @@ pub struct VibeInstanceStatus {
     /// the Secret `<name>-claim`; the admission endpoint compares against this hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_code_hash: Option<String>,
+    /// The last scheduled backup that finished (succeeded, failed or skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
+    /// The backup this instance is restored from (with `spec.restoreFrom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+/// Outcome of one scheduled backup.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBackup {
+    /// `Succeeded`, `Failed` or `Skipped` (the instance had no owner: nothing written).
+    pub outcome: String,
+    /// When it finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// When the CronJob scheduled it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
+    /// The Job that ran it.
+    pub job: String,
+    /// Bucket of the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Object key of the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    /// The backup's name, for `spec.restoreFrom.backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Size of the encrypted archive in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// SHA-256 (hex) of the encrypted archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Older backups deleted by retention in this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u32>,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The backup a restored instance is created from.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// Bucket of the backup.
+    pub bucket: String,
+    /// Object key of the backup.
+    pub object_key: String,
+    /// `Available` (the backup is there; the owner fetches, decrypts and imports it with
+    /// `vibe restore`), `BackupNotFound` or `Unknown` (the object store could not be asked);
+    /// checked on every reconcile until `Available`.
+    pub phase: String,
+    /// Size of the backup in bytes, once found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Why the backup was not found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Lifecycle phase of an instance.

@@ -11,6 +11,8 @@ pub const FIELD_MANAGER: &str = "vibe-operator";
 pub const MANAGED_BY: &str = "vibe-operator";
 /// Label selector matching every child the operator manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=vibe-operator";
+/// Label naming the instance a child belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 
 /// The part of the system a child belongs to (`app.kubernetes.io/component`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +25,8 @@ pub enum Component {
     Ingress,
     /// Credentials and keys shared by several components.
     Credentials,
+    /// The scheduled backup CronJob and its pods.
+    Backup,
 }
 
 impl Component {
@@ -33,6 +37,7 @@ impl Component {
             Component::DataPlane => "dataplane",
             Component::Ingress => "ingress",
             Component::Credentials => "credentials",
+            Component::Backup => "backup",
         }
     }
 }
@@ -64,6 +69,8 @@ pub struct ChildNames {
     pub couchdb_policy: String,
     /// NetworkPolicy guarding the data plane.
     pub dataplane_policy: String,
+    /// CronJob of the scheduled backups.
+    pub backup: String,
 }
 
 impl ChildNames {
@@ -83,6 +90,7 @@ impl ChildNames {
             tls_secret: n("tls"),
             couchdb_policy: n("couchdb"),
             dataplane_policy: n("dataplane"),
+            backup: n("backup"),
         }
     }
 
@@ -95,10 +103,7 @@ impl ChildNames {
 /// Labels selecting the pods of one component of one instance (immutable once applied).
 pub fn selector_labels(instance: &str, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (
-            "app.kubernetes.io/instance".to_string(),
-            instance.to_string(),
-        ),
+        (INSTANCE_LABEL.to_string(), instance.to_string()),
         (
             "app.kubernetes.io/component".to_string(),
             component.as_str().to_string(),

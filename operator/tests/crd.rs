@@ -3,7 +3,7 @@
 
 use kube::CustomResourceExt;
 use kube::core::cel::{validate_cel, validate_cel_update};
-use vibe_operator::crd::{BlobsSpec, OwnerSpec, VibeInstance, VibeInstanceSpec};
+use vibe_operator::crd::{BlobsSpec, OwnerSpec, RestoreFromSpec, VibeInstance, VibeInstanceSpec};
 
 const DID_A: &str = "did:vibe:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
 const DID_B: &str = "did:vibe:z6MkpTHR8VNsBxYAAWHut2Geadd9jSwuBV8xRoAnwWsdvktH";
@@ -87,4 +87,79 @@ fn bucket_is_immutable() {
     validate_cel_update(&plain, &with_bucket).expect_err("bucket removal");
     validate_cel_update(&with_bucket, &plain)
         .expect_err("adding a bucket later would switch buckets");
+}
+
+fn restoring(owner: Option<&str>, from: RestoreFromSpec) -> VibeInstance {
+    let mut i = instance(owner, None);
+    i.spec.restore_from = Some(from);
+    i
+}
+
+fn from_backup(instance: &str, backup: &str) -> RestoreFromSpec {
+    RestoreFromSpec {
+        instance: Some(instance.into()),
+        backup: Some(backup.into()),
+        ..RestoreFromSpec::default()
+    }
+}
+
+#[test]
+fn restore_from_is_set_at_creation_only_and_needs_an_owner() {
+    let from = from_backup("old", "20261204T023000.123Z-1a2b3c4d");
+    let restored = restoring(Some(DID_A), from.clone());
+    validate_cel(&restored).expect("create restoring from a backup");
+    validate_cel_update(&restored, &restored).expect("unchanged");
+
+    let err = validate_cel(&restoring(None, from.clone())).expect_err("restore without owner");
+    assert!(
+        format!("{err:?}").contains("spec.restoreFrom needs spec.owner"),
+        "{err:?}"
+    );
+    let plain = instance(Some(DID_A), None);
+    let err = validate_cel_update(&restored, &plain).expect_err("added after creation");
+    assert!(
+        format!("{err:?}")
+            .contains("spec.restoreFrom can only be set when the instance is created"),
+        "{err:?}"
+    );
+    validate_cel_update(&plain, &restored).expect_err("removed");
+    let other = restoring(
+        Some(DID_A),
+        from_backup("old", "20261205T023000.123Z-1a2b3c4d"),
+    );
+    validate_cel_update(&other, &restored).expect_err("changed");
+}
+
+#[test]
+fn restore_from_names_either_a_backup_or_an_object_key() {
+    let schema = serde_json::to_value(VibeInstance::crd()).unwrap();
+    let rules = schema.pointer(
+        "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/restoreFrom/x-kubernetes-validations/0/rule",
+    );
+    assert!(
+        rules
+            .and_then(|r| r.as_str())
+            .is_some_and(|r| r.contains("objectKey")),
+        "restoreFrom carries its either/or rule: {rules:?}"
+    );
+    let by_key = RestoreFromSpec {
+        object_key: Some("tenants/old/20261204T023000.123Z-1a2b3c4d.vibe.age".into()),
+        ..RestoreFromSpec::default()
+    };
+    validate_cel(&restoring(Some(DID_A), by_key.clone())).expect("object key");
+    let both = RestoreFromSpec {
+        object_key: by_key.object_key.clone(),
+        ..from_backup("old", "20261204T023000.123Z-1a2b3c4d")
+    };
+    let err = validate_cel(&restoring(Some(DID_A), both)).expect_err("both");
+    assert!(
+        format!("{err:?}").contains("set either instance and backup, or objectKey"),
+        "{err:?}"
+    );
+    let half = RestoreFromSpec {
+        instance: Some("old".into()),
+        ..RestoreFromSpec::default()
+    };
+    validate_cel(&restoring(Some(DID_A), half)).expect_err("instance without backup");
+    validate_cel(&restoring(Some(DID_A), RestoreFromSpec::default())).expect_err("nothing");
 }

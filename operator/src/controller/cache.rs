@@ -18,6 +18,7 @@
 
 use super::readiness::{self, WatchFlag};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -160,6 +161,10 @@ pub struct ChildCaches {
     pub ingresses: Store<Cached<Ingress>>,
     /// NetworkPolicies.
     pub network_policies: Store<Cached<NetworkPolicy>>,
+    /// Backup CronJobs.
+    pub cron_jobs: Store<Cached<CronJob>>,
+    /// Backup Jobs (created by the CronJobs, labelled like them).
+    pub jobs: Store<Cached<Job>>,
     /// One sync flag per cache above, named by resource (`secrets`, `deployments`, …).
     synced: Vec<WatchFlag>,
 }
@@ -180,6 +185,10 @@ pub struct ChildWriters {
     pub ingresses: Writer<Cached<Ingress>>,
     /// NetworkPolicies.
     pub network_policies: Writer<Cached<NetworkPolicy>>,
+    /// Backup CronJobs.
+    pub cron_jobs: Writer<Cached<CronJob>>,
+    /// Backup Jobs.
+    pub jobs: Writer<Cached<Job>>,
     /// The sync flags of the caches, set by the watches.
     pub synced: ChildSyncFlags,
 }
@@ -201,6 +210,10 @@ pub struct ChildSyncFlags {
     pub ingresses: watch::Sender<bool>,
     /// NetworkPolicies.
     pub network_policies: watch::Sender<bool>,
+    /// Backup CronJobs.
+    pub cron_jobs: watch::Sender<bool>,
+    /// Backup Jobs.
+    pub jobs: watch::Sender<bool>,
 }
 
 impl ChildSyncFlags {
@@ -215,6 +228,8 @@ impl ChildSyncFlags {
             &self.deployments,
             &self.ingresses,
             &self.network_policies,
+            &self.cron_jobs,
+            &self.jobs,
         ] {
             flag.send_replace(true);
         }
@@ -238,6 +253,8 @@ impl ChildCaches {
         let (deployments, deployments_w) = reflector::store();
         let (ingresses, ingresses_w) = reflector::store();
         let (network_policies, network_policies_w) = reflector::store();
+        let (cron_jobs, cron_jobs_w) = reflector::store();
+        let (jobs, jobs_w) = reflector::store();
         let (secrets_tx, secrets_f) = flag::<Secret>();
         let (config_maps_tx, config_maps_f) = flag::<ConfigMap>();
         let (services_tx, services_f) = flag::<Service>();
@@ -245,6 +262,8 @@ impl ChildCaches {
         let (deployments_tx, deployments_f) = flag::<Deployment>();
         let (ingresses_tx, ingresses_f) = flag::<Ingress>();
         let (network_policies_tx, network_policies_f) = flag::<NetworkPolicy>();
+        let (cron_jobs_tx, cron_jobs_f) = flag::<CronJob>();
+        let (jobs_tx, jobs_f) = flag::<Job>();
         (
             Self {
                 secrets,
@@ -254,6 +273,8 @@ impl ChildCaches {
                 deployments,
                 ingresses,
                 network_policies,
+                cron_jobs,
+                jobs,
                 synced: vec![
                     secrets_f,
                     config_maps_f,
@@ -262,6 +283,8 @@ impl ChildCaches {
                     deployments_f,
                     ingresses_f,
                     network_policies_f,
+                    cron_jobs_f,
+                    jobs_f,
                 ],
             },
             ChildWriters {
@@ -272,6 +295,8 @@ impl ChildCaches {
                 deployments: deployments_w,
                 ingresses: ingresses_w,
                 network_policies: network_policies_w,
+                cron_jobs: cron_jobs_w,
+                jobs: jobs_w,
                 synced: ChildSyncFlags {
                     secrets: secrets_tx,
                     config_maps: config_maps_tx,
@@ -280,6 +305,8 @@ impl ChildCaches {
                     deployments: deployments_tx,
                     ingresses: ingresses_tx,
                     network_policies: network_policies_tx,
+                    cron_jobs: cron_jobs_tx,
+                    jobs: jobs_tx,
                 },
             },
         )
@@ -396,11 +423,13 @@ mod tests {
                 "statefulsets",
                 "deployments",
                 "ingresses",
-                "networkpolicies"
+                "networkpolicies",
+                "cronjobs",
+                "jobs"
             ]
         );
         let short = Duration::from_millis(50);
-        assert_eq!(caches.wait_until_synced(short).await.unwrap_err().len(), 7);
+        assert_eq!(caches.wait_until_synced(short).await.unwrap_err().len(), 9);
 
         let flags = &writers.synced;
         for f in [
@@ -410,6 +439,8 @@ mod tests {
             &flags.stateful_sets,
             &flags.ingresses,
             &flags.network_policies,
+            &flags.cron_jobs,
+            &flags.jobs,
         ] {
             f.send_replace(true);
         }

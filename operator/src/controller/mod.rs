@@ -6,6 +6,7 @@
 //! when it changed, publishing one Event per condition transition. A healthy instance therefore
 //! causes no Kubernetes API request at all on a resync.
 
+pub mod backup;
 pub mod cache;
 pub mod drift;
 pub mod readiness;
@@ -289,8 +290,10 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
             Child::NetworkPolicy(o) => {
                 drop(apply_child(ctx, &ns, &caches.network_policies, o).await?)
             }
+            Child::CronJob(o) => drop(apply_child(ctx, &ns, &caches.cron_jobs, o).await?),
         }
     }
+    backup::remove_stale_cron_job(ctx, &inputs).await?;
     if instance.owner_did().is_some()
         && cache::get(&caches.secrets, &ns, &names.claim_secret).is_some()
     {
@@ -313,7 +316,9 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
         bucket: &bucket,
         claim_code: seen.claim_code.as_deref(),
     };
-    let new_status = status::compute(&inputs, &observed, now);
+    let mut new_status = status::compute(&inputs, &observed, now);
+    new_status.last_backup = backup::observe_last_backup(ctx, instance, &ns).await?;
+    new_status.restore = backup::observe_restore(ctx, &inputs).await;
     let ready = new_status.phase == Some(crate::crd::Phase::Ready);
     write_status(instance, new_status, ctx).await?;
     bucket?;
@@ -439,7 +444,8 @@ async fn write_status(
     if old == Some(&new) {
         return Ok(());
     }
-    let transitions = status::transitions(old, &new);
+    let mut transitions = status::transitions(old, &new);
+    transitions.extend(backup::transitions(old, &new));
     let ns = instance.namespace().unwrap_or_default();
     let api: Api<VibeInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = serde_json::json!({
@@ -731,6 +737,12 @@ async fn run_scope(
             w.network_policies,
             f.network_policies,
         ))
+        .owns_stream(child_stream(&client, ns, w.cron_jobs, f.cron_jobs))
+        // Backup Jobs are owned by the CronJob: mapped to their instance by label.
+        .watches_stream(
+            child_stream(&client, ns, w.jobs, f.jobs),
+            backup::instance_of_job,
+        )
         .trigger_backoff(NoSharedBackoff)
         .with_config(
             controller::Config::default()

@@ -288,6 +288,9 @@ pub fn compute(inputs: &Inputs<'_>, observed: &Observed<'_>, now: Timestamp) -> 
             Some(_) => None,
             None => observed.claim_code.map(crate::desired::claim_code_hash),
         },
+        // Kept as last written; the backup and restore steps of a reconcile update them.
+        last_backup: inst.status.as_ref().and_then(|s| s.last_backup.clone()),
+        restore: inst.status.as_ref().and_then(|s| s.restore.clone()),
     }
 }
 

@@ -70,6 +70,10 @@ pub fn env_vars(inputs: &Inputs<'_>) -> Vec<EnvVar> {
             CLAIM_CODE_KEY,
         )),
     }
+    if let Some((bucket, key)) = super::backup::restore_source(inputs) {
+        vars.push(env(envs::VIBE_RESTORE_BUCKET, bucket));
+        vars.push(env(envs::VIBE_RESTORE_OBJECT_KEY, key));
+    }
     if let Some(bytes) = inputs
         .instance
         .spec

@@ -2,6 +2,7 @@
 //! configuration and the Secrets that already exist, they return the desired objects. The
 //! reconciler applies them; `vibe-operator render` prints them.
 
+pub mod backup;
 mod common;
 pub mod couchdb;
 pub mod dataplane;
@@ -13,6 +14,7 @@ use crate::config::OperatorConfig;
 use crate::crd::VibeInstance;
 use crate::naming::{self, ChildNames};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::ResourceExt;
@@ -101,6 +103,8 @@ pub enum Child {
     Ingress(Ingress),
     /// A NetworkPolicy.
     NetworkPolicy(NetworkPolicy),
+    /// The backup CronJob (with `spec.backup`).
+    CronJob(CronJob),
 }
 
 impl Child {
@@ -114,6 +118,7 @@ impl Child {
             Child::Deployment(o) => ("Deployment", o.name_any()),
             Child::Ingress(o) => ("Ingress", o.name_any()),
             Child::NetworkPolicy(o) => ("NetworkPolicy", o.name_any()),
+            Child::CronJob(o) => ("CronJob", o.name_any()),
         };
         format!("{kind}/{name}")
     }
@@ -128,6 +133,7 @@ impl Child {
             Child::Deployment(o) => serde_json::to_value(o),
             Child::Ingress(o) => serde_json::to_value(o),
             Child::NetworkPolicy(o) => serde_json::to_value(o),
+            Child::CronJob(o) => serde_json::to_value(o),
         };
         v.expect("Kubernetes objects serialize to JSON")
     }
@@ -164,6 +170,9 @@ pub fn children(inputs: &Inputs<'_>, existing: &ExistingSecrets) -> Vec<Child> {
     out.push(Child::Ingress(ingress::ingress(inputs)));
     out.push(Child::NetworkPolicy(network::couchdb_policy(inputs)));
     out.push(Child::NetworkPolicy(network::dataplane_policy(inputs)));
+    if let Some(cron_job) = backup::cron_job(inputs) {
+        out.push(Child::CronJob(cron_job));
+    }
     out
 }
 

@@ -30,7 +30,25 @@ fn selector(labels: BTreeMap<String, String>) -> LabelSelector {
     }
 }
 
-/// CouchDB accepts connections only from this instance's data plane pods, on 5984.
+/// The pods that may reach CouchDB: the data plane's, and with `spec.backup` the backup
+/// Job's.
+fn couchdb_clients(inputs: &Inputs<'_>) -> Vec<NetworkPolicyPeer> {
+    let names = inputs.names();
+    let mut components = vec![Component::DataPlane];
+    if inputs.instance.spec.backup.is_some() {
+        components.push(Component::Backup);
+    }
+    components
+        .into_iter()
+        .map(|c| NetworkPolicyPeer {
+            pod_selector: Some(selector(selector_labels(&names.instance, c))),
+            ..NetworkPolicyPeer::default()
+        })
+        .collect()
+}
+
+/// CouchDB accepts connections only from this instance's data plane pods (and backup pods),
+/// on 5984.
 pub fn couchdb_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
     let names = inputs.names();
     NetworkPolicy {
@@ -42,13 +60,7 @@ pub fn couchdb_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
             ))),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    pod_selector: Some(selector(selector_labels(
-                        &names.instance,
-                        Component::DataPlane,
-                    ))),
-                    ..NetworkPolicyPeer::default()
-                }]),
+                from: Some(couchdb_clients(inputs)),
                 ports: Some(vec![tcp(super::couchdb::PORT)]),
             }]),
             ..NetworkPolicySpec::default()

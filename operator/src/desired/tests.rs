@@ -592,3 +592,209 @@ fn quantities_convert_to_bytes() {
     assert_eq!(dataplane::quantity_bytes("1.5Gi"), None);
     assert_eq!(dataplane::quantity_bytes("Gi"), None);
 }
+
+fn backed_up(inst: &mut VibeInstance) {
+    inst.spec.owner = Some(OwnerSpec { did: DID.into() });
+    inst.spec.backup = Some(crate::crd::BackupSpec {
+        schedule: "30 2 * * *".into(),
+        retention: 5,
+        bucket: None,
+        prefix: None,
+        suspend: false,
+    });
+}
+
+fn backup_config() -> OperatorConfig {
+    OperatorConfig {
+        backup_bucket: Some("vibe-backups".into()),
+        backup_prefix: "cluster-a/".into(),
+        ..config()
+    }
+}
+
+#[test]
+fn the_backup_cron_job_runs_the_data_plane_image_with_the_destination_and_no_server_secrets() {
+    let cfg = backup_config();
+    let mut inst = instance();
+    backed_up(&mut inst);
+    let inputs = Inputs::new(&inst, &cfg);
+    let cj = backup::cron_job(&inputs).expect("a CronJob");
+    assert_eq!(cj.metadata.name.as_deref(), Some("alice-backup"));
+    assert_eq!(
+        cj.metadata.owner_references.as_ref().unwrap()[0].uid,
+        "uid-alice",
+        "deleted with the instance"
+    );
+    assert_eq!(cj.spec.schedule, "30 2 * * *");
+    assert_eq!(cj.spec.time_zone.as_deref(), Some("Etc/UTC"));
+    assert_eq!(cj.spec.concurrency_policy.as_deref(), Some("Forbid"));
+    assert_eq!(cj.spec.suspend, Some(false));
+    let job = cj.spec.job_template.spec.as_ref().unwrap();
+    let pod_spec = job.template.spec.as_ref().unwrap();
+    assert_restricted(pod_spec);
+    assert_eq!(pod_spec.restart_policy.as_deref(), Some("Never"));
+    let c = pod(pod_spec);
+    assert_eq!(c.image.as_deref(), Some(cfg.dataplane_image.as_str()));
+    assert_eq!(c.args.as_deref(), Some(&["backup".to_string()][..]));
+    assert_eq!(
+        c.termination_message_path.as_deref(),
+        Some(backup::REPORT_PATH)
+    );
+    let vars = c.env.as_deref().unwrap();
+    let value = |n: &str| env(vars, n).and_then(|e| e.value.clone());
+    assert_eq!(
+        value(envs::VIBE_BACKUP_BUCKET).as_deref(),
+        Some("vibe-backups")
+    );
+    assert_eq!(
+        value(envs::VIBE_BACKUP_PREFIX).as_deref(),
+        Some("cluster-a/tenants/alice/")
+    );
+    assert_eq!(value(envs::VIBE_BACKUP_RETENTION).as_deref(), Some("5"));
+    assert_eq!(
+        value(envs::VIBE_BACKUP_REPORT_FILE).as_deref(),
+        Some(backup::REPORT_PATH)
+    );
+    assert_eq!(value(envs::TARGET_USER_DID).as_deref(), Some(DID));
+    for needed in [
+        envs::COUCHDB_URL,
+        envs::COUCHDB_PASSWORD,
+        envs::S3_SECRET_KEY,
+    ] {
+        assert!(env(vars, needed).is_some(), "{needed}");
+    }
+    for not_needed in [
+        envs::VIBE_SIGNING_KEY_FILE,
+        envs::VIBE_CLAIM_CODE,
+        envs::VIBE_RESTORE_BUCKET,
+        envs::VIBE_RESTORE_OBJECT_KEY,
+        envs::PORT,
+    ] {
+        assert!(env(vars, not_needed).is_none(), "{not_needed}");
+    }
+    for secret in vars.iter().filter(|v| envs::is_secret(&v.name)) {
+        assert!(
+            secret.value.is_none(),
+            "{} only by secretKeyRef",
+            secret.name
+        );
+    }
+    assert!(pod_spec.volumes.is_none(), "the token key is not mounted");
+    let labels = job
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(labels["app.kubernetes.io/component"], "backup");
+
+    // The backup pods may reach CouchDB.
+    let np = network::couchdb_policy(&inputs).spec.unwrap();
+    let components: Vec<String> = np.ingress.unwrap()[0]
+        .from
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p.pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["app.kubernetes.io/component"]
+                .clone()
+        })
+        .collect();
+    assert_eq!(components, ["dataplane", "backup"]);
+    assert!(
+        children(&inputs, &ExistingSecrets::default())
+            .iter()
+            .any(|c| matches!(c, Child::CronJob(_)))
+    );
+}
+
+#[test]
+fn the_backup_destination_and_schedule_follow_the_spec() {
+    let cfg = backup_config();
+    let mut inst = instance();
+    backed_up(&mut inst);
+    {
+        let spec = inst.spec.backup.as_mut().unwrap();
+        spec.bucket = Some("own-backups".into());
+        spec.prefix = Some("alice/".into());
+        spec.suspend = true;
+    }
+    let inputs = Inputs::new(&inst, &cfg);
+    assert_eq!(
+        backup::destination(&inputs),
+        Some(("own-backups".into(), "alice/".into()))
+    );
+    assert_eq!(backup::cron_job(&inputs).unwrap().spec.suspend, Some(true));
+
+    // A suspended instance is not backed up either.
+    inst.spec.backup.as_mut().unwrap().suspend = false;
+    inst.spec.suspend = true;
+    let inputs = Inputs::new(&inst, &cfg);
+    assert_eq!(backup::cron_job(&inputs).unwrap().spec.suspend, Some(true));
+
+    // No owner: nothing could read a backup, so there is no schedule.
+    let mut unowned = instance();
+    backed_up(&mut unowned);
+    unowned.spec.owner = None;
+    assert!(backup::cron_job(&Inputs::new(&unowned, &cfg)).is_none());
+    // No bucket anywhere: no schedule (the webhook refuses such an instance).
+    let mut inst = instance();
+    backed_up(&mut inst);
+    assert!(backup::cron_job(&Inputs::new(&inst, &config())).is_none());
+    // Without spec.backup: no CronJob, and CouchDB admits the data plane only.
+    let inst = instance();
+    let inputs = Inputs::new(&inst, &cfg);
+    assert!(backup::cron_job(&inputs).is_none());
+    let np = network::couchdb_policy(&inputs).spec.unwrap();
+    assert_eq!(np.ingress.unwrap()[0].from.as_ref().unwrap().len(), 1);
+}
+
+#[test]
+fn a_restored_instance_points_its_data_plane_at_the_backup() {
+    let cfg = backup_config();
+    let mut inst = instance();
+    inst.spec.owner = Some(OwnerSpec { did: DID.into() });
+    inst.spec.restore_from = Some(crate::crd::RestoreFromSpec {
+        instance: Some("old-alice".into()),
+        backup: Some("20261204T023000.123Z-1a2b3c4d".into()),
+        ..Default::default()
+    });
+    let inputs = Inputs::new(&inst, &cfg);
+    let expected_key = "cluster-a/tenants/old-alice/20261204T023000.123Z-1a2b3c4d.vibe.age";
+    assert_eq!(
+        backup::restore_source(&inputs),
+        Some(("vibe-backups".into(), expected_key.into()))
+    );
+    let vars = dataplane::env_vars(&inputs);
+    let value = |n: &str| env(&vars, n).and_then(|e| e.value.clone());
+    assert_eq!(
+        value(envs::VIBE_RESTORE_BUCKET).as_deref(),
+        Some("vibe-backups")
+    );
+    assert_eq!(
+        value(envs::VIBE_RESTORE_OBJECT_KEY).as_deref(),
+        Some(expected_key)
+    );
+
+    inst.spec.restore_from = Some(crate::crd::RestoreFromSpec {
+        object_key: Some("elsewhere/x.vibe.age".into()),
+        bucket: Some("old-provider".into()),
+        ..Default::default()
+    });
+    let inputs = Inputs::new(&inst, &cfg);
+    assert_eq!(
+        backup::restore_source(&inputs),
+        Some(("old-provider".into(), "elsewhere/x.vibe.age".into()))
+    );
+    // Not restoring: no restore settings.
+    let plain = instance();
+    let vars = dataplane::env_vars(&Inputs::new(&plain, &cfg));
+    assert!(env(&vars, envs::VIBE_RESTORE_BUCKET).is_none());
+}

@@ -140,6 +140,27 @@ pub const REQUIRED: &[Permission] = &[
         why: "tenant isolation",
     },
     Permission {
+        group: "batch",
+        resource: "cronjobs",
+        verbs: &["list", "watch", "create", "patch", "delete"],
+        scope: Scope::Tenant,
+        why: "scheduled backups (spec.backup): applied and watched; deleted when spec.backup is removed",
+    },
+    Permission {
+        group: "batch",
+        resource: "jobs",
+        verbs: &["list", "watch"],
+        scope: Scope::Tenant,
+        why: "the backup CronJobs' Jobs: a finished one updates status.lastBackup",
+    },
+    Permission {
+        group: "",
+        resource: "pods",
+        verbs: &["list"],
+        scope: Scope::Tenant,
+        why: "a finished backup Job's pods: the report in their termination message",
+    },
+    Permission {
         group: "events.k8s.io",
         resource: "events",
         verbs: &["create", "patch"],

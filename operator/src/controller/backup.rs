@@ -1,0 +1,313 @@
+//! Scheduled backups and restore in a reconcile (issue 18).
+//!
+//! - The backup CronJob is a child like the others ([`crate::desired::backup::cron_job`]);
+//!   when `spec.backup` goes away (or the instance loses its destination) it is deleted
+//!   here ([`remove_stale_cron_job`]).
+//! - The Jobs the CronJob creates carry the instance's labels; their watch
+//!   ([`super::cache::ChildCaches::jobs`]) triggers a reconcile when one finishes. The newest
+//!   finished Job not yet in `status.lastBackup` is read once: the report the backup container
+//!   left as its termination message (`vibe_api::export::BackupReport`) becomes
+//!   `status.lastBackup` ([`observe_last_backup`]), and a failure is a Warning Event
+//!   ([`transitions`]). That costs one Pod list per finished backup, nothing on a resync.
+//! - With `spec.restoreFrom`, the backup is looked up (HEAD, never read: the operator cannot
+//!   decrypt it) until it is found, into `status.restore` ([`observe_restore`]).
+
+use super::Context;
+use super::status::Transition;
+use crate::crd::{LastBackup, RestoreStatus, VibeInstance, VibeInstanceStatus};
+use crate::desired::Inputs;
+use crate::desired::backup::{CONTAINER, cron_job, restore_source};
+use crate::error::Result;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use std::sync::Arc;
+use tracing::{info, warn};
+use vibe_api::export::{BackupOutcome, BackupReport};
+
+/// `status.lastBackup.outcome` values.
+pub mod outcome {
+    /// The archive was written and retention applied.
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// Nothing was written.
+    pub const FAILED: &str = "Failed";
+    /// The instance had no owner: nothing written.
+    pub const SKIPPED: &str = "Skipped";
+}
+
+/// `status.restore.phase` values.
+pub mod phase {
+    /// The backup is in the bucket; the owner fetches, decrypts and imports it.
+    pub const AVAILABLE: &str = "Available";
+    /// There is no such object (yet): checked again on every reconcile.
+    pub const NOT_FOUND: &str = "BackupNotFound";
+    /// The object store could not be asked: checked again on every reconcile.
+    pub const UNKNOWN: &str = "Unknown";
+}
+
+/// Label the Job controller puts on a Job's pods.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// Annotation the CronJob controller puts on the Jobs it creates: the scheduled time.
+pub const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
+
+/// Deletes the backup CronJob when the instance should not have one (any longer) and the
+/// cache holds it. Its Jobs and pods go with it (garbage collection).
+pub async fn remove_stale_cron_job(ctx: &Context, inputs: &Inputs<'_>) -> Result<()> {
+    if cron_job(inputs).is_some() {
+        return Ok(());
+    }
+    let ns = inputs.namespace();
+    let name = inputs.names().backup;
+    if super::cache::get(&ctx.caches.cron_jobs, &ns, &name).is_none() {
+        return Ok(());
+    }
+    let api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => {
+            ctx.metrics.write("delete");
+            info!(cron_job = %name, "backup schedule removed");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The instance a backup Job belongs to (its `app.kubernetes.io/instance` label), to
+/// trigger that instance's reconcile when the Job changes.
+pub fn instance_of_job(job: Job) -> Option<ObjectRef<VibeInstance>> {
+    let instance = job.labels().get(crate::naming::INSTANCE_LABEL)?;
+    Some(ObjectRef::new(instance).within(&job.namespace()?))
+}
+
+/// Whether a Job has finished: `Some(true)` complete, `Some(false)` failed, `None` running.
+pub fn finished(job: &Job) -> Option<bool> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    let holds = |t: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == t && c.status == "True")
+    };
+    if holds("Complete") {
+        Some(true)
+    } else if holds("Failed") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The newest finished backup Job of `instance` in the Job cache (by creation time, then
+/// name: the CronJob names its Jobs `<cronjob>-<scheduled minute>`).
+pub fn newest_finished_job(jobs: &Store<Job>, namespace: &str, instance: &str) -> Option<Arc<Job>> {
+    let selector = crate::naming::selector_labels(instance, crate::naming::Component::Backup);
+    jobs.state()
+        .into_iter()
+        .filter(|j| j.namespace().as_deref() == Some(namespace))
+        .filter(|j| {
+            let labels = j.labels();
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .filter(|j| finished(j).is_some())
+        .max_by(|a, b| {
+            (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
+        })
+}
+
+/// The report of the newest backup container that terminated with a message among `pods`
+/// (a failed Job may have run several pods: the last attempt counts).
+pub fn report_of(pods: &[Pod]) -> Option<BackupReport> {
+    pods.iter()
+        .filter_map(|p| {
+            let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+            let terminated = statuses
+                .iter()
+                .find(|s| s.name == CONTAINER)?
+                .state
+                .as_ref()?
+                .terminated
+                .as_ref()?;
+            let report: BackupReport =
+                serde_json::from_str(terminated.message.as_deref()?.trim()).ok()?;
+            Some((terminated.finished_at.clone().map(|t| t.0), report))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, report)| report)
+}
+
+/// `status.lastBackup` from a finished Job and the report its pod left (if any). Without a
+/// report (the pod was killed, never started, or ran out of time) the Job's own condition
+/// says why.
+pub fn last_backup(job: &Job, succeeded: bool, report: Option<BackupReport>) -> LastBackup {
+    let scheduled_at = job.annotations().get(SCHEDULED_ANNOTATION).cloned();
+    let job_name = job.name_any();
+    let Some(report) = report else {
+        let why = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.type_ == "Failed" && c.status == "True")
+                    .map(|c| {
+                        format!(
+                            "{}: {}",
+                            c.reason.as_deref().unwrap_or("Failed"),
+                            c.message.as_deref().unwrap_or_default()
+                        )
+                    })
+            });
+        let time = job
+            .status
+            .as_ref()
+            .and_then(|s| s.completion_time.clone())
+            .map(|t| t.0.to_string());
+        return LastBackup {
+            outcome: outcome::FAILED.into(),
+            time,
+            scheduled_at,
+            job: job_name,
+            message: Some(match (succeeded, why) {
+                (_, Some(why)) => format!("the backup Job failed without a report ({why})"),
+                (true, None) => "the backup Job completed without a report".into(),
+                (false, None) => "the backup Job failed without a report".into(),
+            }),
+            ..LastBackup::default()
+        };
+    };
+    let outcome = match report.outcome {
+        BackupOutcome::Succeeded => outcome::SUCCEEDED,
+        BackupOutcome::Failed => outcome::FAILED,
+        BackupOutcome::Skipped => outcome::SKIPPED,
+    };
+    LastBackup {
+        outcome: outcome.into(),
+        time: Some(report.finished_at),
+        scheduled_at,
+        job: job_name,
+        bucket: report.bucket,
+        object_key: report.object_key,
+        name: report.name,
+        size: report.size,
+        sha256: report.sha256,
+        deleted: Some(report.deleted),
+        message: report.message,
+    }
+}
+
+/// The instance's `status.lastBackup`: unchanged unless a finished backup Job newer than the
+/// one recorded is in the cache, whose pods are then listed once for the report.
+pub async fn observe_last_backup(
+    ctx: &Context,
+    instance: &VibeInstance,
+    namespace: &str,
+) -> Result<Option<LastBackup>> {
+    let recorded = instance.status.as_ref().and_then(|s| s.last_backup.clone());
+    let Some(job) = newest_finished_job(&ctx.caches.jobs, namespace, &instance.name_any()) else {
+        return Ok(recorded);
+    };
+    if recorded.as_ref().is_some_and(|r| r.job == job.name_any()) {
+        return Ok(recorded);
+    }
+    let succeeded = finished(&job).unwrap_or(false);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={}", job.name_any())))
+        .await?;
+    let report = report_of(&list.items);
+    if report.is_none() {
+        warn!(job = %job.name_any(), "backup Job finished without a report");
+    }
+    Ok(Some(last_backup(&job, succeeded, report)))
+}
+
+/// The instance's `status.restore`: `None` without `spec.restoreFrom`; kept once the backup
+/// was found; otherwise the object store is asked whether it is there.
+pub async fn observe_restore(ctx: &Context, inputs: &Inputs<'_>) -> Option<RestoreStatus> {
+    let (bucket, key) = restore_source(inputs)?;
+    let recorded = inputs
+        .instance
+        .status
+        .as_ref()
+        .and_then(|s| s.restore.clone());
+    if let Some(r) = &recorded
+        && r.bucket == bucket
+        && r.object_key == key
+        && r.phase == phase::AVAILABLE
+    {
+        return recorded;
+    }
+    let (phase, size, message) = match ctx.buckets.object_size(&bucket, &key).await {
+        Ok(Some(size)) => (phase::AVAILABLE, Some(size), None),
+        Ok(None) => (
+            phase::NOT_FOUND,
+            None,
+            Some(format!("there is no object {key} in bucket {bucket}")),
+        ),
+        Err(e) => (phase::UNKNOWN, None, Some(e.to_string())),
+    };
+    Some(RestoreStatus {
+        bucket,
+        object_key: key,
+        phase: phase.into(),
+        size,
+        message,
+    })
+}
+
+/// Events for what changed in `status.lastBackup` and `status.restore`: a Warning for a
+/// failed backup and for a backup to restore that is not there; Normal otherwise.
+pub fn transitions(old: Option<&VibeInstanceStatus>, new: &VibeInstanceStatus) -> Vec<Transition> {
+    let mut out = Vec::new();
+    let old_backup = old.and_then(|s| s.last_backup.as_ref());
+    if let Some(b) = &new.last_backup
+        && old_backup.is_none_or(|o| o.job != b.job)
+    {
+        let (reason, warning) = match b.outcome.as_str() {
+            outcome::SUCCEEDED => ("BackupSucceeded", false),
+            outcome::SKIPPED => ("BackupSkipped", false),
+            _ => ("BackupFailed", true),
+        };
+        let note = match (b.outcome.as_str(), &b.object_key, &b.message) {
+            (outcome::SUCCEEDED, Some(key), _) => format!(
+                "Job {}: wrote {key} ({} bytes), deleted {} older",
+                b.job,
+                b.size.unwrap_or(0),
+                b.deleted.unwrap_or(0)
+            ),
+            (_, _, Some(message)) => format!("Job {}: {message}", b.job),
+            _ => format!("Job {}: {}", b.job, b.outcome),
+        };
+        out.push(Transition {
+            reason: reason.into(),
+            note,
+            warning,
+        });
+    }
+    let old_restore = old.and_then(|s| s.restore.as_ref());
+    if let Some(r) = &new.restore
+        && old_restore.is_none_or(|o| o.phase != r.phase || o.object_key != r.object_key)
+    {
+        let (reason, warning) = match r.phase.as_str() {
+            phase::AVAILABLE => ("RestoreBackupFound", false),
+            phase::NOT_FOUND => ("RestoreBackupNotFound", true),
+            _ => ("RestoreBackupUnchecked", true),
+        };
+        out.push(Transition {
+            reason: reason.into(),
+            note: match &r.message {
+                Some(m) => m.clone(),
+                None => format!(
+                    "backup {} in bucket {} ({} bytes): the owner restores it with `vibe restore`",
+                    r.object_key,
+                    r.bucket,
+                    r.size.unwrap_or(0)
+                ),
+            },
+            warning,
+        });
+    }
+    out
+}
