@@ -761,6 +761,8 @@ async fn run_scope(
 }
 
 #[cfg(test)]
+mod backup_tests;
+#[cfg(test)]
 mod fake_cluster;
 #[cfg(test)]
 mod fixtures;
