@@ -383,3 +383,163 @@ async fn requests_are_refused_until_the_cache_is_loaded() {
             .contains("retry in a few seconds")
     );
 }
+
+fn with_backup_bucket() -> WebhookState {
+    let mut s = state(&[]);
+    s.backup_bucket = Some("vibe-backups".into());
+    s
+}
+
+#[tokio::test]
+async fn backup_schedules_must_be_cron_and_need_a_bucket() {
+    let backed_up = |schedule: &str| {
+        instance(
+            "alice",
+            json!({"owner": {"did": DID}, "backup": {"schedule": schedule, "retention": 7}}),
+        )
+    };
+    for good in ["30 2 * * *", "@daily", "0 */6 * * MON-FRI"] {
+        let response = send(
+            with_backup_bucket(),
+            review("CREATE", Some(backed_up(good)), None),
+        )
+        .await;
+        assert_eq!(response["allowed"], true, "{good}: {response}");
+    }
+    for (bad, says) in [
+        ("every day", "expected 5 fields"),
+        ("61 2 * * *", "minute"),
+        ("0 2 * * * *", "found 6"),
+        ("@every 1h", "unknown macro"),
+        ("CRON_TZ=Europe/Paris 0 2 * * *", "schedules are in UTC"),
+    ] {
+        denied(
+            with_backup_bucket(),
+            review("CREATE", Some(backed_up(bad)), None),
+            &["spec.backup.schedule", "is not a cron schedule", says],
+        )
+        .await;
+    }
+    // No platform bucket and none named: nowhere to write.
+    denied(
+        state(&[]),
+        review("CREATE", Some(backed_up("30 2 * * *")), None),
+        &["spec.backup.bucket", "--backup-bucket"],
+    )
+    .await;
+    let own = instance(
+        "alice",
+        json!({"owner": {"did": DID},
+               "backup": {"schedule": "30 2 * * *", "bucket": "alice-backups"}}),
+    );
+    allowed(review("CREATE", Some(own.clone()), None)).await;
+    // An update that leaves spec.backup alone is not judged by it.
+    let mut relabelled = own.clone();
+    relabelled["spec"]["backup"]["schedule"] = json!("bad");
+    let mut changed = relabelled.clone();
+    changed["spec"]["suspend"] = json!(true);
+    allowed(review("UPDATE", Some(changed), Some(relabelled))).await;
+}
+
+#[tokio::test]
+async fn restore_from_is_checked_at_creation_and_refused_later() {
+    let restoring = |owner: bool, from: Value| {
+        let mut spec = json!({"restoreFrom": from});
+        if owner {
+            spec["owner"] = json!({"did": DID});
+        }
+        instance("alice", spec)
+    };
+    let good = json!({"instance": "old-alice", "backup": "20261204T023000.123Z-1a2b3c4d"});
+    let response = send(
+        with_backup_bucket(),
+        review("CREATE", Some(restoring(true, good.clone())), None),
+    )
+    .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let by_key = json!({"objectKey": "cluster-a/shop/old/x.vibe.age", "bucket": "old-provider"});
+    allowed(review("CREATE", Some(restoring(true, by_key)), None)).await;
+
+    for (from, owner, expected) in [
+        (
+            good.clone(),
+            false,
+            vec!["spec.restoreFrom", "needs spec.owner"],
+        ),
+        (
+            json!({"instance": "old-alice", "backup": "yesterday"}),
+            true,
+            vec![
+                "spec.restoreFrom.backup",
+                "\"yesterday\" is not a backup name",
+            ],
+        ),
+        (
+            json!({"instance": "Old_Alice", "backup": "20261204T023000.123Z-1a2b3c4d"}),
+            true,
+            vec!["spec.restoreFrom.instance", "is not an instance name"],
+        ),
+        (
+            json!({"instance": "old-alice"}),
+            true,
+            vec!["set either instance and backup, or objectKey"],
+        ),
+        (
+            json!({"instance": "old-alice", "backup": "20261204T023000.123Z-1a2b3c4d",
+                   "objectKey": "x.vibe.age"}),
+            true,
+            vec!["set either instance and backup, or objectKey"],
+        ),
+        (
+            json!({"objectKey": "/abs/x.vibe.age"}),
+            true,
+            vec!["spec.restoreFrom.objectKey", "without a leading /"],
+        ),
+    ] {
+        denied(
+            with_backup_bucket(),
+            review("CREATE", Some(restoring(owner, from)), None),
+            &expected,
+        )
+        .await;
+    }
+    // Without a platform backup bucket the bucket must be named.
+    denied(
+        state(&[]),
+        review("CREATE", Some(restoring(true, good.clone())), None),
+        &["spec.restoreFrom.bucket", "--backup-bucket"],
+    )
+    .await;
+    // Added, changed or removed on an existing instance: refused.
+    let plain = instance("alice", json!({"owner": {"did": DID}}));
+    denied(
+        with_backup_bucket(),
+        review(
+            "UPDATE",
+            Some(restoring(true, good.clone())),
+            Some(plain.clone()),
+        ),
+        &[
+            "spec.restoreFrom",
+            "only be set when the instance is created",
+        ],
+    )
+    .await;
+    denied(
+        with_backup_bucket(),
+        review("UPDATE", Some(plain), Some(restoring(true, good.clone()))),
+        &[
+            "spec.restoreFrom",
+            "only be set when the instance is created",
+        ],
+    )
+    .await;
+    // Unchanged on an update: fine.
+    let same = restoring(true, good);
+    let response = send(
+        with_backup_bucket(),
+        review("UPDATE", Some(same.clone()), Some(same)),
+    )
+    .await;
+    assert_eq!(response["allowed"], true, "{response}");
+}

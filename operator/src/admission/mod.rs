@@ -225,6 +225,9 @@ pub struct AdmissionContext {
     pub hosts: Arc<dyn HostIndex>,
     /// Base domain of default hosts.
     pub base_domain: String,
+    /// The platform's backup bucket (`--backup-bucket`), the default of `spec.backup` and
+    /// `spec.restoreFrom`.
+    pub backup_bucket: Option<String>,
     /// Stops the servers (graceful) and background loops.
     pub shutdown: CancellationToken,
     /// Whether the controller's caches have synced.
@@ -274,6 +277,7 @@ pub async fn run(args: AdmissionArgs, ctx: AdmissionContext) -> anyhow::Result<(
             ImageAllowList::new(args.allowed_images.clone()),
         );
         state.cache_ready = ctx.cache_ready.clone();
+        state.backup_bucket = ctx.backup_bucket.clone();
         let app = webhook::router(state);
         let config = axum_server::tls_rustls::RustlsConfig::from_config(
             tls::resolver::server_config(resolver),
@@ -386,6 +390,7 @@ pub async fn serve(
             config: state.config.clone(),
         }),
         base_domain: state.config.base_domain.clone(),
+        backup_bucket: state.config.backup_bucket.clone(),
         shutdown: shutdown.clone(),
         cache_ready: {
             // The webhook reads only the VibeInstance caches; it need not wait for the

@@ -36,6 +36,8 @@ pub struct WebhookState {
     /// Whether the host cache has completed its first list; until then requests are refused
     /// (a host conflict could go unseen), and the API server retries or reports it.
     pub cache_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The platform's backup bucket, if the operator has one (`--backup-bucket`).
+    pub backup_bucket: Option<String>,
 }
 
 impl WebhookState {
@@ -50,6 +52,7 @@ impl WebhookState {
             base_domain: base_domain.into(),
             images,
             cache_ready: Arc::new(|| true),
+            backup_bucket: None,
         }
     }
 }
@@ -115,6 +118,7 @@ pub fn review_response(
         hosts: state.hosts.as_ref(),
         base_domain: &state.base_domain,
         images: &state.images,
+        backup_bucket: state.backup_bucket.as_deref(),
     };
     let violations = rules::validate(&new, old.as_ref(), &ctx);
     if violations.is_empty() {

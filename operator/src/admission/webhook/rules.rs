@@ -85,6 +85,8 @@ pub struct RuleContext<'a> {
     pub base_domain: &'a str,
     /// Allowed images.
     pub images: &'a ImageAllowList,
+    /// The platform's backup bucket (`--backup-bucket`), if any.
+    pub backup_bucket: Option<&'a str>,
 }
 
 /// Every violation of a CREATE (`old` is `None`) or UPDATE of `new`.
@@ -135,7 +137,137 @@ pub fn validate(
             ctx.images,
         ));
     }
+    if changed(&|i| serde_json::to_string(&i.spec.backup).ok()) {
+        violations.extend(backup_is_valid(new, ctx));
+    }
+    if changed(&|i| serde_json::to_string(&i.spec.restore_from).ok()) {
+        violations.extend(restore_from_is_valid(new, old, ctx));
+    }
     violations
+}
+
+/// `spec.backup`: a schedule Kubernetes accepts, and a bucket to write to.
+pub fn backup_is_valid(instance: &VibeInstance, ctx: &RuleContext<'_>) -> Vec<Violation> {
+    let Some(backup) = &instance.spec.backup else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(problem) = crate::desired::backup::schedule_problem(&backup.schedule) {
+        out.push(Violation {
+            field: "spec.backup.schedule",
+            message: format!(
+                "{:?} is not a cron schedule: {problem}; e.g. \"30 2 * * *\" (02:30 UTC daily) or \"@daily\"",
+                backup.schedule
+            ),
+        });
+    }
+    if backup.bucket.is_none() && ctx.backup_bucket.is_none() {
+        out.push(Violation {
+            field: "spec.backup.bucket",
+            message: "this platform has no backup bucket (the operator runs without \
+                      --backup-bucket): name a bucket in spec.backup.bucket"
+                .into(),
+        });
+    }
+    out
+}
+
+/// `spec.restoreFrom`: only at creation, with an owner, naming a backup in a bucket.
+pub fn restore_from_is_valid(
+    new: &VibeInstance,
+    old: Option<&VibeInstance>,
+    ctx: &RuleContext<'_>,
+) -> Vec<Violation> {
+    const FIELD: &str = "spec.restoreFrom";
+    let mut out = Vec::new();
+    if old.is_some() {
+        out.push(Violation {
+            field: FIELD,
+            message: "can only be set when the instance is created; create a new instance to \
+                      restore a backup"
+                .into(),
+        });
+        return out;
+    }
+    let Some(from) = &new.spec.restore_from else {
+        return out;
+    };
+    if new.owner_did().is_none() {
+        out.push(Violation {
+            field: FIELD,
+            message: "needs spec.owner: a backup is encrypted to its owner's key, and only \
+                      that owner can restore it"
+                .into(),
+        });
+    }
+    match (&from.instance, &from.backup, &from.object_key) {
+        (Some(instance), Some(backup), None) => {
+            if !is_dns_label(instance) {
+                out.push(Violation {
+                    field: "spec.restoreFrom.instance",
+                    message: format!("{instance:?} is not an instance name"),
+                });
+            }
+            if !is_backup_name(backup) {
+                out.push(Violation {
+                    field: "spec.restoreFrom.backup",
+                    message: format!(
+                        "{backup:?} is not a backup name (status.lastBackup.name of the \
+                         instance, e.g. 20261204T023000.123Z-1a2b3c4d)"
+                    ),
+                });
+            }
+        }
+        (None, None, Some(key)) => {
+            if key.starts_with('/') || key.trim().is_empty() {
+                out.push(Violation {
+                    field: "spec.restoreFrom.objectKey",
+                    message: format!(
+                        "{key:?} is not an object key (status.lastBackup.objectKey, without a \
+                         leading /)"
+                    ),
+                });
+            }
+        }
+        _ => out.push(Violation {
+            field: FIELD,
+            message: "set either instance and backup, or objectKey".into(),
+        }),
+    }
+    if from.bucket.is_none() && ctx.backup_bucket.is_none() {
+        out.push(Violation {
+            field: "spec.restoreFrom.bucket",
+            message: "this platform has no backup bucket (the operator runs without \
+                      --backup-bucket): name the bucket in spec.restoreFrom.bucket"
+                .into(),
+        });
+    }
+    out
+}
+
+fn is_dns_label(name: &str) -> bool {
+    (1..=253).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.'])
+}
+
+/// `YYYYMMDDTHHMMSS.mmmZ-xxxxxxxx`, as `vibe-dataplane backup` names backups.
+fn is_backup_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == 29
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'.'
+        && b[16..19].iter().all(u8::is_ascii_digit)
+        && b[19] == b'Z'
+        && b[20] == b'-'
+        && b[21..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
 /// `spec.owner.did` must be a `did:vibe:` identifier of an Ed25519 key.
