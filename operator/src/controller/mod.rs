@@ -290,7 +290,7 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
             Child::NetworkPolicy(o) => {
                 drop(apply_child(ctx, &ns, &caches.network_policies, o).await?)
             }
-            Child::CronJob(o) => drop(apply_child(ctx, &ns, &caches.cron_jobs, o).await?),
+            Child::CronJob(o) => drop(apply_child(ctx, &ns, &caches.cron_jobs, *o).await?),
         }
     }
     backup::remove_stale_cron_job(ctx, &inputs).await?;

@@ -168,7 +168,6 @@ pub fn cron_job(inputs: &Inputs<'_>) -> Option<CronJob> {
                     ..JobSpec::default()
                 }),
             },
-            ..CronJobSpec::default()
         },
         ..CronJob::default()
     })
@@ -211,14 +210,39 @@ pub fn schedule_problem(schedule: &str) -> Option<String> {
             fields.len()
         ));
     }
-    let specs: [(&str, u32, u32, &[&str], u32, bool); 5] = [
-        ("minute", 0, 59, &[], 0, false),
-        ("hour", 0, 23, &[], 0, false),
-        ("day of month", 1, 31, &[], 0, true),
-        ("month", 1, 12, &MONTHS, 1, false),
-        ("day of week", 0, 7, &DAYS, 0, true),
+    /// One field: its name, range, names (`JAN`…, numbered from `first`), whether `?` is allowed.
+    struct Field {
+        what: &'static str,
+        min: u32,
+        max: u32,
+        names: &'static [&'static str],
+        first: u32,
+        question: bool,
+    }
+    let field = |what, min, max, names, first, question| Field {
+        what,
+        min,
+        max,
+        names,
+        first,
+        question,
+    };
+    let specs = [
+        field("minute", 0, 59, &[], 0, false),
+        field("hour", 0, 23, &[], 0, false),
+        field("day of month", 1, 31, &[], 0, true),
+        field("month", 1, 12, &MONTHS, 1, false),
+        field("day of week", 0, 7, &DAYS, 0, true),
     ];
-    for (field, (what, min, max, names, first, question)) in fields.iter().zip(specs) {
+    for (field, spec) in fields.iter().zip(specs) {
+        let Field {
+            what,
+            min,
+            max,
+            names,
+            first,
+            question,
+        } = spec;
         let value = |text: &str| -> Option<u32> {
             if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
                 return Some(i as u32 + first);

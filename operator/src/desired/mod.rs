@@ -103,8 +103,8 @@ pub enum Child {
     Ingress(Ingress),
     /// A NetworkPolicy.
     NetworkPolicy(NetworkPolicy),
-    /// The backup CronJob (with `spec.backup`).
-    CronJob(CronJob),
+    /// The backup CronJob (with `spec.backup`); boxed, the largest of the kinds.
+    CronJob(Box<CronJob>),
 }
 
 impl Child {
@@ -171,7 +171,7 @@ pub fn children(inputs: &Inputs<'_>, existing: &ExistingSecrets) -> Vec<Child> {
     out.push(Child::NetworkPolicy(network::couchdb_policy(inputs)));
     out.push(Child::NetworkPolicy(network::dataplane_policy(inputs)));
     if let Some(cron_job) = backup::cron_job(inputs) {
-        out.push(Child::CronJob(cron_job));
+        out.push(Child::CronJob(Box::new(cron_job)));
     }
     out
 }
