@@ -13,6 +13,7 @@
 //!   decrypt it) until it is found, into `status.restore` ([`observe_restore`]).
 
 use super::Context;
+use super::cache::Cached;
 use super::status::Transition;
 use crate::crd::{LastBackup, RestoreStatus, VibeInstance, VibeInstanceStatus};
 use crate::desired::Inputs;
@@ -23,7 +24,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use std::sync::Arc;
 use tracing::{info, warn};
 use vibe_api::export::{BackupOutcome, BackupReport};
 
@@ -75,12 +75,19 @@ pub async fn remove_stale_cron_job(ctx: &Context, inputs: &Inputs<'_>) -> Result
     }
 }
 
-/// The instance a backup Job belongs to (its `app.kubernetes.io/instance` label), to
-/// trigger that instance's reconcile when the Job changes.
-pub fn instance_of_job(job: Job) -> Option<ObjectRef<VibeInstance>> {
-    let instance = job.labels().get(crate::naming::INSTANCE_LABEL)?;
+/// The instance a backup Job belongs to: its owner is the CronJob `<instance>-backup`. Maps a
+/// Job's change to that instance's reconcile.
+pub fn instance_of_job(job: Cached<Job>) -> Option<ObjectRef<VibeInstance>> {
+    let cron_job = job
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "CronJob" && o.controller == Some(true))?;
+    let instance = cron_job.name.strip_suffix(BACKUP_SUFFIX)?;
     Some(ObjectRef::new(instance).within(&job.namespace()?))
 }
+
+/// Suffix of the backup CronJob's name ([`crate::naming::ChildNames::backup`]).
+const BACKUP_SUFFIX: &str = "-backup";
 
 /// Whether a Job has finished: `Some(true)` complete, `Some(false)` failed, `None` running.
 pub fn finished(job: &Job) -> Option<bool> {
@@ -100,16 +107,23 @@ pub fn finished(job: &Job) -> Option<bool> {
 }
 
 /// The newest finished backup Job of `instance` in the Job cache (by creation time, then
-/// name: the CronJob names its Jobs `<cronjob>-<scheduled minute>`).
-pub fn newest_finished_job(jobs: &Store<Job>, namespace: &str, instance: &str) -> Option<Arc<Job>> {
-    let selector = crate::naming::selector_labels(instance, crate::naming::Component::Backup);
+/// name: the CronJob names its Jobs `<cronjob>-<scheduled minute>`). Only the Jobs of the
+/// instance's CronJob (by owner, kept in the cache's metadata) are rebuilt from the cache.
+pub fn newest_finished_job(
+    jobs: &Store<Cached<Job>>,
+    namespace: &str,
+    instance: &str,
+) -> Option<Job> {
+    let cron_job = crate::naming::ChildNames::new(instance).backup;
     jobs.state()
         .into_iter()
         .filter(|j| j.namespace().as_deref() == Some(namespace))
         .filter(|j| {
-            let labels = j.labels();
-            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            j.owner_references()
+                .iter()
+                .any(|o| o.kind == "CronJob" && o.name == cron_job)
         })
+        .filter_map(|j| j.object().ok())
         .filter(|j| finished(j).is_some())
         .max_by(|a, b| {
             (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
@@ -310,4 +324,75 @@ pub fn transitions(old: Option<&VibeInstanceStatus>, new: &VibeInstanceStatus) -
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::cache::insert;
+    use serde_json::json;
+
+    fn job(name: &str, cron_job: &str, created: &str, done: Option<&str>) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "tenants", "creationTimestamp": created,
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
+                    "name": cron_job, "uid": "u", "controller": true}]},
+            "status": {"conditions": done.map(|t| vec![json!({"type": t, "status": "True"})])}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_newest_finished_job_of_the_instances_own_cron_job_counts() {
+        let (store, mut writer) = kube::runtime::reflector::store::<Cached<Job>>();
+        for j in [
+            job(
+                "a-backup-100",
+                "a-backup",
+                "2026-12-01T00:00:00Z",
+                Some("Complete"),
+            ),
+            job(
+                "a-backup-200",
+                "a-backup",
+                "2026-12-02T00:00:00Z",
+                Some("Failed"),
+            ),
+            job("a-backup-300", "a-backup", "2026-12-03T00:00:00Z", None),
+            // Instance `a-backup-1` has the CronJob `a-backup-1-backup`: not a's.
+            job(
+                "a-backup-1-backup-400",
+                "a-backup-1-backup",
+                "2026-12-04T00:00:00Z",
+                Some("Complete"),
+            ),
+        ] {
+            insert(&mut writer, j);
+        }
+        let newest = newest_finished_job(&store, "tenants", "a").unwrap();
+        assert_eq!(
+            newest.name_any(),
+            "a-backup-200",
+            "the running one is not finished"
+        );
+        assert_eq!(finished(&newest), Some(false));
+        assert!(newest_finished_job(&store, "other", "a").is_none());
+        assert_eq!(
+            newest_finished_job(&store, "tenants", "a-backup-1")
+                .unwrap()
+                .name_any(),
+            "a-backup-1-backup-400"
+        );
+        let cached = Cached::new(&job(
+            "a-backup-1-backup-400",
+            "a-backup-1-backup",
+            "2026-12-04T00:00:00Z",
+            None,
+        ))
+        .unwrap();
+        assert_eq!(
+            instance_of_job(cached),
+            Some(ObjectRef::new("a-backup-1").within("tenants"))
+        );
+    }
 }

@@ -133,6 +133,8 @@ fn job(instance: &str, name: &str, created: &str, succeeded: bool) -> Value {
             "creationTimestamp": created,
             "labels": labels(instance),
             "annotations": {"batch.kubernetes.io/cronjob-scheduled-timestamp": created},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
+                "name": format!("{instance}-backup"), "uid": "cronjob-uid", "controller": true}],
         },
         "spec": {"template": {"spec": {"containers": [], "restartPolicy": "Never"}}},
         "status": {"conditions": [condition], "completionTime": created},

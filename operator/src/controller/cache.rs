@@ -103,6 +103,17 @@ impl<K: Resource<DynamicType = ()> + Serialize> Cached<K> {
     }
 }
 
+/// Read straight from JSON (what kube's `watches_stream` asks of the objects it maps).
+impl<'de, K> serde::Deserialize<'de> for Cached<K>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let obj = K::deserialize(deserializer)?;
+        Self::new(&obj).map_err(serde::de::Error::custom)
+    }
+}
+
 impl<K: DeserializeOwned> Cached<K> {
     /// The object, typed.
     pub fn object(&self) -> Result<K, serde_json::Error> {
