@@ -31,7 +31,9 @@
 //! `caller.require("blob:write:<c>")?`, reach CouchDB through `state.data_db().await?`
 //! (owner data) or `state.couch` (raw), and return `Result<_, ApiError>`. Feature state
 //! (an S3 client, a realtime hub) is one field in [`state::StateInner`] initialised in
-//! [`AppState::new`]; a backing service adds a [`state::ReadinessProbe`]. Routes must
+//! [`AppState::new`]; a backing service adds a [`state::ReadinessProbe`]; work the data
+//! plane must do once before it serves belongs in [`startup`] as a step with its own error
+//! (an embedder calls `AppState::new`, then [`startup::spawn`], then [`router`]). Routes must
 //! also be described in `dataplane/openapi.json` (a test enforces it). Request bodies
 //! are capped by `DefaultBodyLimit` (`VIBE_MAX_BODY_BYTES`); a streaming route overrides
 //! it with its own `DefaultBodyLimit` layer.
@@ -58,6 +60,7 @@ pub mod realtime;
 pub mod revocations;
 pub mod server;
 pub mod shutdown;
+pub mod startup;
 pub mod state;
 pub mod sync;
 pub mod system_feed;

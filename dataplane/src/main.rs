@@ -62,22 +62,9 @@ async fn main() -> ExitCode {
         }
     }
 
-    // Warm up: create the system database and load the owner and grants as soon as
-    // CouchDB answers (requests would do it lazily otherwise).
-    let warm = state.clone();
-    tokio::spawn(async move {
-        let mut delay = std::time::Duration::from_millis(250);
-        loop {
-            match warm.system_db().await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "CouchDB not ready yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(10));
-                }
-            }
-        }
-    });
+    // Start-up: create and load the system database as soon as CouchDB answers, in the
+    // background, so the process serves /health (and /ready's 503) meanwhile.
+    vibe_dataplane::startup::spawn(&state);
     tokio::spawn(auth::sweep_nonces_forever(state.clone()));
     tokio::spawn(vibe_dataplane::blobs::sweep_forever(state.clone()));
 

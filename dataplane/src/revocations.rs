@@ -5,7 +5,7 @@
 //! Logout and refresh-token reuse mark the family document revoked (which stops its
 //! refresh tokens) and write one small `revoked/<family>` document to the system database.
 //! Each process loads those documents with the other caches ([`load`], from
-//! [`crate::state::AppState::system_db`]) and hears about new ones through the system
+//! [`crate::startup`]) and hears about new ones through the system
 //! database's change feed ([`crate::system_feed`]). In memory a revocation is kept for
 //! [`crate::auth::tokens::REVOKED_FAMILY_HORIZON`] after it happened — no token of the
 //! family can live longer — and older documents are deleted when a process loads them

@@ -18,7 +18,6 @@ use tokio::sync::OnceCell;
 use vibe_identity::Did;
 
 use crate::apps::GrantsCache;
-use crate::auth::claim;
 use crate::auth::tokens::TokenService;
 use crate::config::Config;
 use crate::couch::{CouchClient, CouchError, Database};
@@ -60,9 +59,10 @@ pub struct StateInner {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Per-app admission of document, blob and sync requests (`query.app_*`).
     pub admission: crate::admission::Admission,
+    /// Start-up of the system database ([`crate::startup::spawn`]).
+    pub startup: crate::startup::Startup,
     owner: RwLock<Option<Did>>,
     indexes: Mutex<HashSet<String>>,
-    system_ready: OnceCell<()>,
     data_ready: OnceCell<Database>,
 }
 
@@ -79,8 +79,9 @@ pub const COLLECTION_INDEX: &str = "idx-collection-id";
 pub const INDEX_DESIGN_DOC: &str = "vibe-indexes";
 
 impl AppState {
-    /// Build the state. No I/O: CouchDB is contacted lazily (and retried) so the service
-    /// starts, and reports not-ready, while CouchDB is down.
+    /// Build the state. No I/O: start-up ([`crate::startup::spawn`]) contacts CouchDB in the
+    /// background and retries, so the service starts, and reports not-ready, while CouchDB is
+    /// down.
     pub fn new(config: Config) -> Result<Self, CouchError> {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let couch = CouchClient::new(config.couch.clone())?.with_metrics(metrics.clone());
@@ -103,7 +104,7 @@ impl AppState {
                 admission: crate::admission::Admission::new(&config.query),
                 owner,
                 indexes: Mutex::new(HashSet::new()),
-                system_ready: OnceCell::new(),
+                startup: Default::default(),
                 data_ready: OnceCell::new(),
                 config,
             }),
@@ -119,35 +120,16 @@ impl AppState {
         *self.owner.write().unwrap_or_else(|e| e.into_inner()) = Some(did);
     }
 
-    /// The system database, created and loaded (claim state, owner, grants, devices,
-    /// revoked families) on first use, then followed ([`crate::system_feed`]). Fails with
-    /// 503 while CouchDB is down; the next call retries.
+    /// The system database, once start-up ([`crate::startup`]) has created and loaded it
+    /// (claim state, owner, grants, devices, revoked families). While it has not, asks for an
+    /// attempt now and waits for it: 503 while CouchDB is down.
     pub async fn system_db(&self) -> ApiResult<Database> {
-        let db = self.couch.db(&self.config.system_db_name());
-        self.system_ready
-            .get_or_try_init(|| async {
-                db.ensure_exists().await?;
-                // Noted before loading: whatever changes meanwhile is followed.
-                let since = db
-                    .info()
-                    .await?
-                    .get("update_seq")
-                    .cloned()
-                    .unwrap_or(Value::from(0));
-                claim::load_or_seed(self, &db).await?;
-                self.grants.load(&db).await?;
-                self.devices.load(&db).await?;
-                crate::revocations::load(&self.tokens, &db).await?;
-                tokio::spawn(crate::system_feed::follow(self.clone(), db.clone(), since));
-                tracing::info!(db = db.name(), "system database ready");
-                Ok::<(), ApiError>(())
-            })
-            .await?;
-        Ok(db)
+        self.startup.wait_ready().await
     }
 
-    /// The owner's data database, created with its index on first use. 503 while CouchDB
-    /// is down; 503 `This instance has no owner yet.` before a claim.
+    /// The owner's data database, created with its index on first use (the owner can appear
+    /// at any time, through a claim, so this cannot be a start-up step). 503 while CouchDB is
+    /// down; 503 `This instance has no owner yet.` before a claim.
     pub async fn data_db(&self) -> ApiResult<Database> {
         self.system_db().await?;
         let owner = self

@@ -2,7 +2,7 @@
 //! registrations and grants, trusted devices, revoked refresh families — stay what is stored, whoever stored it:
 //! this process, or another replica of the same instance.
 //!
-//! [`crate::state::AppState::system_db`] loads the caches once, after noting the
+//! [`crate::startup`] loads the caches once, after noting the
 //! database's update sequence, and starts [`follow`] from that sequence: a continuous
 //! `_changes` feed with documents and a heartbeat, resumed from the last row after any
 //! interruption. Each row replaces, removes or adds the cached entry when it differs, so

@@ -471,10 +471,14 @@ async fn size_limits_and_quota_answer_413_before_any_url_is_issued() {
 
 #[tokio::test]
 async fn abandoned_uploads_count_until_the_sweep_reclaims_them() {
+    // The URL must outlive a PUT on a loaded machine (1 s did not, in CI); the sweep may
+    // reclaim the object once the URL and the finalize window have both passed.
+    const URL_TTL: Duration = Duration::from_secs(4);
+    const FINALIZE_WINDOW: Duration = Duration::from_secs(1);
     let env = env(|s| {
         s.quota_bytes = 100;
-        s.upload_url_ttl = Duration::from_secs(1);
-        s.finalize_window = Duration::from_secs(1);
+        s.upload_url_ttl = URL_TTL;
+        s.finalize_window = FINALIZE_WINDOW;
     })
     .await;
     let (_, grant) = env
@@ -496,7 +500,7 @@ async fn abandoned_uploads_count_until_the_sweep_reclaims_them() {
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(URL_TTL + FINALIZE_WINDOW + Duration::from_millis(1500)).await;
     let blobs = env.inst.state.blobs.clone().unwrap();
     let report = blobs.sweep_once(&env.inst.state).await.unwrap();
     assert_eq!(report.deleted, vec![key.to_string()]);

@@ -186,3 +186,67 @@ async fn instance_with_a_configured_owner_cannot_be_claimed() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(b["error"], "Validation failed");
 }
+
+#[tokio::test]
+async fn a_broken_claim_record_stops_start_up_at_the_claim_step_until_it_is_repaired() {
+    // A start-up step that fails for a reason other than CouchDB being down is named (logs,
+    // status), answers a plain 500 without details, and is retried: once the record is
+    // repaired the next request's attempt succeeds.
+    let couch = vibe_test_support::CouchServer::start()
+        .await
+        .expect("couch");
+    let system = couch.db_name("vibe_system");
+    couch.create_db(&system).await.expect("system database");
+    let record = |claimed: &str| json!({"codeHash": "x", "claimedByDid": claimed, "createdAt": 1});
+    let put = couch
+        .request(reqwest::Method::PUT, &format!("/{system}/claim%2Fowner"))
+        .json(&record("did:key:not-a-key"))
+        .send()
+        .await
+        .expect("store a broken claim record");
+    assert!(put.status().is_success(), "{}", put.status());
+    let owner = Keypair::generate();
+    let t = TestInstance::start_on(couch, owner.clone(), Keypair::generate(), |_| {}).await;
+
+    let (s, b) = t
+        .post("/api/v1/auth/challenge", None, None, json!({}))
+        .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{b}");
+    assert_eq!(b, json!({"error": "An internal server error occurred."}));
+    let status = t.state.startup.status();
+    assert!(
+        matches!(
+            status.outcome,
+            vibe_dataplane::startup::Outcome::Failed {
+                step: "claim",
+                store_unreachable: false
+            }
+        ),
+        "{status:?}"
+    );
+
+    let stored: Value = t
+        .couch
+        .request(reqwest::Method::GET, &format!("/{system}/claim%2Fowner"))
+        .send()
+        .await
+        .expect("read the record")
+        .json()
+        .await
+        .expect("record");
+    let mut repaired = record(&owner.did().to_string());
+    repaired["_rev"] = stored["_rev"].clone();
+    let put = t
+        .couch
+        .request(reqwest::Method::PUT, &format!("/{system}/claim%2Fowner"))
+        .json(&repaired)
+        .send()
+        .await
+        .expect("repair the record");
+    assert!(put.status().is_success(), "{}", put.status());
+    let (s, b) = t
+        .post("/api/v1/auth/challenge", None, None, json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(t.state.owner(), Some(owner.did()));
+}

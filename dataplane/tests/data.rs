@@ -8,6 +8,7 @@ mod common;
 use common::TestInstance;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use vibe_dataplane::startup::Outcome;
 
 const APP: &str = "https://test-app.example";
 const C: &str = "test_items";
@@ -1115,6 +1116,75 @@ async fn service_starts_while_couchdb_is_down() {
     t.couch.restart().await.expect("restart");
     let token = t.owner_token().await;
     assert!(!token.is_empty());
+}
+
+#[tokio::test]
+async fn start_up_finishes_on_its_own_once_couchdb_answers() {
+    // Start-up is a step of the process, not of the first request: with CouchDB down at
+    // start, the system database is created and loaded as soon as CouchDB answers, before
+    // any request asks for it.
+    if vibe_test_support::skip_with_external_couchdb("stops and restarts CouchDB") {
+        return;
+    }
+    let mut couch = vibe_test_support::CouchServer::start()
+        .await
+        .expect("couch");
+    couch.stop().await;
+    let mut t = TestInstance::start_on(
+        couch,
+        vibe_identity::Keypair::generate(),
+        vibe_identity::Keypair::generate(),
+        |_| {},
+    )
+    .await;
+    let failing = wait_for_startup(&t, |s| s.attempts >= 1).await;
+    assert!(
+        matches!(
+            failing.outcome,
+            Outcome::Failed {
+                step: "system database",
+                store_unreachable: true
+            }
+        ),
+        "{failing:?}"
+    );
+
+    t.couch.restart().await.expect("restart");
+    // No request from here on: the task's own retry (≤ RETRY_MAX apart) must get there.
+    let ready = wait_for_startup(&t, |s| matches!(s.outcome, Outcome::Ready(_))).await;
+    assert!(ready.attempts >= 2, "{ready:?}");
+    let system = t.couch.db_name("vibe_system");
+    let found = t
+        .couch
+        .request(reqwest::Method::GET, &format!("/{system}"))
+        .send()
+        .await
+        .expect("ask CouchDB");
+    assert_eq!(
+        found.status(),
+        StatusCode::OK,
+        "the system database was created before any request"
+    );
+}
+
+/// Poll the instance's start-up status until `done` holds (at most twice the longest retry
+/// pause); returns the status that satisfied it.
+async fn wait_for_startup(
+    t: &TestInstance,
+    done: impl Fn(&vibe_dataplane::startup::Status) -> bool,
+) -> vibe_dataplane::startup::Status {
+    let deadline = tokio::time::Instant::now() + 2 * vibe_dataplane::startup::RETRY_MAX;
+    loop {
+        let status = t.state.startup.status();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "start-up stuck at {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -46,8 +46,8 @@ async fn setup() -> Setup {
     .await;
     for (collection, data) in [
         ("notes", json!({"title": "mine"})),
-        ("secretz", json!({"pin": "1234"})),
-        ("secretz", json!({"pin": "5678"})),
+        ("secretz", json!({"pin": "secret-pin-1234"})),
+        ("secretz", json!({"pin": "secret-pin-5678"})),
     ] {
         let (status, body) = t
             .post(
@@ -124,7 +124,9 @@ fn ids(value: &Value) -> Vec<String> {
 fn assert_no_leak(what: &str, answer: &Value) {
     let text = answer.to_string();
     assert!(
-        !text.contains("1234") && !text.contains("5678") && !text.contains("planted-"),
+        !text.contains("secret-pin-1234")
+            && !text.contains("secret-pin-5678")
+            && !text.contains("planted-"),
         "{what} leaked: {answer}"
     );
     assert!(!text.contains("objectKey"), "{what} leaked blobs: {answer}");
@@ -260,7 +262,7 @@ async fn planted_documents_never_leave_through_sync() {
         assert!(!text.contains("_design/"), "{path} leaked: {answer}");
         if path.starts_with("_changes") || path == "_all_docs?include_docs=true" {
             assert!(
-                text.contains("1234"),
+                text.contains("secret-pin-1234"),
                 "{path}: sync sees every collection: {answer}"
             );
         }
@@ -295,11 +297,11 @@ async fn planted_documents_never_leave_through_sync() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
         text.push_str(&String::from_utf8_lossy(&chunk));
-        if text.contains("5678") && text.contains("mine") {
+        if text.contains("secret-pin-5678") && text.contains("mine") {
             break;
         }
     }
-    assert!(text.contains("5678"), "continuous feed: {text}");
+    assert!(text.contains("secret-pin-5678"), "continuous feed: {text}");
     assert!(!text.contains("planted-"), "continuous feed leaked: {text}");
     assert!(!text.contains("_design/"), "continuous feed leaked: {text}");
 }

@@ -142,7 +142,9 @@ async fn every_documented_operation_is_routed_and_served() {
         couch,
         vibe_identity::Keypair::generate(),
     );
-    let app = router(AppState::new(config).unwrap());
+    let state = AppState::new(config).unwrap();
+    vibe_dataplane::startup::spawn(&state);
+    let app = router(state);
     for (method, path) in documented() {
         // Every parameter becomes a plausible value (a collection name fits all of them).
         let concrete = path.replace("{}", "notes");
@@ -283,7 +285,9 @@ async fn the_documented_429_is_what_a_flood_gets() {
         couch,
         vibe_identity::Keypair::generate(),
     );
-    let app = router(AppState::new(config).unwrap());
+    let state = AppState::new(config).unwrap();
+    vibe_dataplane::startup::spawn(&state);
+    let app = router(state);
     for _ in 0..100_000 {
         let response = app
             .clone()

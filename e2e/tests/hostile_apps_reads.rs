@@ -46,7 +46,7 @@ async fn an_app_reads_only_the_collections_it_was_granted() {
         .await
         .unwrap();
     writer
-        .write("secretz", &json!({"pin": "1234"}))
+        .write("secretz", &json!({"pin": "secret-pin-1234"}))
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -90,7 +90,9 @@ async fn an_app_reads_only_the_collections_it_was_granted() {
         );
         let text = answer.to_string();
         assert!(
-            !text.contains("1234") && !text.contains("secret-photo") && !text.contains("secretz/"),
+            !text.contains("secret-pin-1234")
+                && !text.contains("secret-photo")
+                && !text.contains("secretz/"),
             "{filter} leaked: {answer}"
         );
         if let Some(docs) = answer["docs"].as_array() {

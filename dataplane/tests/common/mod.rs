@@ -55,6 +55,7 @@ pub async fn serve(
     config: Config,
 ) -> (AppState, JoinHandle<()>) {
     let state = AppState::new(config).expect("state");
+    vibe_dataplane::startup::spawn(&state);
     let app = router(state.clone());
     let settings = state.config.http.clone();
     let server = tokio::spawn(async move {
