@@ -34,8 +34,8 @@ pub const REQUEST_WAIT: Duration = Duration::from_secs(5);
 pub const RETRY_MIN: Duration = Duration::from_millis(250);
 /// Longest pause between failed attempts when no request asks for one sooner.
 pub const RETRY_MAX: Duration = Duration::from_secs(10);
-/// Shortest pause between attempts, even when requests keep asking; requests in that pause
-/// are answered with the last attempt's failure at once.
+/// Shortest pause between attempts, even when requests keep asking; while CouchDB cannot be
+/// reached, requests in that pause are answered with the last attempt's 503 at once.
 pub const RETRY_FLOOR: Duration = Duration::from_millis(50);
 
 /// The message of a 503 answered before the first start-up attempt finished.
@@ -151,9 +151,18 @@ impl Startup {
             if let Outcome::Ready(db) = &now.outcome {
                 return Ok(db.clone());
             }
-            // A flood while CouchDB is down costs one attempt per RETRY_FLOOR, not one each.
+            // A flood while CouchDB is down costs one attempt per RETRY_FLOOR, not one each,
+            // and is answered at once. Any other failure waits for a new attempt (still at
+            // most one per RETRY_FLOOR), so a repair is seen by the very next request.
+            let unreachable = matches!(
+                now.outcome,
+                Outcome::Failed {
+                    store_unreachable: true,
+                    ..
+                }
+            );
             let fresh = now.finished_at.is_some_and(|at| at.elapsed() < RETRY_FLOOR);
-            if fresh {
+            if unreachable && fresh {
                 self.retry_now.notify_one();
                 return answer(&now.outcome);
             }
