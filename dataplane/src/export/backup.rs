@@ -379,6 +379,9 @@ pub async fn main(mut cli: crate::config::Cli, args: BackupArgs) -> std::process
         Ok(state) => state,
         Err(e) => return failed(format!("cannot build the CouchDB client: {e}")),
     };
+    // The same start-up as the server's: the owner comes from the claim record when it is
+    // not configured.
+    crate::startup::spawn(&state);
     let report = run(&state, &args).await;
     publish(&report, &args);
     match report.outcome {

@@ -37,7 +37,53 @@ pub struct TestInstance {
 impl Drop for TestInstance {
     fn drop(&mut self) {
         self.server.abort();
+        if !std::thread::panicking() {
+            assert_answers_documented();
+        }
     }
+}
+
+/// Answers of the test servers that `dataplane/openapi.json` does not list for their route
+/// (`METHOD route → status`), collected by [`record_undocumented_answers`].
+static UNDOCUMENTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Middleware of every test server: notes each answer whose status the OpenAPI document
+/// does not list for the matched route, so that the whole suite checks the document against
+/// what the server really answers.
+async fn record_undocumented_answers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    if let Some(route) = route
+        && vibe_dataplane::openapi::documents_status(&method, &route, response.status())
+            == Some(false)
+    {
+        UNDOCUMENTED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(format!("{method} {route} → {}", response.status()));
+    }
+    response
+}
+
+/// Fails when a test server answered a status its route does not document (checked when a
+/// [`TestInstance`] is dropped; call it at the end of tests that use [`serve`] directly).
+pub fn assert_answers_documented() {
+    let seen = std::mem::take(
+        &mut *UNDOCUMENTED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    assert!(
+        seen.is_empty(),
+        "answers missing from dataplane/openapi.json: {seen:?}"
+    );
 }
 
 /// Couch settings of a test server.
@@ -56,7 +102,7 @@ pub async fn serve(
 ) -> (AppState, JoinHandle<()>) {
     let state = AppState::new(config).expect("state");
     vibe_dataplane::startup::spawn(&state);
-    let app = router(state.clone());
+    let app = router(state.clone()).layer(axum::middleware::from_fn(record_undocumented_answers));
     let settings = state.config.http.clone();
     let server = tokio::spawn(async move {
         vibe_dataplane::server::serve(listener, app, settings, std::future::pending())
