@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::StreamExt;
 use vibe_dataplane::blobs::store::BlobStore;
-use vibe_dataplane::blobs::stream::{PART_SIZE, upload_stream};
+use vibe_dataplane::blobs::stream::{MAX_SINGLE_PUT, PART_SIZE, upload_sized, upload_stream};
 use vibe_dataplane::blobs::sweep::sweep;
 use vibe_dataplane::blobs::{BlobError, KeyScheme, QuotaLedger};
 use vibe_dataplane::config::S3Config;
@@ -264,6 +264,103 @@ async fn streaming_upload_over_the_limit_leaves_nothing_behind() {
     .unwrap_err();
     assert!(matches!(err, BlobError::Body(_)), "{err:?}");
     assert!(store.head(key.as_str()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_declared_length_goes_up_in_one_put_byte_for_byte() {
+    let s3 = S3Server::start().await.unwrap();
+    let store = store(&s3).await;
+    let scheme = KeyScheme::new(INSTANCE).unwrap();
+
+    // Empty, small, and several parts' worth in uneven chunks.
+    for size in [0usize, 1000, PART_SIZE * 5 / 2 + 17] {
+        let key = scheme.generate("docs", "sized.bin").unwrap();
+        let (body, expected) = generated(size, 100_003);
+        let n = upload_sized(
+            &store,
+            key.as_str(),
+            "application/x-sized",
+            body,
+            size as u64,
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, size as u64);
+        let info = store.head(key.as_str()).await.unwrap().unwrap();
+        assert_eq!(info.size, size as u64);
+        assert_eq!(info.content_type.as_deref(), Some("application/x-sized"));
+        assert!(
+            fetch(&store, key.as_str()).await == expected,
+            "{size} bytes differ"
+        );
+    }
+    // No multipart upload was involved.
+    if let Ok(pending) = store.list_multipart(&scheme.instance_prefix()).await {
+        assert!(pending.is_empty(), "{pending:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_unlike_its_declared_length_stores_nothing() {
+    let s3 = S3Server::start().await.unwrap();
+    let store = store(&s3).await;
+    let scheme = KeyScheme::new(INSTANCE).unwrap();
+
+    // Shorter and longer than declared, small and large.
+    for (size, declared) in [
+        (1000usize, 1001u64),
+        (1001, 1000),
+        (PART_SIZE + 10, PART_SIZE as u64 + 11),
+        (PART_SIZE + 11, PART_SIZE as u64 + 10),
+    ] {
+        let key = scheme.generate("docs", "wrong-length.bin").unwrap();
+        let (body, _) = generated(size, 65_536);
+        let err = upload_sized(
+            &store,
+            key.as_str(),
+            "application/octet-stream",
+            body,
+            declared,
+        )
+        .await
+        .unwrap_err();
+        match &err {
+            BlobError::Body(why) if size < declared as usize => {
+                assert!(why.contains("shorter"), "{why}")
+            }
+            BlobError::Body(why) => assert!(why.contains("longer"), "{why}"),
+            other => panic!("{size} of {declared}: {other:?}"),
+        }
+        assert!(store.head(key.as_str()).await.unwrap().is_none());
+    }
+
+    // A body that fails mid-way: the client's fault, and no object.
+    let key = scheme.generate("docs", "broken.bin").unwrap();
+    let (good, _) = generated(PART_SIZE + 10, 1 << 20);
+    let body = good.chain(futures::stream::iter([Err(std::io::Error::other(
+        "client went away",
+    ))]));
+    let err = upload_sized(
+        &store,
+        key.as_str(),
+        "application/octet-stream",
+        Box::pin(body),
+        PART_SIZE as u64 * 2,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, BlobError::Body(why) if why.contains("client went away")),
+        "{err:?}"
+    );
+    assert!(store.head(key.as_str()).await.unwrap().is_none());
+
+    // Beyond what one request may carry: refused before anything is sent.
+    let (body, _) = generated(10, 10);
+    let err = upload_sized(&store, "docs/x", "text/plain", body, MAX_SINGLE_PUT + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BlobError::Storage(_)), "{err:?}");
 }
 
 #[tokio::test]

@@ -19,13 +19,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::metadata::{self, BLOBS_COLLECTION, BlobMetadata};
 use super::service::{Blobs, blobs_of};
-use super::stream::upload_stream;
+use super::stream::{MAX_SINGLE_PUT, upload_sized, upload_stream};
 use super::{BlobError, ObjectKey, key};
 use crate::admission::admit;
 use crate::auth::Caller;
@@ -96,7 +96,7 @@ async fn upload_url(
     State(state): State<AppState>,
     caller: Caller,
     StrictJson(body): StrictJson,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let req: UploadUrlRequest = parse_body(body)?;
     check_collection(&req.collection_name)?;
     check_filename(&req.original_filename)?;
@@ -124,19 +124,43 @@ async fn upload_url(
             return Err(e.into());
         }
     };
-    tracing::info!(collection = %req.collection_name, size = req.size, "upload URL issued");
-    let headers: serde_json::Map<String, Value> = presigned
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    Ok(Json(json!({
-        "presignedUrl": presigned.url,
-        "objectKey": key.as_str(),
-        "expiresAt": unix_seconds(presigned.expires_at),
-        "method": "PUT",
-        "headers": headers,
-    })))
+    // Debug, not info: a hot route, logged again when the upload is finalized.
+    tracing::debug!(collection = %req.collection_name, size = req.size, "upload URL issued");
+    Ok(Json(UploadUrlAnswer {
+        expires_at: unix_seconds(presigned.expires_at),
+        headers: PresignedHeaders(&presigned.headers),
+        method: "PUT",
+        object_key: key.as_str(),
+        presigned_url: &presigned.url,
+    })
+    .into_response())
+}
+
+/// The answer of `POST /api/v1/blob/upload-url`, serialised straight from the presigned
+/// request (no JSON tree in between); members in the order a JSON map had them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadUrlAnswer<'a> {
+    expires_at: u64,
+    headers: PresignedHeaders<'a>,
+    method: &'static str,
+    object_key: &'a str,
+    presigned_url: &'a str,
+}
+
+/// Headers as a JSON object, in their order (by name: see
+/// [`PresignedRequest::headers`](super::store::PresignedRequest::headers)).
+struct PresignedHeaders<'a>(&'a [(String, String)]);
+
+impl Serialize for PresignedHeaders<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 /// `POST /api/v1/blob/finalize-upload` → 201 metadata, after verifying the stored object.
@@ -288,8 +312,9 @@ async fn list_blobs(
     Ok(Json(json!({ "docs": docs, "bookmark": bookmark })))
 }
 
-/// `PUT /api/v1/blob/upload?collection=&filename=`: streams the body to S3 (multipart for
-/// large bodies, memory bounded), then writes the metadata → 201 metadata.
+/// `PUT /api/v1/blob/upload?collection=&filename=`: streams the body to S3 (one `PutObject`
+/// fed as the body arrives when its length is declared, else multipart for large bodies;
+/// memory bounded either way), then writes the metadata → 201 metadata.
 async fn stream_upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -350,8 +375,14 @@ async fn stream_upload(
     blobs.ledger.reserve(key.as_str(), limit.max(1), expires)?;
 
     let stream = body.into_data_stream();
-    let stored = match upload_stream(&blobs.store, key.as_str(), &content_type, stream, limit).await
-    {
+    let outcome = match declared {
+        // A known length: one PutObject fed by the request body as it arrives.
+        Some(size) if size <= MAX_SINGLE_PUT => {
+            upload_sized(&blobs.store, key.as_str(), &content_type, stream, size).await
+        }
+        _ => upload_stream(&blobs.store, key.as_str(), &content_type, stream, limit).await,
+    };
+    let stored = match outcome {
         Ok(n) => n,
         Err(e) => {
             blobs.ledger.release(key.as_str());

@@ -39,7 +39,8 @@ pub struct BlobStore {
 pub struct PresignedRequest {
     /// The URL, valid until `expires_at`.
     pub url: String,
-    /// Headers the client must send exactly as given (they are part of the signature).
+    /// Headers the client must send exactly as given (they are part of the signature),
+    /// sorted by name.
     pub headers: Vec<(String, String)>,
     /// When the URL stops working.
     pub expires_at: SystemTime,
@@ -243,6 +244,9 @@ impl BlobStore {
             .content_type(content_type)
             .content_length(body.len() as i64)
             .body(ByteStream::from(body))
+            // As a presigned PUT: SigV4 without hashing the body (see stream.rs).
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map(|_| ())
@@ -355,11 +359,15 @@ fn to_presigned(req: &aws_sdk_s3::presigning::PresignedRequest, ttl: Duration) -
         url: req.uri().to_string(),
         // The request id the interceptor adds is for our own calls, not part of the URL's
         // contract with the client.
-        headers: req
-            .headers()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case(REQUEST_ID_HEADER.as_str()))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        headers: {
+            let mut headers: Vec<(String, String)> = req
+                .headers()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case(REQUEST_ID_HEADER.as_str()))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            headers.sort();
+            headers
+        },
         expires_at: SystemTime::now() + ttl,
     }
 }

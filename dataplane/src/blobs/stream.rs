@@ -1,11 +1,23 @@
 //! Streaming upload: forwards a request body to S3 with bounded memory.
 //!
-//! Bodies smaller than one part go up in a single `PutObject`; larger ones become a multipart
-//! upload of [`PART_SIZE`] parts with at most [`PARTS_IN_FLIGHT`] parts uploading while the
-//! next one fills, so memory stays near `(PARTS_IN_FLIGHT + 1) × PART_SIZE` whatever the size.
-//! A failure or an oversized body aborts the multipart upload, leaving nothing behind.
+//! - A body of a known length (up to [`MAX_SINGLE_PUT`]) goes up in **one** `PutObject` whose
+//!   body is the request body itself ([`upload_sized`]): each chunk is passed on as it
+//!   arrives, nothing is buffered or copied, and memory stays at the HTTP buffers' size. A
+//!   body that ends early or fails makes the `PutObject` fail, so nothing is stored.
+//! - A body of unknown length ([`upload_stream`]) smaller than one part goes up in a single
+//!   `PutObject`; a larger one becomes a multipart upload of [`PART_SIZE`] parts with at most
+//!   [`PARTS_IN_FLIGHT`] parts uploading while the next one fills, so memory stays near
+//!   `(PARTS_IN_FLIGHT + 1) × PART_SIZE` whatever the size. A failure or an oversized body
+//!   aborts the multipart upload, leaving nothing behind.
+//!
+//! Neither signs the payload (`UNSIGNED-PAYLOAD`, as a presigned URL's `PUT` does): hashing
+//! every byte with SHA-256 for the signature cost more CPU than the transfer itself, and the
+//! store hashed it again to check.
 
 use std::fmt::Display;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -19,7 +31,125 @@ use super::store::{BlobStore, classify};
 /// Size of each multipart part (S3 needs at least 5 MiB for all but the last part).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploading concurrently while the next one is being filled.
-pub const PARTS_IN_FLIGHT: usize = 2;
+pub const PARTS_IN_FLIGHT: usize = 3;
+/// Largest body sent in one `PutObject` (S3's limit for a single request).
+pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Streams `body`, which must be exactly `length` bytes (at most [`MAX_SINGLE_PUT`]), into
+/// the object `key` with one `PutObject`, chunk by chunk as it arrives. A body that fails,
+/// ends before `length` bytes or goes beyond them is [`BlobError::Body`], and the store
+/// keeps nothing of it. Returns `length`.
+pub async fn upload_sized<S, E>(
+    store: &BlobStore,
+    key: &str,
+    content_type: &str,
+    body: S,
+    length: u64,
+) -> Result<u64, BlobError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Display,
+{
+    if length > MAX_SINGLE_PUT {
+        return Err(BlobError::Storage(format!(
+            "a single PutObject carries at most {MAX_SINGLE_PUT} bytes"
+        )));
+    }
+    let fault = Arc::new(Mutex::new(None));
+    let exact = ExactBody {
+        inner: Mutex::new(body),
+        remaining: length,
+        fault: fault.clone(),
+    };
+    let sent = store
+        .client
+        .put_object()
+        .bucket(&store.bucket)
+        .key(key)
+        .content_type(content_type)
+        .content_length(length as i64)
+        .body(ByteStream::from_body_1_x(exact))
+        .customize()
+        .disable_payload_signing()
+        .send()
+        .await;
+    // The body's own fault first: a client that stopped sending is a bad request, not an
+    // unavailable store.
+    let fault = fault
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match (fault, sent) {
+        (Some(fault), _) => Err(BlobError::Body(fault)),
+        (None, Ok(_)) => Ok(length),
+        (None, Err(e)) => Err(classify("PutObject", e)),
+    }
+}
+
+/// A request body of exactly `remaining` more bytes, as an `http_body` body the S3 client
+/// can send. The stream sits in a `Mutex` only to be `Sync` (it is reached through `&mut`,
+/// never locked). What went wrong with the body is left in `fault`.
+struct ExactBody<S> {
+    inner: Mutex<S>,
+    remaining: u64,
+    fault: Arc<Mutex<Option<String>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BodyFault(String);
+
+impl<S> ExactBody<S> {
+    fn fail(&mut self, why: String) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyFault>>> {
+        *self
+            .fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why.clone());
+        self.remaining = 0;
+        Poll::Ready(Some(Err(BodyFault(why))))
+    }
+}
+
+impl<S, E> http_body::Body for ExactBody<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Display,
+{
+    type Data = Bytes;
+    type Error = BodyFault;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyFault>>> {
+        let this = self.get_mut();
+        let next = this
+            .inner
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .poll_next_unpin(cx);
+        match next {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                let n = chunk.len() as u64;
+                if n > this.remaining {
+                    return this.fail("The body is longer than its Content-Length.".into());
+                }
+                this.remaining -= n;
+                Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+            }
+            Poll::Ready(Some(Err(e))) => this.fail(e.to_string()),
+            Poll::Ready(None) if this.remaining > 0 => {
+                this.fail("The body is shorter than its Content-Length.".into())
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
 
 /// Streams `body` into the object `key`. Stops with [`BlobError::TooLarge`] as soon as more
 /// than `limit` bytes arrive. Returns the number of bytes stored.
@@ -157,7 +287,9 @@ impl<'a> Multipart<'a> {
             .upload_id(&self.upload_id)
             .part_number(number)
             .content_length(part.len() as i64)
-            .body(ByteStream::from(part));
+            .body(ByteStream::from(part))
+            .customize()
+            .disable_payload_signing();
         self.in_flight.push(Box::pin(async move {
             let out = request
                 .send()

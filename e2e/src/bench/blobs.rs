@@ -98,7 +98,7 @@ pub async fn run(bench: &mut Bench, options: &Options) -> Result<BlobResults, Be
         rounds: options.upload_rounds,
         ..BlobResults::default()
     };
-    let body = Body::new();
+    let upload_body = Body::new();
 
     let token = bench.app_token().await?;
     let url = format!("{}/api/v1/blob/upload-url", bench.plane.url);
@@ -106,20 +106,36 @@ pub async fn run(bench: &mut Bench, options: &Options) -> Result<BlobResults, Be
         .pool_max_idle_per_host(256)
         .build()
         .map_err(|e| BenchError::Failed(format!("HTTP client: {e}")))?;
+    // The request's body and headers are made once: the harness shares the two cores with
+    // the data plane, so its own per-request work is kept small.
+    let body = Bytes::from(
+        json!({
+            "collectionName": COLLECTION,
+            "originalFilename": "photo.png",
+            "contentType": "image/png",
+            "size": 1,
+        })
+        .to_string(),
+    );
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .map_err(|e| BenchError::Failed(format!("token header: {e}")))?,
+    );
+    headers.insert(
+        reqwest::header::HeaderName::from_static("x-vibe-app-id"),
+        reqwest::header::HeaderValue::from_static(APP),
+    );
+    headers.insert(
+        CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/json"),
+    );
     for &clients in &options.presign_clients {
-        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        let (http, url, body, headers) = (http.clone(), url.clone(), body.clone(), headers.clone());
         let stats = load::closed_loop(clients, options.seconds, move |_| {
-            load::succeeded(
-                http.post(&url)
-                    .bearer_auth(&token)
-                    .header(vibe_cli::client::APP_ID_HEADER, APP)
-                    .json(&json!({
-                        "collectionName": COLLECTION,
-                        "originalFilename": "photo.png",
-                        "contentType": "image/png",
-                        "size": 1,
-                    })),
-            )
+            load::succeeded(http.post(&url).headers(headers.clone()).body(body.clone()))
         })
         .await;
         eprintln!(
@@ -135,8 +151,8 @@ pub async fn run(bench: &mut Bench, options: &Options) -> Result<BlobResults, Be
     let app = bench.app_client().await?;
     let (mut streamed, mut direct) = (Vec::new(), Vec::new());
     for round in 0..options.upload_rounds {
-        direct.push(direct_put(&app, &body, options.upload_bytes).await?);
-        streamed.push(streamed_upload(&app, &body, options.upload_bytes).await?);
+        direct.push(direct_put(&app, &upload_body, options.upload_bytes).await?);
+        streamed.push(streamed_upload(&app, &upload_body, options.upload_bytes).await?);
         eprintln!(
             "upload round {}: direct {:.1} MiB/s, through the data plane {:.1} MiB/s",
             round + 1,
@@ -157,7 +173,7 @@ pub async fn run(bench: &mut Bench, options: &Options) -> Result<BlobResults, Be
         .ok_or_else(|| BenchError::Failed("the data plane is not running".into()))?;
     let rss_before_kib = bench.plane.rss_kib().unwrap_or(0);
     let sampler = RssSampler::start(pid, RSS_SAMPLE_EVERY);
-    let mib_s = streamed_upload(&app, &body, options.rss_upload_bytes).await?;
+    let mib_s = streamed_upload(&app, &upload_body, options.rss_upload_bytes).await?;
     let (sampled_max_kib, samples) = sampler.finish().await;
     results.memory = UploadMemory {
         bytes: options.rss_upload_bytes,
