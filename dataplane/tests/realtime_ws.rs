@@ -553,6 +553,28 @@ async fn bad_frames_get_the_original_error() {
 }
 
 #[tokio::test]
+async fn frames_larger_than_the_socket_read_buffer_are_read_whole() {
+    // Each socket starts with a 1 KiB read buffer: larger frames (a long token, any
+    // padded message) must still arrive whole, in several reads, and the socket must stay
+    // usable afterwards.
+    let s = Setup::new().await;
+    let mut ws = Ws::connect(&s.ws_url()).await;
+    ws.send(json!({"action": "auth", "token": s.token, "appId": APP, "pad": "x".repeat(3000)}))
+        .await;
+    assert_eq!(ws.next().await, json!({"status": "authenticated"}));
+    for size in [1_000, 5_000, 15_000] {
+        ws.send(json!({"action": "ping", "pad": "y".repeat(size)}))
+            .await;
+        assert_eq!(ws.next().await, json!({"type": "pong"}), "{size}");
+    }
+    ws.send(json!({"action": "subscribe", "collection": "notes"}))
+        .await;
+    assert_eq!(ws.next().await["status"], "subscribed");
+    s.write("notes", json!({"n": 1})).await;
+    assert_eq!(ws.next().await["type"], "update");
+}
+
+#[tokio::test]
 async fn an_unknown_since_is_refused_or_replays_nothing() {
     let s = Setup::new().await;
     let mut ws = s.socket().await;

@@ -24,6 +24,9 @@ pub fn routes_with(settings: RealtimeSettings) -> Router<AppState> {
         .layer(Extension(realtime))
 }
 
+/// Initial read buffer of a socket, see [`upgrade`].
+const READ_BUFFER_BYTES: usize = 1024;
+
 #[derive(Debug, Deserialize)]
 struct WsQuery {
     token: Option<String>,
@@ -56,7 +59,10 @@ async fn upgrade(
     };
     let limit = realtime.settings.max_frame_bytes;
     // Small per-socket buffers: tungstenite's 128 KiB read buffer dominated idle memory.
-    ws.read_buffer_size(4 * 1024)
+    // Clients send small control frames (auth, subscribe); a larger one grows the buffer for
+    // as long as it takes. Every read attempt zero-fills the buffer's free room, so its size
+    // is also what each wake-up of an idle socket writes (1 KiB, not 4).
+    ws.read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)

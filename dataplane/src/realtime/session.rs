@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use tokio::sync::broadcast;
+use futures::StreamExt;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tracing::debug;
 
 use super::event::Event;
@@ -239,30 +241,45 @@ impl Session {
 
     async fn run_inner(&mut self, ws: &mut WebSocket) -> Result<(), End> {
         let settings = self.rt.settings.clone();
-        let mut grants = self.state.grants.subscribe();
-        let mut revocations = self.state.tokens.revocations();
+        // The futures of the rare wake-ups live across iterations: recreating them for every
+        // push would register and unregister each socket with the shutdown signal, the
+        // revocation watch and the grants channel (shared locks), times every socket, for
+        // every push. Dropping a stream's `next()` keeps its registration.
+        let mut grants = BroadcastStream::new(self.state.grants.subscribe());
+        let mut revocations = WatchStream::from_changes(self.state.tokens.revocations());
+        let shutdown = self.state.shutdown.signal();
+        let shutdown = shutdown.cancelled();
+        tokio::pin!(shutdown);
         let start = tokio::time::Instant::now();
         let mut ping =
             tokio::time::interval_at(start + settings.ping_interval, settings.ping_interval);
         let mut recheck =
             tokio::time::interval_at(start + settings.token_recheck, settings.token_recheck);
+        // One timer for the token's expiry, moved only when a re-authentication changes it
+        // (not a new timer per event: each would be inserted into and removed from the
+        // runtime's timer wheel, times every socket, for every push).
+        let mut expiring = self.authed.expires_at;
+        let expiry = tokio::time::sleep_until(expiry_deadline(expiring));
+        tokio::pin!(expiry);
         loop {
-            let expiry = tokio::time::sleep(expires_in(self.authed.expires_at));
+            if self.authed.expires_at != expiring {
+                expiring = self.authed.expires_at;
+                expiry.as_mut().reset(expiry_deadline(expiring));
+            }
             tokio::select! {
                 biased;
-                _ = self.state.shutdown.started() => return Err(going_away()),
+                _ = &mut shutdown => return Err(going_away()),
                 // Logout, refresh-token reuse: close at once, not at the next recheck.
-                // (The sender lives as long as the state this session holds.)
-                _ = revocations.changed() => self.check_credential()?,
-                change = grants.recv() => match change {
+                // (The senders live as long as the state this session holds.)
+                Some(_) = revocations.next() => self.check_credential()?,
+                Some(change) = grants.next() => match change {
                     Ok(change) if change.app_id != self.authed.app_id => {}
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(_) | Err(BroadcastStreamRecvError::Lagged(_)) => {
                         self.check_credential()?;
                         self.recheck_grants(ws).await?
                     }
-                    Err(broadcast::error::RecvError::Closed) => {}
                 },
-                _ = expiry => return Err(End::Close(CLOSE_AUTH, "Token expired.")),
+                _ = &mut expiry => return Err(End::Close(CLOSE_AUTH, "Token expired.")),
                 _ = recheck.tick() => self.check_credential()?,
                 frame = ws.recv() => match frame {
                     None => return Ok(()),
@@ -558,6 +575,14 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// When a token expiring at `expires_at` (Unix seconds) runs out, on the runtime's clock;
+/// about 30 years away for one that never does.
+fn expiry_deadline(expires_at: i64) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(expires_in(expires_at))
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
 }
 
 fn expires_in(expires_at: i64) -> Duration {

@@ -182,8 +182,8 @@ async fn measure(bench: &mut Bench, options: &Options, n: usize) -> Result<Row, 
             while arrivals.len() < writes {
                 tokio::select! {
                     k = next_update(&mut socket, n) => match k {
-                        Some(k) => {
-                            arrivals.push((k, Instant::now()));
+                        Some(arrival) => {
+                            arrivals.push(arrival);
                             arrived.fetch_add(1, Ordering::Relaxed);
                         }
                         None => break,
@@ -302,15 +302,45 @@ async fn next_json(socket: &mut Socket) -> Option<Value> {
     None
 }
 
-/// The `k` of the next update push of `round`; `None` when the socket ends.
-async fn next_update(socket: &mut Socket, round: usize) -> Option<usize> {
-    loop {
-        let frame = next_json(socket).await?;
-        if frame["type"] == "update"
-            && frame["data"]["round"] == round
-            && let Some(k) = frame["data"]["k"].as_u64()
-        {
-            return Some(k as usize);
+/// The `k` of the next update push of `round` and when its frame arrived (taken before the
+/// frame is decoded, so the harness's own parsing is not in the figure); `None` when the
+/// socket ends.
+async fn next_update(socket: &mut Socket, round: usize) -> Option<(usize, Instant)> {
+    while let Some(message) = socket.next().await {
+        let at = Instant::now();
+        match message {
+            Ok(Message::Text(text)) => {
+                // Only the members needed: the harness shares the cores with the data plane.
+                let Ok(push) = serde_json::from_str::<Push>(text.as_str()) else {
+                    continue;
+                };
+                if push.kind == "update"
+                    && let Some(PushData {
+                        round: Some(r),
+                        k: Some(k),
+                    }) = push.data
+                    && r == round as u64
+                {
+                    return Some((k as usize, at));
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
         }
     }
+    None
+}
+
+/// What [`next_update`] reads of a push frame; other members are skipped.
+#[derive(serde::Deserialize)]
+struct Push<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    data: Option<PushData>,
+}
+
+#[derive(serde::Deserialize)]
+struct PushData {
+    round: Option<u64>,
+    k: Option<u64>,
 }
