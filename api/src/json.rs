@@ -162,13 +162,18 @@ impl<'de> Visitor<'de> for StrictVisitor {
 /// what a double holds exactly) are refused. Use with `#[serde(deserialize_with = …)]`.
 pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     let number = serde_json::Number::deserialize(deserializer)?;
-    if let Some(n) = number.as_u64() {
-        return Ok(n);
-    }
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    match number.as_f64() {
-        Some(f) if f.fract() == 0.0 && (0.0..=EXACT).contains(&f) => Ok(f as u64),
-        _ => Err(de::Error::custom(format!(
+    let whole = match number.as_u64() {
+        // Written as an integer: exact, so 2^53 + 1 is not taken for 2^53.
+        Some(n) => Some(n).filter(|n| *n <= 1 << 53),
+        None => number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
+            .map(|f| f as u64),
+    };
+    match whole {
+        Some(n) => Ok(n),
+        None => Err(de::Error::custom(format!(
             "invalid value: {number}, expected a whole number from 0"
         ))),
     }

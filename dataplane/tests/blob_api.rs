@@ -657,6 +657,52 @@ async fn list_pages_through_every_blob_once() {
     assert_eq!(seen, keys, "every blob once, in upload order");
 }
 
+/// The list bookmark takes exactly what the OpenAPI document's pattern allows: empty (the
+/// first page) or a hyphenated UUID in either letter case; the other forms a UUID parser
+/// takes (simple, braced, URN) are refused like any other text.
+#[tokio::test]
+async fn list_bookmarks_are_what_the_document_allows() {
+    let env = env(|_| {}).await;
+    let doc: Value = serde_json::from_str(vibe_dataplane::openapi::OPENAPI_JSON).unwrap();
+    let param = doc["paths"]["/api/v1/blob"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "bookmark")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        param["schema"]["pattern"],
+        "^([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})?$"
+    );
+    for ok in [
+        "",
+        "0190a3c2-7b1e-7c3d-9e8f-0123456789ab",
+        "0190A3C2-7B1E-7C3D-9E8F-0123456789AB",
+        "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    ] {
+        let (status, page) = env
+            .get(&format!("/api/v1/blob?collection=photos&bookmark={ok}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{ok:?}: {page}");
+        assert!(page["docs"].is_array());
+    }
+    for bad in [
+        "zzz",
+        "0190a3c27b1e7c3d9e8f0123456789ab",
+        "%7B0190a3c2-7b1e-7c3d-9e8f-0123456789ab%7D",
+        "urn:uuid:0190a3c2-7b1e-7c3d-9e8f-0123456789ab",
+        "0190a3c2-7b1e-7c3d-9e8f-0123456789ab%20",
+        "%C3%8A%C3%BD%11%C3%AC%C3%81",
+    ] {
+        let (status, err) = env
+            .get(&format!("/api/v1/blob?collection=photos&bookmark={bad}"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {err}");
+        assert_eq!(err["details"], "Invalid bookmark.", "{bad}");
+    }
+}
+
 #[tokio::test]
 async fn streaming_upload_stores_the_body_and_its_metadata() {
     let env = env(|_| {}).await;
@@ -834,4 +880,89 @@ async fn sizes_and_limits_written_as_whole_floats_are_whole_numbers() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+}
+
+/// Sizes and file names are bounded as the OpenAPI document says: sizes up to 2^53 (the
+/// document's `maximum`) are whole numbers the server reads (beyond the instance's limit they
+/// are 413, never 400), larger ones are malformed (400); file names are 1 to 1024 characters
+/// (not bytes) and not only white space, in the body and in the streaming upload's query.
+#[tokio::test]
+async fn sizes_and_file_names_are_bounded_as_documented() {
+    let env = env(|_| {}).await;
+    let doc: Value = serde_json::from_str(vibe_dataplane::openapi::OPENAPI_JSON).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["UploadUrlRequest", "FinalizeRequest"] {
+        assert_eq!(
+            schemas[schema]["properties"]["size"]["maximum"],
+            json!(9_007_199_254_740_992_u64),
+            "{schema}"
+        );
+        assert_eq!(
+            schemas[schema]["properties"]["originalFilename"]["maxLength"], 1024,
+            "{schema}"
+        );
+    }
+    let upload_url = |size: Value, name: &str| json!({ "collectionName": "photos", "originalFilename": name, "contentType": "text/plain", "size": size });
+    let (status, err) = env
+        .post(
+            "/api/v1/blob/upload-url",
+            upload_url(json!(9_007_199_254_740_992_u64), "a.txt"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    for size in [
+        json!(9_007_199_254_740_993_u64),
+        json!(u64::MAX),
+        json!(5.2e34),
+    ] {
+        let (status, err) = env
+            .post("/api/v1/blob/upload-url", upload_url(size.clone(), "a.txt"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{size}: {err}");
+    }
+
+    // 1024 two-byte characters: a name the document allows.
+    let long = "é".repeat(1024);
+    let (status, grant) = env
+        .post("/api/v1/blob/upload-url", upload_url(json!(5), &long))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{grant}");
+    let too_long = "a".repeat(1025);
+    for name in [" ", "\t\u{3000}\u{85}", too_long.as_str()] {
+        let (status, err) = env
+            .post("/api/v1/blob/upload-url", upload_url(json!(5), name))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name:?}: {err}");
+    }
+    // Not white space to Unicode (nor to Rust's `trim`), so a name.
+    let (status, grant) = env
+        .post("/api/v1/blob/upload-url", upload_url(json!(5), "\u{feff}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{grant}");
+
+    let put = |query: String| {
+        env.inst
+            .http
+            .put(
+                env.inst
+                    .url(&format!("/api/v1/blob/upload?collection=photos&{query}")),
+            )
+            .bearer_auth(&env.token)
+            .header("x-vibe-app-id", APP)
+            .header("content-type", "text/plain")
+            .body("hello")
+            .send()
+    };
+    let response = put(format!("filename={}", "%C3%A9".repeat(1024)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    for query in [
+        "filename=+",
+        "filename=%09",
+        &format!("filename={too_long}"),
+    ] {
+        let response = put(query.to_string()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+    }
 }

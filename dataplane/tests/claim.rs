@@ -86,13 +86,24 @@ async fn claim_flow_as_the_original_tests_and_persistence() {
     let (s, b) = t.post("/api/v1/auth/login", None, None, body).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 
-    // Reused code.
+    // Reused code, or any other: once there is an owner the claim is over (409, which the
+    // OpenAPI document promises for any well-formed claim then).
     let other = Keypair::generate();
     let (s, b) = t
         .post("/api/v1/admin/claim", None, None, claim_body(&other, CODE))
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(b, json!({"error": "Claim code has already been used."}));
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b, json!({"error": "This instance already has an owner."}));
+    let (s, b) = t
+        .post(
+            "/api/v1/admin/claim",
+            None,
+            None,
+            claim_body(&other, "WRONG-CODE-123"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b, json!({"error": "This instance already has an owner."}));
 
     // After a restart (still without TARGET_USER_DID, same code configured) the owner is
     // loaded from the system database and the code stays spent.
@@ -103,8 +114,14 @@ async fn claim_flow_as_the_original_tests_and_persistence() {
     let (s, b) = t
         .post("/api/v1/admin/claim", None, None, claim_body(&other, CODE))
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(b["error"], "Claim code has already been used.");
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b["error"], "This instance already has an owner.");
+    let doc = claim_doc(&t).await;
+    assert_eq!(
+        doc["claimedByDid"],
+        admin.did().to_string(),
+        "claim unchanged"
+    );
     // The claimed owner's data database is the one named after the claimer's DID.
     let db = t.state.data_db().await.expect("data db");
     assert_eq!(db.name(), t.state.config.data_db_name(&admin.did()));
@@ -178,13 +195,89 @@ async fn instance_with_a_configured_owner_cannot_be_claimed() {
             claim_body(&Keypair::generate(), CODE),
         )
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(b["error"], "Invalid or unknown claim code.");
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(b["error"], "This instance already has an owner.");
+    // A malformed body is told as such first.
     let (s, b) = t
         .post("/api/v1/admin/claim", None, None, json!({"did": "x"}))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(b["error"], "Validation failed");
+    let mut body = claim_body(&Keypair::generate(), CODE);
+    body["did"] = json!("did:vibe:zNotAKey");
+    let (s, b) = t.post("/api/v1/admin/claim", None, None, body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["details"], "'did' must be a did:vibe DID.");
+}
+
+/// The OpenAPI document's DID pattern (`did:vibe:z6Mk` + 44 base58btc characters) is what the
+/// server takes as well-formed: a DID of that shape which names no Ed25519 key is a wrong
+/// identity or signature (401 at login, `Invalid signature.` at claim), never 400
+/// `Validation failed`; anything else is.
+#[tokio::test]
+async fn dids_of_the_documented_shape_are_well_formed() {
+    let doc: Value = serde_json::from_str(vibe_dataplane::openapi::OPENAPI_JSON).unwrap();
+    let pattern = "^did:vibe:z6Mk[1-9A-HJ-NP-Za-km-z]{44}$";
+    assert_eq!(
+        doc["components"]["schemas"]["LoginRequest"]["properties"]["did"]["pattern"],
+        pattern
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/admin/claim"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            ["properties"]["did"]["pattern"],
+        pattern
+    );
+    // Of the shape, but not keys: all `1`s decodes to the wrong multicodec, all `z`s too.
+    let not_keys = [
+        format!("did:vibe:z6Mk{}", "1".repeat(44)),
+        format!("did:vibe:z6Mk{}", "z".repeat(44)),
+    ];
+    let malformed = [
+        format!("did:vibe:z6Mk{}", "1".repeat(40)),
+        format!("did:vibe:z6Mk{}", "1".repeat(45)),
+        format!("did:vibe:z6Mk{}0", "1".repeat(43)),
+        format!("did:key:z6Mk{}", "1".repeat(44)),
+    ];
+
+    let t = TestInstance::start_with(claimable).await;
+    let admin = Keypair::generate();
+    for did in &not_keys {
+        let mut body = claim_body(&admin, CODE);
+        body["did"] = json!(did);
+        let (s, b) = t.post("/api/v1/admin/claim", None, None, body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{did}: {b}");
+        assert_eq!(b, json!({"error": "Invalid signature."}), "{did}");
+    }
+    for did in &malformed {
+        let mut body = claim_body(&admin, CODE);
+        body["did"] = json!(did);
+        let (s, b) = t.post("/api/v1/admin/claim", None, None, body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{did}: {b}");
+        assert_eq!(b["error"], "Validation failed", "{did}");
+    }
+    assert!(claim_doc(&t).await["spentAt"].is_null());
+    let (s, b) = t
+        .post("/api/v1/admin/claim", None, None, claim_body(&admin, CODE))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    for did in &not_keys {
+        let mut body = t.login_body(&admin).await;
+        body["did"] = json!(did);
+        let (s, b) = t.post("/api/v1/auth/login", None, None, body).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{did}: {b}");
+        assert_eq!(b["error"], "Identity is not the owner of this instance.");
+    }
+    for did in &malformed {
+        let mut body = t.login_body(&admin).await;
+        body["did"] = json!(did);
+        let (s, b) = t.post("/api/v1/auth/login", None, None, body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{did}: {b}");
+        assert_eq!(b["details"], "'did' must be a did:vibe DID.");
+    }
+    let body = t.login_body(&admin).await;
+    let (s, b) = t.post("/api/v1/auth/login", None, None, body).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
 }
 
 #[tokio::test]

@@ -466,6 +466,64 @@ async fn auth_by_query_and_its_refusals() {
     );
 }
 
+/// The OpenAPI document lists the RFC 6455 handshake headers as required parameters of
+/// `GET /ws`: with all of them (in any letter case where the document allows it) the server
+/// switches protocols; without any one of them, or with another version, it answers 400
+/// in the JSON error shape.
+#[tokio::test]
+async fn the_documented_handshake_headers_are_what_an_upgrade_needs() {
+    let s = Setup::new().await;
+    let doc: Value = serde_json::from_str(vibe_dataplane::openapi::OPENAPI_JSON).unwrap();
+    let required: Vec<String> = doc["paths"]["/ws"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "header" && p["required"] == true)
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        required,
+        [
+            "Upgrade",
+            "Connection",
+            "Sec-WebSocket-Version",
+            "Sec-WebSocket-Key"
+        ]
+    );
+    let handshake = [
+        ("Upgrade", "WebSocket"),
+        ("Connection", "keep-alive, UPGRADE"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let get = |skip: Option<&'static str>, version: &'static str| {
+        let mut request = s.instance.http.get(s.instance.url("/ws"));
+        for (name, value) in handshake {
+            if Some(name) == skip {
+                continue;
+            }
+            let value = if name == "Sec-WebSocket-Version" {
+                version
+            } else {
+                value
+            };
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let response = get(None, "13").await.unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    drop(response);
+    for (name, _) in handshake {
+        let response = get(Some(name), "13").await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "without {name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"error": "Expected a WebSocket upgrade."}));
+    }
+    let response = get(None, "8").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "version 8");
+}
+
 #[tokio::test]
 async fn app_bound_token_acts_only_as_its_app() {
     let s = Setup::new().await;

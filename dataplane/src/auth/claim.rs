@@ -80,9 +80,14 @@ pub(crate) async fn load_or_seed(state: &AppState, db: &Database) -> ApiResult<(
     }
 }
 
-/// `value` of the body field `name` when it is a non-empty string of at most 1 KiB.
+fn already_owned() -> ApiError {
+    ApiError::Conflict("This instance already has an owner.".into())
+}
+
+/// `value` of the body field `name` when it is a non-empty string of at most 1024 characters
+/// (the OpenAPI document's `maxLength`).
 fn non_empty<'a>(value: &'a str, name: &str) -> ApiResult<&'a str> {
-    if !value.is_empty() && value.len() <= 1024 {
+    if !value.is_empty() && value.chars().count() <= 1024 {
         Ok(value)
     } else {
         Err(ApiError::Validation(format!(
@@ -100,6 +105,14 @@ pub async fn claim(
     let did_text = non_empty(&body.did, "did")?;
     let code = non_empty(&body.claim_code, "claimCode")?;
     let signature = non_empty(&body.signature, "signature")?;
+    if !super::did_shaped(did_text) {
+        return Err(ApiError::Validation("'did' must be a did:vibe DID.".into()));
+    }
+    // Once there is an owner the claim is over, whatever code comes: 409 before the code is
+    // looked at (`TARGET_USER_DID` configured, or claimed already).
+    if state.owner().is_some() {
+        return Err(already_owned());
+    }
 
     let db = state.system_db().await?;
     let Some(mut doc) = db.get(CLAIM_DOC_ID).await? else {
@@ -119,11 +132,11 @@ pub async fn claim(
     {
         return Err(bad("Claim code has expired."));
     }
-    let did = Did::parse(did_text)
-        .map_err(|_| ApiError::Validation("'did' must be a did:vibe DID.".into()))?;
-    if str_field(&doc, "forDid").is_some_and(|for_did| for_did != did.to_string()) {
+    if str_field(&doc, "forDid").is_some_and(|for_did| for_did != did_text) {
         return Err(bad("Claim code is not valid for the provided DID."));
     }
+    // A well-formed DID that names no key cannot have signed anything.
+    let did = Did::parse(did_text).map_err(|_| bad("Invalid signature."))?;
     let message = vibe_identity::signed::admin_claim_message(code);
     match vibe_identity::signed::verify_signature(&did, &message, signature) {
         Ok(()) => {}
@@ -131,9 +144,7 @@ pub async fn claim(
         Err(e) => return Err(bad(&format!("Signature verification failed: {e}"))),
     }
     if state.owner().is_some() {
-        return Err(ApiError::Conflict(
-            "This instance already has an owner.".into(),
-        ));
+        return Err(already_owned());
     }
     doc["spentAt"] = json!(now_unix());
     doc["claimedByDid"] = json!(did.to_string());

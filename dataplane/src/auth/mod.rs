@@ -40,6 +40,20 @@ use crate::state::{AppState, now_unix};
 /// The header naming the app an owner token acts for.
 pub const APP_ID_HEADER: &str = "x-vibe-app-id";
 
+/// Whether `text` has the shape of a `did:vibe` DID: `did:vibe:z6Mk` and 44 base58btc
+/// characters — what every Ed25519 key encodes to, and exactly the OpenAPI document's
+/// pattern for DIDs in request bodies. Not every such text is a key (wrong multicodec or
+/// length after decoding, not a curve point): callers refuse those as a wrong identity or
+/// signature, not as malformed input.
+pub(crate) fn did_shaped(text: &str) -> bool {
+    text.strip_prefix("did:vibe:z6Mk").is_some_and(|rest| {
+        rest.len() == 44
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l'))
+    })
+}
+
 /// How the caller authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallerKind {

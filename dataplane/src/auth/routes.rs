@@ -24,9 +24,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/claim", post(claim::claim))
 }
 
-/// `value` of the body field `name` when it is a non-empty string of at most 4 KiB.
+/// `value` of the body field `name` when it is a non-empty string of at most 4096 characters
+/// (the OpenAPI document's `maxLength`).
 fn non_empty<'a>(value: &'a str, name: &str) -> ApiResult<&'a str> {
-    if !value.is_empty() && value.len() <= 4096 {
+    if !value.is_empty() && value.chars().count() <= 4096 {
         Ok(value)
     } else {
         Err(ApiError::Validation(format!(
@@ -66,18 +67,21 @@ async fn login(
     let nonce = non_empty(&body.nonce, "nonce")?;
     let timestamp = non_empty(&body.timestamp, "timestamp")?;
     let signature = non_empty(&body.signature, "signature")?;
-    let did = Did::parse(did_text)
-        .map_err(|_| ApiError::Validation("'did' must be a did:vibe DID.".into()))?;
+    if !super::did_shaped(did_text) {
+        return Err(ApiError::Validation("'did' must be a did:vibe DID.".into()));
+    }
 
     let db = state.system_db().await?;
     let owner = state
         .owner()
         .ok_or_else(|| ApiError::Unauthorized("This instance has no owner yet.".into()))?;
-    if did != owner {
-        return Err(ApiError::Unauthorized(
-            "Identity is not the owner of this instance.".into(),
-        ));
-    }
+    // A well-formed DID that names no key is not the owner either.
+    let did = Did::parse(did_text)
+        .ok()
+        .filter(|did| *did == owner)
+        .ok_or_else(|| {
+            ApiError::Unauthorized("Identity is not the owner of this instance.".into())
+        })?;
     let message = vibe_identity::signed::login_message(did_text, nonce, timestamp);
     if vibe_identity::signed::verify_signature(&did, &message, signature).is_err() {
         return Err(ApiError::Unauthorized(

@@ -37,7 +37,7 @@ use crate::state::AppState;
 const DEFAULT_LIST_LIMIT: u64 = 100;
 const MAX_LIST_LIMIT: u64 = 1000;
 /// Longest accepted client filename and content type.
-const MAX_FILENAME_BYTES: usize = 1024;
+const MAX_FILENAME_CHARS: usize = 1024;
 const MAX_CONTENT_TYPE_BYTES: usize = 255;
 
 /// The blob routes, merged into the data plane's router.
@@ -298,18 +298,29 @@ async fn list_blobs(
     };
     let after = match query.bookmark.as_deref().filter(|b| !b.is_empty()) {
         None => None,
-        Some(b) => Some(
-            uuid::Uuid::parse_str(b)
-                .map_err(|_| ApiError::Validation("Invalid bookmark.".into()))?
-                .hyphenated()
-                .to_string(),
-        ),
+        Some(b) => Some(parse_bookmark(b)?),
     };
     caller.require(&format!("blob:read:{collection}"))?;
     let _admitted = admit(&state, &caller)?;
     let db = state.data_db().await?;
     let (docs, bookmark) = metadata::list(&db, &collection, after.as_deref(), limit).await?;
     Ok(Json(json!({ "docs": docs, "bookmark": bookmark })))
+}
+
+/// A blob-list bookmark: the hyphenated UUID of the last blob of the previous page (as
+/// answered, in either letter case), nothing else — the form the OpenAPI document's pattern
+/// allows (`uuid::Uuid::parse_str` alone also takes the simple, braced and URN forms).
+fn parse_bookmark(text: &str) -> ApiResult<String> {
+    let hyphenated = text.len() == 36
+        && text.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    hyphenated
+        .then(|| uuid::Uuid::parse_str(text).ok())
+        .flatten()
+        .map(|id| id.hyphenated().to_string())
+        .ok_or_else(|| ApiError::Validation("Invalid bookmark.".into()))
 }
 
 /// `PUT /api/v1/blob/upload?collection=&filename=`: streams the body to S3 (one `PutObject`
@@ -482,10 +493,13 @@ fn check_collection(collection: &str) -> ApiResult<()> {
     key::validate_collection(collection).map_err(|e| ApiError::Validation(e.to_string()))
 }
 
+/// A file name as the OpenAPI document describes it: 1 to [`MAX_FILENAME_CHARS`] characters,
+/// not all white space (Unicode `White_Space`, the class spelled out in the document's
+/// `pattern`).
 fn check_filename(name: &str) -> ApiResult<()> {
-    if name.trim().is_empty() || name.len() > MAX_FILENAME_BYTES {
+    if name.trim().is_empty() || name.chars().count() > MAX_FILENAME_CHARS {
         return Err(ApiError::Validation(format!(
-            "originalFilename must be 1 to {MAX_FILENAME_BYTES} bytes."
+            "originalFilename must be 1 to {MAX_FILENAME_CHARS} characters, not only spaces."
         )));
     }
     Ok(())
