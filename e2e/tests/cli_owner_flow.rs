@@ -38,8 +38,13 @@ async fn a_person_runs_an_instance_with_the_cli() {
     assert_eq!(claimed["did"], did.as_str());
     let sessions = vibe.config.path().join("sessions.json");
     assert_eq!(mode(&sessions), 0o600);
+    // Claimed: any further claim, with the spent code too, is over (409).
     let used = vibe.fails(&["claim", "--code", stack.claim_code()]).await;
-    assert!(used.contains("Claim code has already been used."), "{used}");
+    assert!(
+        used.contains("This instance already has an owner."),
+        "{used}"
+    );
+    assert!(used.contains("\"status\":409"), "{used}");
 
     // login again (a fresh session) and whoami.
     let login = vibe.ok(&["login"]).await;
