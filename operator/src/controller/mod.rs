@@ -64,7 +64,16 @@ pub struct Context {
     /// Buckets checked recently (skipped until the next resync).
     pub verified_buckets: verified::VerifiedBuckets,
     failures: Mutex<HashMap<String, u32>>,
+    /// Secrets this replica created that the cache may not hold yet, by `namespace/name`,
+    /// with when they were created ([`WRITTEN_SECRET_MEMORY`]).
+    written_secrets: Mutex<HashMap<String, (Secret, std::time::Instant)>>,
 }
+
+/// How long a Secret this replica created stands in for the cache's copy while the cache has
+/// not seen it: a reconcile that follows its own create within the watch's lag must not
+/// create it again (a 409 and a GET per Secret), and one deleted meanwhile is created again
+/// after this long at the latest.
+const WRITTEN_SECRET_MEMORY: Duration = Duration::from_secs(30);
 
 impl Context {
     /// Builds a context.
@@ -87,6 +96,7 @@ impl Context {
             metrics,
             leadership,
             failures: Mutex::default(),
+            written_secrets: Mutex::default(),
         }
     }
 
@@ -101,9 +111,26 @@ impl Context {
         self.failures.lock().expect("failure map lock").remove(key);
     }
 
-    /// A Secret from the cache.
+    /// A Secret from the cache, or one this replica created that the cache has not seen yet.
     fn cached_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
-        Ok(cache::object(&self.caches.secrets, namespace, name)?)
+        let cached = cache::object(&self.caches.secrets, namespace, name)?;
+        let key = format!("{namespace}/{name}");
+        let mut written = self.written_secrets.lock().expect("written secrets lock");
+        written.retain(|_, (_, at)| at.elapsed() < WRITTEN_SECRET_MEMORY);
+        if cached.is_some() {
+            written.remove(&key);
+            return Ok(cached);
+        }
+        Ok(written.get(&key).map(|(secret, _)| secret.clone()))
+    }
+
+    /// Remembers a Secret the API server just answered for until the cache holds it.
+    fn remember_written_secret(&self, namespace: &str, secret: &Secret) {
+        let key = format!("{namespace}/{}", secret.name_any());
+        self.written_secrets
+            .lock()
+            .expect("written secrets lock")
+            .insert(key, (secret.clone(), std::time::Instant::now()));
     }
 
     /// [`BucketClient::ensure`], unless the bucket was found in order within the resync
@@ -263,11 +290,25 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
                     seen.claim_code =
                         desired::secrets::secret_value(&s, desired::secrets::CLAIM_CODE_KEY);
                 }
-                // One the API server just answered is compared with that answer, not with
-                // the cache, which does not hold it yet.
-                match from_api.get(&s.name_any()) {
-                    Some(live) if drift::is_subset(&serde_json::to_value(&s)?, live) => {}
-                    _ => drop(apply_child(ctx, &ns, &caches.secrets, s).await?),
+                // One the API server answered (just now, or in an earlier reconcile the
+                // cache has not caught up with) is compared with that answer, not applied
+                // again for want of a cached copy.
+                let name = s.name_any();
+                let answered = match from_api.get(&name) {
+                    Some(live) => Some(live.clone()),
+                    None if cache::object(&caches.secrets, &ns, &name)?.is_none() => ctx
+                        .cached_secret(&ns, &name)?
+                        .map(serde_json::to_value)
+                        .transpose()?,
+                    None => None,
+                };
+                match answered {
+                    Some(live) if drift::is_subset(&serde_json::to_value(&s)?, &live) => {}
+                    _ => {
+                        if let Some(applied) = apply_child(ctx, &ns, &caches.secrets, s).await? {
+                            ctx.remember_written_secret(&ns, &applied);
+                        }
+                    }
                 }
             }
             Child::ConfigMap(o) => drop(apply_child(ctx, &ns, &caches.config_maps, o).await?),
@@ -385,6 +426,7 @@ async fn create_missing_secrets(
             Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await?,
             Err(e) => return Err(e.into()),
         };
+        ctx.remember_written_secret(&inputs.namespace(), &live);
         let slot = if name == names.couchdb_secret {
             &mut existing.couchdb_auth
         } else if name == names.token_key_secret {

@@ -218,9 +218,10 @@ async fn a_generated_secret_the_cache_lags_behind_is_kept_not_regenerated() {
     assert_eq!(created, SECRET_CREATES, "each missing Secret tried once");
 }
 
-/// A reconcile whose cache still lacks the Secrets it created a moment ago (the watch is
-/// behind): each create answers 409, the live Secret is read, and — being ours already, labels
-/// and owner included — neither regenerated nor applied again.
+/// A reconcile whose cache still lacks the Secrets this replica created a moment ago (the watch
+/// is behind): the Secrets the API server answered the creates with stand in for the cache's
+/// copies, so they are neither created again (a 409 and a GET each), regenerated, nor applied.
+/// A fleet reconciled faster than the Secret watch keeps up made hundreds of such round trips.
 #[tokio::test]
 async fn secrets_created_before_are_not_applied_again_while_the_cache_lags() {
     let s3 = S3Server::start().await.unwrap();
@@ -243,21 +244,11 @@ async fn secrets_created_before_are_not_applied_again_while_the_cache_lags() {
 
     run(&instance, &ctx).await.unwrap();
     let lines = log.lines();
-    for name in SECRET_CREATES {
-        assert!(
-            lines.contains(&format!("GET /api/v1/namespaces/tenants/secrets/{name}")),
-            "{lines:?}"
-        );
-        assert!(
-            !lines.contains(&format!("PATCH /api/v1/namespaces/tenants/secrets/{name}")),
-            "{name} applied again: {lines:?}"
-        );
-    }
-    let again = lines
-        .iter()
-        .filter(|l| *l == "POST /api/v1/namespaces/tenants/secrets")
-        .count();
-    assert_eq!(again, 3, "{lines:?}");
+    let touched: Vec<&String> = lines.iter().filter(|l| l.contains("/secrets")).collect();
+    assert!(
+        touched.is_empty(),
+        "Secrets created a moment ago were written or read again: {touched:?}"
+    );
 }
 
 #[tokio::test]
