@@ -31,9 +31,11 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
+use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::{ReaderStream, StreamReader};
 use vibe_api::export::{
     self as format, ArchiveHeader, BlobRecord, Counts, ImportReport, Manifest, ManifestEntry,
@@ -45,7 +47,7 @@ use super::leaves::{self, DistinctIds};
 use super::require_owner_itself;
 use crate::apps::{APP_DOC_PREFIX, AppRecord, is_valid_permission};
 use crate::auth::Caller;
-use crate::blobs::stream::upload_stream;
+use crate::blobs::stream::{MAX_SINGLE_PUT, upload_sized, upload_stream};
 use crate::blobs::{BlobError, Blobs, KeyScheme};
 use crate::couch::{CouchError, Database};
 use crate::error::{ApiError, ApiResult};
@@ -477,6 +479,45 @@ impl Run {
             tokio::io::copy(&mut summing, &mut tokio::io::sink())
                 .await
                 .map_err(cut)?;
+        } else if record.size <= MAX_SINGLE_PUT {
+            // The archive says the exact size: one PutObject fed chunk by chunk through a
+            // small channel (the entry reader is borrowed, the upload wants a 'static body),
+            // nothing buffered beyond a few chunks.
+            self.uploaded.push(record.object_key.clone());
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(4);
+            let pump = async {
+                let mut reader = ReaderStream::with_capacity(&mut summing, 64 * 1024);
+                while let Some(chunk) = reader.next().await {
+                    match chunk {
+                        Ok(chunk) => {
+                            if tx.send(Ok(chunk)).await.is_err() {
+                                // The upload stopped; its own error says why.
+                                return Ok(());
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.to_string())).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                drop(tx);
+                Ok(())
+            };
+            let upload = upload_sized(
+                &blobs.store,
+                &record.object_key,
+                &record.content_type,
+                ReceiverStream::new(rx),
+                record.size,
+            );
+            let (pumped, sent) = tokio::join!(pump, upload);
+            pumped.map_err(cut)?;
+            sent.map_err(|e| match e {
+                // The archive's own stream broke, ended early or ran long.
+                BlobError::Body(cause) => cut(io::Error::other(cause)),
+                other => other.into(),
+            })?;
         } else {
             let body = ReaderStream::with_capacity(&mut summing, 64 * 1024);
             self.uploaded.push(record.object_key.clone());
