@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use ssh_key::private::{Ed25519Keypair, Ed25519PrivateKey, KeypairData};
 use ssh_key::public::Ed25519PublicKey;
-use tokio_util::io::ReaderStream;
+use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
 use vibe_api::export::AGE_MAGIC;
 use vibe_identity::Keypair;
 
@@ -67,26 +67,63 @@ pub async fn plain_body(
         });
         return Ok((reqwest::Body::wrap_stream(stream), size));
     }
-    let identity = age_identity(key)?;
     let file = std::fs::File::open(path).map_err(|e| ClientError::io(path, e))?;
     let counted = Counting {
         inner: file,
         progress,
     };
-    let decryptor =
-        age::Decryptor::new_buffered(std::io::BufReader::new(counted)).map_err(|e| {
-            ClientError::Usage(format!("{}: not a readable age file: {e}", path.display()))
-        })?;
-    let mut reader = decryptor
-        .decrypt(std::iter::once(&identity as &dyn age::Identity))
-        .map_err(|e| {
-            ClientError::Key(format!(
-                "{} cannot be decrypted with this key ({e}); it is encrypted to another owner",
-                path.display()
-            ))
-        })?;
+    let body = decrypting_body(counted, key, path.display().to_string()).await?;
+    Ok((body, size))
+}
+
+/// The age-encrypted stream `encrypted` (a backup served by `GET /api/v1/restore/archive`),
+/// decrypted here with `key` as it arrives, as a streamed request body of plain tar.
+/// `label` names the source in errors.
+pub async fn decrypted_stream_body<S>(
+    encrypted: S,
+    key: &Keypair,
+    label: String,
+) -> Result<reqwest::Body>
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+{
+    let reader = SyncIoBridge::new(StreamReader::new(encrypted));
+    decrypting_body(reader, key, label).await
+}
+
+/// Decrypts `encrypted` on a blocking thread with `key` and streams the plain bytes as a
+/// request body. The age header is read and the key tried before this returns, so a file
+/// that is not age or is encrypted to another key is an error here, not a broken body.
+async fn decrypting_body<R>(encrypted: R, key: &Keypair, label: String) -> Result<reqwest::Body>
+where
+    R: Read + Send + 'static,
+{
+    let identity = age_identity(key)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel::<Result<()>>();
     tokio::task::spawn_blocking(move || {
+        let decryptor = match age::Decryptor::new_buffered(std::io::BufReader::new(encrypted)) {
+            Ok(decryptor) => decryptor,
+            Err(e) => {
+                let _ = opened_tx.send(Err(ClientError::Usage(format!(
+                    "{label}: not a readable age file: {e}"
+                ))));
+                return;
+            }
+        };
+        let mut reader = match decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)) {
+            Ok(reader) => reader,
+            Err(e) => {
+                let _ = opened_tx.send(Err(ClientError::Key(format!(
+                    "{label} cannot be decrypted with this key ({e}); it is encrypted to \
+                     another owner"
+                ))));
+                return;
+            }
+        };
+        if opened_tx.send(Ok(())).is_err() {
+            return;
+        }
         loop {
             let mut piece = vec![0u8; PIECE];
             match reader.read(&mut piece) {
@@ -105,9 +142,12 @@ pub async fn plain_body(
             }
         }
     });
+    opened_rx.await.map_err(|_| {
+        ClientError::Usage("the decrypting thread stopped before it opened the archive".into())
+    })??;
     let mut rx = rx;
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Ok((reqwest::Body::wrap_stream(stream), size))
+    Ok(reqwest::Body::wrap_stream(stream))
 }
 
 /// Counts the bytes read from a file into a progress callback.

@@ -167,23 +167,14 @@ impl DataPlane {
             .unwrap_or_else(|| self.url.clone())
     }
 
-    async fn spawn(&mut self) -> Result<(), StackError> {
-        let binary = dataplane_binary()?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| StackError::Io(format!("{}: {e}", self.log.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| StackError::Io(format!("{}: {e}", self.log.display())))?;
+    /// The data plane binary with this instance's environment (its CouchDB, S3, keys and
+    /// claim), not yet told what to run.
+    fn command(&self, binary: &Path) -> Command {
         let c = &self.config;
-        let mut command = Command::new(&binary);
+        let mut command = Command::new(binary);
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env(env::HOST, "127.0.0.1")
-            .env(env::PORT, self.port.to_string())
             .env(env::PUBLIC_INSTANCE_URL, self.public_url())
             .env(env::COUCHDB_URL, &c.couch_url)
             .env(env::COUCHDB_USER, &c.couch_user)
@@ -194,11 +185,7 @@ impl DataPlane {
             .env(
                 "RUST_LOG",
                 std::env::var("VIBE_E2E_DATAPLANE_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .kill_on_drop(true);
+            );
         if let Some(code) = &c.claim_code {
             command.env(env::VIBE_CLAIM_CODE, code);
         }
@@ -217,6 +204,40 @@ impl DataPlane {
         for (name, value) in &c.extra_env {
             command.env(name, value);
         }
+        command
+    }
+
+    /// Runs a one-shot subcommand of the data plane binary (e.g. `backup --bucket B`) with
+    /// this instance's environment, as the operator's CronJob does beside the running data
+    /// plane, and returns what it printed and its exit status.
+    pub async fn run_subcommand(&self, args: &[&str]) -> Result<std::process::Output, StackError> {
+        let binary = dataplane_binary()?;
+        self.command(&binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| StackError::Io(format!("{}: {e}", binary.display())))
+    }
+
+    async fn spawn(&mut self) -> Result<(), StackError> {
+        let binary = dataplane_binary()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| StackError::Io(format!("{}: {e}", self.log.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| StackError::Io(format!("{}: {e}", self.log.display())))?;
+        let mut command = self.command(&binary);
+        command
+            .env(env::HOST, "127.0.0.1")
+            .env(env::PORT, self.port.to_string())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .kill_on_drop(true);
         let child = command.spawn().map_err(|e| StackError::DataPlane {
             problem: format!("cannot start {}: {e}", binary.display()),
             log: self.log.display().to_string(),

@@ -36,6 +36,15 @@ impl Client {
             .await
     }
 
+    /// `GET /api/v1/restore/archive`: the backup this instance is being restored from, as
+    /// the provider stored it (encrypted to the owner's key), streaming. Its object key is
+    /// in the `x-vibe-backup-key` header.
+    pub async fn restore_archive(&self) -> Result<reqwest::Response> {
+        let url = self.instance().endpoint("api/v1/restore/archive");
+        self.send("GET /api/v1/restore/archive", |i| i.http().get(url.clone()))
+            .await
+    }
+
     /// Export into `out` (written as `<out>.vibe-partial`, renamed when complete, so a cut
     /// transfer never leaves a file that looks whole).
     pub async fn export_to_file(

@@ -137,6 +137,15 @@ pub enum Command {
         /// The archive file (from `vibe export`).
         file: PathBuf,
     },
+    /// Finish a restore: fetch the backup this instance was created from (the provider's
+    /// `spec.restoreFrom`), decrypt it here with your key and import it. Run it again
+    /// after an interruption: it resumes, and repeating a finished restore changes nothing.
+    #[command(
+        after_help = "The provider cannot read your backups: they are encrypted to your key, \
+        so the instance serves the encrypted backup only to you and only you can turn it back \
+        into your data. Claim or log in to the new instance with the same key first."
+    )]
+    Restore,
     /// Move to another instance: export from this one, import into the new one (same key),
     /// verify, then print what your devices must do.
     Migrate {

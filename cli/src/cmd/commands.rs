@@ -101,6 +101,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             plain,
         } => export(&context, &output, !no_blobs, !plain).await,
         Command::Import { file } => import(&context, &file).await,
+        Command::Restore => restore(&context).await,
         Command::Migrate { to } => migrate(&context, &to).await,
         Command::Put { collection, data } => put(&context, &collection, data).await,
         Command::Get { collection, id } => {
@@ -940,23 +941,63 @@ async fn import(context: &Context, file: &std::path::Path) -> Result<()> {
     bar.finish_and_clear();
     let report = report?;
     let value = serde_json::to_value(&report).unwrap_or(Value::Null);
+    context.out.result(|| import_summary(&report), &value);
+    Ok(())
+}
+
+/// One line saying what an import brought in.
+fn import_summary(report: &vibe_api::export::ImportReport) -> String {
+    format!(
+        "imported export {}: {} documents ({} revisions), {} apps, {} blobs ({} bytes){}",
+        report.export_id,
+        report.counts.documents,
+        report.counts.revisions,
+        report.counts.apps,
+        report.counts.blobs,
+        report.counts.blob_bytes,
+        if report.repeated {
+            " — it had been imported before; nothing changed"
+        } else {
+            ""
+        }
+    )
+}
+
+async fn restore(context: &Context) -> Result<()> {
+    let key = context.key()?;
+    let client = context.owner()?;
+    let response = client.restore_archive().await?;
+    let backup = response
+        .headers()
+        .get("x-vibe-backup-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(unnamed)")
+        .to_string();
+    let (bar, progress) = context.out.bar(response.content_length(), "restoring");
+    let encrypted = futures::TryStreamExt::map_err(
+        futures::TryStreamExt::inspect_ok(response.bytes_stream(), move |chunk| {
+            progress(chunk.len() as u64)
+        }),
+        std::io::Error::other,
+    );
+    let report = match crate::archive::decrypted_stream_body(
+        Box::pin(encrypted),
+        &key,
+        format!("the backup {backup}"),
+    )
+    .await
+    {
+        Ok(body) => client.import_body(body).await,
+        Err(e) => Err(e),
+    };
+    bar.finish_and_clear();
+    let report = report?;
+    let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("backup".into(), Value::String(backup.clone()));
+    }
     context.out.result(
-        || {
-            format!(
-                "imported export {}: {} documents ({} revisions), {} apps, {} blobs ({} bytes){}",
-                report.export_id,
-                report.counts.documents,
-                report.counts.revisions,
-                report.counts.apps,
-                report.counts.blobs,
-                report.counts.blob_bytes,
-                if report.repeated {
-                    " — it had been imported before; nothing changed"
-                } else {
-                    ""
-                }
-            )
-        },
+        || format!("restored from backup {backup}\n{}", import_summary(&report)),
         &value,
     );
     Ok(())
