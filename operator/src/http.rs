@@ -1,8 +1,8 @@
 //! The admin HTTP server: `/metrics`, `/healthz`, `/readyz`.
 //!
-//! `main` serves [`router`] next to the controller. The admission engineer adds the webhook and
-//! control-plane routes in `src/admission/` with their own router (HTTPS), built from the same
-//! [`State`].
+//! `main` serves [`router`] next to the controller, the webhook's HTTPS server
+//! ([`crate::webhook::server`]) and the control plane's ([`crate::control_plane`]), all built
+//! from the same [`State`]'s caches and cancelled together.
 
 use crate::state::State;
 use axum::Router;

@@ -8,14 +8,18 @@
 //! - [`state`]: state shared by the controller and HTTP servers (watch cache, readiness, metrics);
 //! - [`http`]: the admin server (`/metrics`, `/healthz`, `/readyz`); [`kube_client`]: the
 //!   Kubernetes client, counting its requests;
-//! - `admission` (reserved): the admission endpoint lives in `src/admission/`.
+//! - [`webhook`]: the validating admission webhook of `VibeInstance` and its HTTPS server
+//!   and certificate; [`control_plane`]: the identity control plane (registration, login,
+//!   the DID → instance registry, claims);
+//! - [`cli`]: the command line, which puts the parts' flag groups together.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admission;
 pub mod bucket;
+pub mod cli;
 pub mod config;
+pub mod control_plane;
 pub mod controller;
 pub mod crd;
 pub mod dataplane_env;
@@ -36,6 +40,7 @@ mod rbac;
 pub mod render;
 pub mod state;
 pub mod telemetry;
+pub mod webhook;
 
 pub use crd::{VibeInstance, VibeInstanceSpec, VibeInstanceStatus};
 pub use error::{Error, Result};

@@ -10,11 +10,13 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use vibe_operator::bucket::BucketClient;
-use vibe_operator::config::{Cli, Command};
+use vibe_operator::cli::{Cli, Command};
+use vibe_operator::control_plane::{self, ControlPlaneContext};
 use vibe_operator::controller::{self, Scope};
 use vibe_operator::leader::{self, Leadership, LeaseConfig};
 use vibe_operator::metrics::{InstancePhases, Metrics};
 use vibe_operator::state::{InstanceIndex, State};
+use vibe_operator::webhook::server::{self as webhook, WebhookContext};
 use vibe_operator::{http, kube_client, render, telemetry};
 
 #[tokio::main]
@@ -36,13 +38,13 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("no Kubernetes configuration found")?;
             let namespace = cli
-                .admission
+                .control_plane
                 .registry_namespace
                 .clone()
                 .unwrap_or_else(|| cli.run.lease_namespace.clone());
             println!(
                 "{}",
-                vibe_operator::admission::create_claim_code(client, &namespace, &args).await?
+                control_plane::create_claim_code(client, &namespace, &args).await?
             );
             Ok(())
         }
@@ -54,7 +56,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(&cli.run.log_format);
     let mut registry = Registry::with_prefix("vibe_operator");
     let metrics = Arc::new(Metrics::register(&mut registry));
-    // Issue 8: register the admission endpoint's metrics in `registry` here.
     let client = kube_client::counted(metrics.kube_requests.clone())
         .await
         .context("no Kubernetes configuration found")?;
@@ -106,12 +107,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(addr = %cli.run.http_addr, identity = %identity, "serving /metrics, /healthz, /readyz");
     let admin = axum::serve(listener, http::router(state.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let admission = vibe_operator::admission::serve(
-        cli.admission.clone(),
-        client.clone(),
-        state.clone(),
-        cli.run.lease_namespace.clone(),
-        cli.run.namespaces(),
+    // Both servers run on every replica, leader or not. One that fails stops the whole
+    // process rather than leaving the controller running without its webhook.
+    let webhook = stop_all_on_failure(
+        "admission webhook",
+        webhook::serve(
+            cli.webhook.clone(),
+            WebhookContext::over_caches(
+                client.clone(),
+                &state,
+                cli.run.lease_namespace.clone(),
+                shutdown.clone(),
+            ),
+        ),
+        shutdown.clone(),
+    );
+    let control_plane = stop_all_on_failure(
+        "control plane",
+        control_plane::serve(
+            cli.control_plane.clone(),
+            ControlPlaneContext {
+                client: client.clone(),
+                operator_namespace: cli.run.lease_namespace.clone(),
+                watched_namespaces: cli.run.namespaces(),
+                shutdown: shutdown.clone(),
+            },
+        ),
         shutdown.clone(),
     );
 
@@ -127,15 +148,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         reporter,
         shutdown.clone(),
     );
-    let (admin_result, (), admission_result) = tokio::join!(admin, controller, admission);
+    let (admin_result, (), webhook_result, control_plane_result) =
+        tokio::join!(admin, controller, webhook, control_plane);
     shutdown.cancel();
     if let Some(election) = election {
         let _ = election.await;
     }
     admin_result.context("admin server failed")?;
-    admission_result.context("admission endpoint failed")?;
+    webhook_result.context("admission webhook failed")?;
+    control_plane_result.context("control plane failed")?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Runs `server`; when it fails, logs it and cancels `shutdown`, so the whole operator stops.
+async fn stop_all_on_failure(
+    name: &str,
+    server: impl std::future::Future<Output = anyhow::Result<()>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let result = server.await;
+    if let Err(err) = &result {
+        tracing::error!(error = %err, server = name, "server failed; shutting down");
+        shutdown.cancel();
+    }
+    result
 }
 
 async fn shutdown_on_signal(shutdown: CancellationToken) {

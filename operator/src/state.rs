@@ -1,6 +1,6 @@
 //! State shared by the controller and the HTTP servers of one operator process.
 //!
-//! The admission endpoint (src/admission/, issue 8) gets a [`State`] too: it looks instances up
+//! The webhook ([`crate::webhook`]) gets a [`State`] too: it looks instances up
 //! in [`State::instances`] (the controller's own watch cache, on every replica, leader or not)
 //! and registers its metrics in the same Prometheus registry before the registry is frozen.
 

@@ -16,11 +16,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tower::ServiceExt;
 use vibe_identity::{Keypair, TokenIssuer, TokenKind, TokenSpec, TokenVerifier, signed};
-use vibe_operator::admission::api::ratelimit::RateLimiter;
-use vibe_operator::admission::api::tokens::Tokens;
-use vibe_operator::admission::api::{self, ControlPlane, RegistrationPolicy};
-use vibe_operator::admission::registry::records::ClaimPurpose;
-use vibe_operator::admission::registry::{Registry, RegistrySettings};
+use vibe_operator::control_plane::api::ratelimit::RateLimiter;
+use vibe_operator::control_plane::api::tokens::Tokens;
+use vibe_operator::control_plane::api::{self, ControlPlane, RegistrationPolicy};
+use vibe_operator::control_plane::registry::records::ClaimPurpose;
+use vibe_operator::control_plane::registry::{Registry, RegistrySettings};
 use vibe_operator::crd::DeletionPolicy;
 
 const URL: &str = "https://cp.example.org";

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use tower::ServiceExt;
 use vibe_identity::{Keypair, signed};
 use vibe_operator::VibeInstance;
-use vibe_operator::admission::api::ratelimit::RateLimiter;
-use vibe_operator::admission::api::tokens::Tokens;
-use vibe_operator::admission::api::{self, ControlPlane, RegistrationPolicy};
-use vibe_operator::admission::registry::{Registry, RegistrySettings};
+use vibe_operator::control_plane::api::ratelimit::RateLimiter;
+use vibe_operator::control_plane::api::tokens::Tokens;
+use vibe_operator::control_plane::api::{self, ControlPlane, RegistrationPolicy};
+use vibe_operator::control_plane::registry::{Registry, RegistrySettings};
 use vibe_operator::crd::DeletionPolicy;
 
 async fn call(

@@ -10,10 +10,10 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vibe_operator::admission::tls::ca_bundle::{BundleOutcome, ensure_ca_bundle};
-use vibe_operator::admission::tls::certs::{self, CertPolicy, Plan};
-use vibe_operator::admission::tls::resolver::{ReloadingResolver, server_config};
-use vibe_operator::admission::tls::{CertManager, CertSettings, secret};
+use vibe_operator::webhook::tls::ca_bundle::{BundleOutcome, ensure_ca_bundle};
+use vibe_operator::webhook::tls::certs::{self, CertPolicy, Plan};
+use vibe_operator::webhook::tls::resolver::{ReloadingResolver, server_config};
+use vibe_operator::webhook::tls::{CertManager, CertSettings, secret};
 
 fn names() -> Vec<String> {
     certs::service_dns_names("vibe-operator-webhook", "vibe-system")
@@ -88,12 +88,12 @@ fn generation_and_renewal_decisions() {
 async fn serve(resolver: Arc<ReloadingResolver>) -> std::net::SocketAddr {
     let config = axum_server::tls_rustls::RustlsConfig::from_config(server_config(resolver));
     let handle = axum_server::Handle::new();
-    let state = vibe_operator::admission::webhook::WebhookState::new(
-        Arc::new(vibe_operator::admission::webhook::hosts::StaticHosts::default()),
+    let state = vibe_operator::webhook::WebhookState::new(
+        Arc::new(vibe_operator::webhook::hosts::StaticHosts::default()),
         "vibe.example.org",
         Default::default(),
     );
-    let app = vibe_operator::admission::webhook::router(state);
+    let app = vibe_operator::webhook::router(state);
     let server = axum_server::bind_rustls(
         "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(),
         config,

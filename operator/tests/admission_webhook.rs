@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tower::ServiceExt;
-use vibe_operator::admission::webhook::hosts::StaticHosts;
-use vibe_operator::admission::webhook::rules::ImageAllowList;
-use vibe_operator::admission::webhook::{VALIDATE_PATH, WebhookState, router};
+use vibe_operator::webhook::hosts::StaticHosts;
+use vibe_operator::webhook::rules::ImageAllowList;
+use vibe_operator::webhook::{VALIDATE_PATH, WebhookState, router};
 
 const DID: &str = "did:vibe:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp";
 const OTHER_DID: &str = "did:vibe:z6MkjchhfUsD6mmvni8mCdXHw216Xrm9bQe2mBH1P5RDjVJG";

@@ -1,7 +1,7 @@
 //! JSON shapes of the control plane API (field names as the original's).
 
-use crate::admission::registry::records::IdentityRecord;
-use crate::admission::registry::status::{self, InstanceStatus};
+use crate::control_plane::registry::records::IdentityRecord;
+use crate::control_plane::registry::status::{self, InstanceStatus};
 use crate::crd::VibeInstance;
 use serde::Serialize;
 use vibe_identity::IssuedToken;

@@ -7,6 +7,8 @@
 pub mod hosts;
 pub mod quantity;
 pub mod rules;
+pub mod server;
+pub mod tls;
 
 use crate::crd::VibeInstance;
 use axum::extract::{DefaultBodyLimit, State};

@@ -6,8 +6,8 @@
 use super::error::ApiError;
 use super::model::IdentityView;
 use super::{ApiJson, ControlPlane};
-use crate::admission::registry::records::{ClaimPurpose, IdentityRecord, InstanceRef};
-use crate::admission::registry::{ClaimProblem, check_claim};
+use crate::control_plane::registry::records::{ClaimPurpose, IdentityRecord, InstanceRef};
+use crate::control_plane::registry::{ClaimProblem, check_claim};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -4,7 +4,7 @@
 
 use super::error::ApiError;
 use super::model::TokenDetails;
-use crate::admission::registry::Registry;
+use crate::control_plane::registry::Registry;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{Duration, Utc};

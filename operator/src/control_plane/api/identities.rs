@@ -11,8 +11,8 @@ use super::model::IdentityView;
 use super::signed::{self, SignedMessages};
 use super::tokens::Caller;
 use super::{ApiJson, ControlPlane};
-use crate::admission::registry::records::{ClaimPurpose, IdentityRecord};
-use crate::admission::registry::{ClaimProblem, check_claim};
+use crate::control_plane::registry::records::{ClaimPurpose, IdentityRecord};
+use crate::control_plane::registry::{ClaimProblem, check_claim};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -100,7 +100,7 @@ pub async fn list(
         .list_identities(limit, query.continue_token.as_deref())
         .await
         .map_err(|err| match &err {
-            crate::admission::registry::RegistryError::Kube(kube::Error::Api(s))
+            crate::control_plane::registry::RegistryError::Kube(kube::Error::Api(s))
                 if s.code == 410 =>
             {
                 ApiError::bad_request("The continue token has expired; start the listing again.")
