@@ -225,3 +225,38 @@ async fn only_the_owner_manages_devices() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} {body}");
     }
 }
+
+/// A device name is what the OpenAPI document says: 1 to 256 characters (not bytes) with
+/// at least one that is not white space. Schemathesis' stateful run sent `"\n"`, which the
+/// document allowed and the server refused.
+#[tokio::test]
+async fn device_names_are_bounded_as_documented() {
+    let instance = TestInstance::start().await;
+    let owner = instance.owner_token().await;
+    let doc: Value = serde_json::from_str(vibe_dataplane::openapi::OPENAPI_JSON).unwrap();
+    let name = &doc["components"]["schemas"]["DeviceRegistration"]["properties"]["name"];
+    assert_eq!(name["minLength"], 1);
+    assert_eq!(name["maxLength"], 256);
+    // Some character outside Rust's `char::is_whitespace` (Unicode White_Space).
+    assert_eq!(
+        name["pattern"],
+        "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    );
+
+    // 256 two-byte characters; a name around white space; U+FEFF is not white space.
+    let long = "é".repeat(256);
+    for ok in [long.as_str(), " a\n", "\u{feff}", "\u{1}"] {
+        let (status, device) = register(&instance, &owner, json!({ "name": ok })).await;
+        assert_eq!(status, StatusCode::CREATED, "{ok:?}: {device}");
+        assert_eq!(device["name"], ok);
+    }
+    let too_long = "a".repeat(257);
+    for bad in ["\n", " ", "\t\u{3000}\u{85}\u{a0}", too_long.as_str()] {
+        let (status, err) = register(&instance, &owner, json!({ "name": bad })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {err}");
+        assert_eq!(
+            err["details"], "'name' is required and must be 1 to 256 characters, not only spaces.",
+            "{bad:?}"
+        );
+    }
+}

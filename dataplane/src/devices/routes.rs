@@ -18,6 +18,8 @@ use crate::state::AppState;
 
 /// Most scopes one device may hold.
 const MAX_SCOPES: usize = 64;
+/// Longest device name, in characters (as the OpenAPI document's `maxLength` counts).
+const MAX_NAME_CHARS: usize = 256;
 
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -65,11 +67,14 @@ fn parse_registration(body: &Value) -> ApiResult<Registration> {
         return Err(ApiError::Validation(format!("Unknown field '{key}'.")));
     }
     let name = match object.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => s.clone(),
+        // Not only white space (as the document's pattern says, with Rust's `trim`).
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_NAME_CHARS => {
+            s.clone()
+        }
         _ => {
-            return Err(ApiError::Validation(
-                "'name' is required and must be a non-empty string of at most 256 bytes.".into(),
-            ));
+            return Err(ApiError::Validation(format!(
+                "'name' is required and must be 1 to {MAX_NAME_CHARS} characters, not only spaces."
+            )));
         }
     };
     let app_id = match object.get("appId") {
