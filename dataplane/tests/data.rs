@@ -1224,3 +1224,57 @@ async fn every_database_carries_the_configured_prefix() {
         .expect("request");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// An app's name, description and picture URL are bounded as the OpenAPI document says: a
+/// name is 1 to 256 characters (not bytes) with one that is not white space, the others at
+/// most 2048 characters.
+#[tokio::test]
+async fn app_texts_are_bounded_as_documented() {
+    let t = TestInstance::start().await;
+    let token = t.owner_token().await;
+    let doc: Value = serde_json::from_str(vibe_dataplane::openapi::OPENAPI_JSON).unwrap();
+    let fields = &doc["components"]["schemas"]["AppUpsert"]["properties"];
+    assert_eq!(fields["name"]["maxLength"], 256);
+    assert_eq!(
+        fields["name"]["pattern"],
+        "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    );
+    assert_eq!(fields["description"]["maxLength"], 2048);
+    assert_eq!(fields["pictureUrl"]["maxLength"], 2048);
+    let upsert = |body: Value| t.post("/api/v1/apps/upsert", Some(&token), None, body);
+
+    let name = "é".repeat(256);
+    let description = "é".repeat(2048);
+    let picture = format!("https://x.example/{}", "é".repeat(2048 - 18));
+    let (s, b) = upsert(
+        json!({"appId": APP, "name": name, "description": description,
+        "pictureUrl": picture, "permissions": []}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = upsert(json!({"appId": APP, "name": "\u{feff}", "permissions": []})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    let too_long = "a".repeat(257);
+    for bad in ["\n", " ", "\t\u{3000}\u{85}\u{a0}", too_long.as_str()] {
+        let (s, b) = upsert(json!({"appId": APP, "name": bad, "permissions": []})).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {b}");
+        assert_eq!(
+            b["details"], "'name' is required and must be 1 to 256 characters, not only spaces.",
+            "{bad:?}"
+        );
+    }
+    let long_text = "a".repeat(2049);
+    let long_url = format!("https://x.example/{}", "a".repeat(2049 - 18));
+    for (key, value) in [("description", long_text), ("pictureUrl", long_url)] {
+        let mut body = json!({"appId": APP, "name": "N", "permissions": []});
+        body[key] = json!(value);
+        let (s, b) = upsert(body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{key}: {b}");
+        assert_eq!(
+            b["details"],
+            format!("'{key}' must be at most 2048 characters."),
+            "{key}"
+        );
+    }
+}

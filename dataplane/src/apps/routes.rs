@@ -27,6 +27,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/apps/{appId}", delete(remove))
 }
 
+/// Longest app name, in characters.
+const MAX_NAME_CHARS: usize = 256;
+/// Longest description or picture URL, in characters.
+const MAX_TEXT_CHARS: usize = 2048;
+
 fn doc_id(app_id: &str) -> String {
     format!("{APP_DOC_PREFIX}{app_id}")
 }
@@ -66,14 +71,21 @@ fn parse_upsert(body: AppUpsert) -> ApiResult<AppRecord> {
             "'appId' is required and must be a non-empty string of at most 512 characters.".into(),
         ));
     }
-    if name.trim().is_empty() || name.len() > 256 {
-        return Err(ApiError::Validation(
-            "'name' is required and must be a non-empty string.".into(),
-        ));
+    // Lengths in characters, as the OpenAPI document's `maxLength` counts them; a name has
+    // to have one that is not white space (the document's pattern, with Rust's `trim`).
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::Validation(format!(
+            "'name' is required and must be 1 to {MAX_NAME_CHARS} characters, not only spaces."
+        )));
     }
     for (key, value) in [("description", &description), ("pictureUrl", &picture_url)] {
-        if value.as_ref().is_some_and(|v| v.len() > 2048) {
-            return Err(ApiError::Validation(format!("'{key}' must be a string.")));
+        if value
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > MAX_TEXT_CHARS)
+        {
+            return Err(ApiError::Validation(format!(
+                "'{key}' must be at most {MAX_TEXT_CHARS} characters."
+            )));
         }
     }
     if picture_url
