@@ -119,17 +119,74 @@ impl Log {
         self.all().iter().map(Recorded::line).collect()
     }
 
-    /// Requests that change something (everything but GET).
-    pub fn writes(&self) -> Vec<Recorded> {
-        self.all()
-            .into_iter()
-            .filter(|r| r.method != "GET")
-            .collect()
-    }
-
     /// Forgets what was recorded.
     pub fn clear(&self) {
         self.0.lock().unwrap().clear();
+    }
+
+    /// The one request whose [`Recorded::line`] is `line` (panics, listing what was received,
+    /// when there is none or more than one): assertions name the request they look at rather
+    /// than its position, so reordering two independent writes breaks no test.
+    pub fn request(&self, line: &str) -> Recorded {
+        let matching: Vec<Recorded> = self
+            .all()
+            .into_iter()
+            .filter(|r| r.line() == line)
+            .collect();
+        match matching.as_slice() {
+            [one] => one.clone(),
+            found => panic!(
+                "expected exactly one `{line}`, found {}: {:?}",
+                found.len(),
+                self.lines()
+            ),
+        }
+    }
+
+    /// The Secret created (POST) under `name`.
+    pub fn created_secret(&self, name: &str) -> Recorded {
+        let matching: Vec<Recorded> = self
+            .all()
+            .into_iter()
+            .filter(|r| {
+                r.method == "POST"
+                    && r.uri.contains("/secrets")
+                    && r.body["metadata"]["name"] == name
+            })
+            .collect();
+        match matching.as_slice() {
+            [one] => one.clone(),
+            found => panic!(
+                "expected one create of Secret {name}, found {}: {:?}",
+                found.len(),
+                self.lines()
+            ),
+        }
+    }
+
+    /// Where the first request with this `line` is in the log (panics when absent); for the
+    /// orderings that matter, e.g. [`assert_before`].
+    pub fn position(&self, line: &str) -> usize {
+        let lines = self.lines();
+        lines
+            .iter()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("no `{line}` in {lines:?}"))
+    }
+
+    /// Asserts that every request with line `earlier` came before the first with `later`:
+    /// the orderings the controller guarantees on purpose (a Secret before the workload
+    /// that mounts it, children before the status that reports them).
+    pub fn assert_before(&self, earlier: &str, later: &str) {
+        let lines = self.lines();
+        let last_earlier = lines
+            .iter()
+            .rposition(|l| l == earlier)
+            .unwrap_or_else(|| panic!("no `{earlier}` in {lines:?}"));
+        assert!(
+            last_earlier < self.position(later),
+            "`{earlier}` must come before `{later}`: {lines:?}"
+        );
     }
 }
 

@@ -12,6 +12,7 @@ pub mod drift;
 pub mod readiness;
 pub mod status;
 pub mod verified;
+pub mod written;
 
 use crate::bucket::BucketClient;
 use crate::config::OperatorConfig;
@@ -64,16 +65,9 @@ pub struct Context {
     /// Buckets checked recently (skipped until the next resync).
     pub verified_buckets: verified::VerifiedBuckets,
     failures: Mutex<HashMap<String, u32>>,
-    /// Secrets this replica created that the cache may not hold yet, by `namespace/name`,
-    /// with when they were created ([`WRITTEN_SECRET_MEMORY`]).
-    written_secrets: Mutex<HashMap<String, (Secret, std::time::Instant)>>,
+    /// Children this replica wrote that the caches may not hold yet.
+    written: written::Written,
 }
-
-/// How long a Secret this replica created stands in for the cache's copy while the cache has
-/// not seen it: a reconcile that follows its own create within the watch's lag must not
-/// create it again (a 409 and a GET per Secret), and one deleted meanwhile is created again
-/// after this long at the latest.
-const WRITTEN_SECRET_MEMORY: Duration = Duration::from_secs(30);
 
 impl Context {
     /// Builds a context.
@@ -96,7 +90,7 @@ impl Context {
             metrics,
             leadership,
             failures: Mutex::default(),
-            written_secrets: Mutex::default(),
+            written: written::Written::default(),
         }
     }
 
@@ -111,26 +105,38 @@ impl Context {
         self.failures.lock().expect("failure map lock").remove(key);
     }
 
-    /// A Secret from the cache, or one this replica created that the cache has not seen yet.
-    fn cached_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
+    /// A Secret from the cache, or as this replica wrote it when the cache has not seen it
+    /// yet ([`written`]).
+    fn cached_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        recall: &written::Recall,
+    ) -> Result<Option<Secret>> {
         let cached = cache::object(&self.caches.secrets, namespace, name)?;
-        let key = format!("{namespace}/{name}");
-        let mut written = self.written_secrets.lock().expect("written secrets lock");
-        written.retain(|_, (_, at)| at.elapsed() < WRITTEN_SECRET_MEMORY);
-        if cached.is_some() {
-            written.remove(&key);
-            return Ok(cached);
+        let recalled = self
+            .written
+            .recall("Secret", namespace, name, cached.is_some(), recall);
+        match (cached, recalled) {
+            (Some(cached), _) => Ok(Some(cached)),
+            (None, Some(value)) => Ok(Some(serde_json::from_value(value)?)),
+            (None, None) => Ok(None),
         }
-        Ok(written.get(&key).map(|(secret, _)| secret.clone()))
     }
 
-    /// Remembers a Secret the API server just answered for until the cache holds it.
-    fn remember_written_secret(&self, namespace: &str, secret: &Secret) {
-        let key = format!("{namespace}/{}", secret.name_any());
-        self.written_secrets
-            .lock()
-            .expect("written secrets lock")
-            .insert(key, (secret.clone(), std::time::Instant::now()));
+    /// Remembers a child the API server just answered a write of ([`written`]).
+    fn remember_written<K: Resource<DynamicType = ()> + Serialize>(
+        &self,
+        namespace: &str,
+        object: &K,
+    ) -> Result<()> {
+        self.written.remember(
+            &K::kind(&()),
+            namespace,
+            &object.name_any(),
+            serde_json::to_value(object)?,
+        );
+        Ok(())
     }
 
     /// [`BucketClient::ensure`], unless the bucket was found in order within the resync
@@ -264,11 +270,12 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
     }
 
     let caches = &ctx.caches;
+    let recall = written::Recall::default();
     let existing = ExistingSecrets {
-        couchdb_auth: ctx.cached_secret(&ns, &names.couchdb_secret)?,
-        token_key: ctx.cached_secret(&ns, &names.token_key_secret)?,
+        couchdb_auth: ctx.cached_secret(&ns, &names.couchdb_secret, &recall)?,
+        token_key: ctx.cached_secret(&ns, &names.token_key_secret, &recall)?,
         claim: match instance.owner_did() {
-            None => ctx.cached_secret(&ns, &names.claim_secret)?,
+            None => ctx.cached_secret(&ns, &names.claim_secret, &recall)?,
             Some(_) => None,
         },
         couchdb_volume_templates: None,
@@ -293,45 +300,38 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
                 // One the API server answered (just now, or in an earlier reconcile the
                 // cache has not caught up with) is compared with that answer, not applied
                 // again for want of a cached copy.
-                let name = s.name_any();
-                let answered = match from_api.get(&name) {
-                    Some(live) => Some(live.clone()),
-                    None if cache::object(&caches.secrets, &ns, &name)?.is_none() => ctx
-                        .cached_secret(&ns, &name)?
-                        .map(serde_json::to_value)
-                        .transpose()?,
-                    None => None,
-                };
-                match answered {
-                    Some(live) if drift::is_subset(&serde_json::to_value(&s)?, &live) => {}
-                    _ => {
-                        if let Some(applied) = apply_child(ctx, &ns, &caches.secrets, s).await? {
-                            ctx.remember_written_secret(&ns, &applied);
-                        }
-                    }
+                match from_api.get(&s.name_any()) {
+                    Some(live) if drift::is_subset(&serde_json::to_value(&s)?, live) => {}
+                    _ => drop(apply_child(ctx, &ns, &caches.secrets, s, &recall).await?),
                 }
             }
-            Child::ConfigMap(o) => drop(apply_child(ctx, &ns, &caches.config_maps, o).await?),
-            Child::Service(o) => drop(apply_child(ctx, &ns, &caches.services, o).await?),
+            Child::ConfigMap(o) => {
+                drop(apply_child(ctx, &ns, &caches.config_maps, o, &recall).await?)
+            }
+            Child::Service(o) => drop(apply_child(ctx, &ns, &caches.services, o, &recall).await?),
             Child::StatefulSet(o) => {
-                if let Some(applied) = apply_child(ctx, &ns, &caches.stateful_sets, o).await? {
-                    seen.stateful_set = Some(applied);
+                if let Some(fresher) =
+                    apply_child(ctx, &ns, &caches.stateful_sets, o, &recall).await?
+                {
+                    seen.stateful_set = Some(fresher);
                 }
             }
             Child::Deployment(o) => {
-                if let Some(applied) = apply_child(ctx, &ns, &caches.deployments, o).await? {
-                    seen.deployment = Some(applied);
+                if let Some(fresher) =
+                    apply_child(ctx, &ns, &caches.deployments, o, &recall).await?
+                {
+                    seen.deployment = Some(fresher);
                 }
             }
             Child::Ingress(o) => {
-                if let Some(applied) = apply_child(ctx, &ns, &caches.ingresses, o).await? {
-                    seen.ingress = Some(applied);
+                if let Some(fresher) = apply_child(ctx, &ns, &caches.ingresses, o, &recall).await? {
+                    seen.ingress = Some(fresher);
                 }
             }
             Child::NetworkPolicy(o) => {
-                drop(apply_child(ctx, &ns, &caches.network_policies, o).await?)
+                drop(apply_child(ctx, &ns, &caches.network_policies, o, &recall).await?)
             }
-            Child::CronJob(o) => drop(apply_child(ctx, &ns, &caches.cron_jobs, *o).await?),
+            Child::CronJob(o) => drop(apply_child(ctx, &ns, &caches.cron_jobs, *o, &recall).await?),
         }
     }
     backup::remove_stale_cron_job(ctx, &inputs).await?;
@@ -363,12 +363,18 @@ async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Action> {
     let ready = new_status.phase == Some(crate::crd::Phase::Ready);
     write_status(instance, new_status, ctx).await?;
     bucket?;
-    Ok(Action::requeue(if ready || instance.spec.suspend {
+    let mut requeue = if ready || instance.spec.suspend {
         ctx.config.resync_period
     } else {
         // Children report progress through the watches; this is only a safety net.
         ctx.config.resync_period.min(Duration::from_secs(60))
-    }))
+    };
+    if recall.used() {
+        // Leaned on what this replica wrote instead of the cache: look again once that
+        // memory has lapsed, in case a child was deleted before the cache saw it.
+        requeue = requeue.min(written::MEMORY);
+    }
+    Ok(Action::requeue(requeue))
 }
 
 /// Creates the generated Secrets (CouchDB credentials, token key, claim code) that the child
@@ -426,7 +432,7 @@ async fn create_missing_secrets(
             Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await?,
             Err(e) => return Err(e.into()),
         };
-        ctx.remember_written_secret(&inputs.namespace(), &live);
+        ctx.remember_written(&inputs.namespace(), &live)?;
         let slot = if name == names.couchdb_secret {
             &mut existing.couchdb_auth
         } else if name == names.token_key_secret {
@@ -440,13 +446,16 @@ async fn create_missing_secrets(
     Ok(from_api)
 }
 
-/// Server-side applies `obj` unless the cached live object already matches it. Returns the
-/// applied object when a request was made.
+/// Server-side applies `obj` unless the live object — from the cache, or as this replica last
+/// wrote it while the cache has not caught up ([`written`]) — already matches it. Returns the
+/// freshest copy the cache does not have: the applied object when a request was made, or the
+/// recalled one.
 async fn apply_child<K>(
     ctx: &Context,
     namespace: &str,
     store: &Store<Cached<K>>,
     obj: K,
+    recall: &written::Recall,
 ) -> Result<Option<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -457,10 +466,17 @@ where
         + 'static,
 {
     let name = obj.name_any();
-    if let Some(live) = cache::get(store, namespace, &name)
-        && drift::is_subset(&serde_json::to_value(&obj)?, &live.value()?)
-    {
-        return Ok(None);
+    let desired = serde_json::to_value(&obj)?;
+    let cached = cache::get(store, namespace, &name);
+    let recalled = ctx
+        .written
+        .recall(&K::kind(&()), namespace, &name, cached.is_some(), recall);
+    match (cached, recalled) {
+        (Some(live), _) if drift::is_subset(&desired, &live.value()?) => return Ok(None),
+        (None, Some(written)) if drift::is_subset(&desired, &written) => {
+            return Ok(Some(serde_json::from_value(written)?));
+        }
+        _ => {}
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let applied = api
@@ -472,6 +488,7 @@ where
         .await?;
     ctx.metrics.write("apply");
     info!(kind = %K::kind(&()), child = %name, "applied");
+    ctx.remember_written(namespace, &applied)?;
     Ok(Some(applied))
 }
 

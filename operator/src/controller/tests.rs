@@ -99,22 +99,22 @@ async fn first_reconcile_creates_every_child_with_ssa_and_reports_progress() {
     let lines = log.lines();
     // The generated Secrets the caches do not hold are created: one request each, and a create
     // cannot overwrite one that exists after all (see the 409 test below).
-    assert_eq!(
-        lines[..3],
-        ["POST /api/v1/namespaces/tenants/secrets"; 3],
-        "{lines:?}"
-    );
-    let all = log.all();
-    for (r, name) in all[..3].iter().zip(SECRET_CREATES) {
-        assert_eq!(r.body["metadata"]["name"], name);
+    for name in SECRET_CREATES {
+        let r = log.created_secret(name);
         assert!(r.uri.contains("fieldManager=vibe-operator"), "{}", r.uri);
-        assert_eq!(
-            r.body["metadata"]["ownerReferences"][0]["uid"],
-            "0f6b1c7e-alice"
-        );
     }
-    assert_eq!(lines[3..12], CHILD_APPLIES);
-    for r in &all[3..12] {
+    // Every other child is server-side applied once, in whatever order.
+    let mut applies: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("PATCH") && !l.ends_with("/status"))
+        .map(String::as_str)
+        .collect();
+    applies.sort_unstable();
+    let mut expected = CHILD_APPLIES.to_vec();
+    expected.sort_unstable();
+    assert_eq!(applies, expected, "{lines:?}");
+    for line in CHILD_APPLIES {
+        let r = log.request(line);
         assert!(
             r.uri.contains("fieldManager=vibe-operator") && r.uri.contains("force=true"),
             "{}",
@@ -125,7 +125,7 @@ async fn first_reconcile_creates_every_child_with_ssa_and_reports_progress() {
             Some("application/apply-patch+yaml")
         );
     }
-    for r in &all[..12] {
+    for r in log.all().iter().filter(|r| !r.line().ends_with("/status")) {
         let owner = &r.body["metadata"]["ownerReferences"][0];
         assert_eq!(owner["kind"], "VibeInstance");
         assert_eq!(owner["uid"], "0f6b1c7e-alice");
@@ -135,10 +135,14 @@ async fn first_reconcile_creates_every_child_with_ssa_and_reports_progress() {
             "vibe-operator"
         );
     }
-    assert_eq!(
-        lines[12],
-        "PATCH /apis/cloud.vibeapp.dev/v1alpha1/namespaces/tenants/vibeinstances/alice/status"
-    );
+    // The orderings that matter: the Secrets exist before the workloads that mount them, and
+    // the status reports what was written (it comes last). Nothing else is sent.
+    const SECRET_POST: &str = "POST /api/v1/namespaces/tenants/secrets";
+    const STATUS: &str =
+        "PATCH /apis/cloud.vibeapp.dev/v1alpha1/namespaces/tenants/vibeinstances/alice/status";
+    log.assert_before(SECRET_POST, CHILD_APPLIES[3]);
+    log.assert_before(SECRET_POST, CHILD_APPLIES[5]);
+    assert_eq!(lines.last().map(String::as_str), Some(STATUS), "{lines:?}");
     assert_eq!(lines.len(), 13, "{lines:?}");
 
     let status = last_status(&log).unwrap();
@@ -152,7 +156,7 @@ async fn first_reconcile_creates_every_child_with_ssa_and_reports_progress() {
     assert_eq!(condition(&status, types::CLAIMED).reason, "AwaitingClaim");
     // The claim code hash published for the admission endpoint matches the Secret.
     let claim_secret: k8s_openapi::api::core::v1::Secret =
-        serde_json::from_value(log.all()[2].body.clone()).unwrap();
+        serde_json::from_value(log.created_secret("alice-claim").body).unwrap();
     let code = secret_value(&claim_secret, CLAIM_CODE_KEY).unwrap();
     assert_eq!(
         status.claim_code_hash,
@@ -303,22 +307,20 @@ async fn drifted_and_deleted_children_are_restored_and_nothing_else_is_touched()
 
     run(&instance, &ctx).await.unwrap();
     let lines = log.lines();
-    assert_eq!(
-        lines[..2],
-        [
-            "PATCH /apis/apps/v1/namespaces/tenants/deployments/alice-dataplane",
-            "PATCH /apis/networking.k8s.io/v1/namespaces/tenants/networkpolicies/alice-couchdb",
-        ]
-    );
-    // The re-applied Deployment rolls out again (the response carries no ready status), which
-    // the status reports truthfully; no other child is touched.
+    const DEPLOYMENT: &str = "PATCH /apis/apps/v1/namespaces/tenants/deployments/alice-dataplane";
+    const POLICY: &str =
+        "PATCH /apis/networking.k8s.io/v1/namespaces/tenants/networkpolicies/alice-couchdb";
+    // The two children are restored; the re-applied Deployment rolls out again (the response
+    // carries no ready status), which the status reports truthfully; no other child is touched.
     assert!(
-        lines[2..]
-            .iter()
-            .all(|l| l.ends_with("/vibeinstances/alice/status") || l.contains("/events")),
+        lines.iter().all(|l| l == DEPLOYMENT
+            || l == POLICY
+            || l.ends_with("/vibeinstances/alice/status")
+            || l.contains("/events")),
         "{lines:?}"
     );
-    let restored: Deployment = serde_json::from_value(log.all()[0].body.clone()).unwrap();
+    log.request(POLICY);
+    let restored: Deployment = serde_json::from_value(log.request(DEPLOYMENT).body).unwrap();
     let image = restored.spec.unwrap().template.spec.unwrap().containers[0]
         .image
         .clone()
@@ -336,22 +338,15 @@ async fn suspend_scales_to_zero_and_reports_suspended() {
     let mut instance = instance.suspended();
     instance.metadata.generation = Some(2);
     run(&instance, &ctx).await.unwrap();
-    let writes = log.writes();
-    let lines: Vec<String> = writes.iter().map(Recorded::line).collect();
-    assert_eq!(
-        lines[0],
-        "PATCH /apis/apps/v1/namespaces/tenants/statefulsets/alice-couchdb"
-    );
-    assert_eq!(writes[0].body["spec"]["replicas"], 0);
-    assert_eq!(
-        lines[1],
-        "PATCH /apis/apps/v1/namespaces/tenants/deployments/alice-dataplane"
-    );
-    assert_eq!(writes[1].body["spec"]["replicas"], 0);
-    assert_eq!(
-        lines[2],
-        "PATCH /apis/cloud.vibeapp.dev/v1alpha1/namespaces/tenants/vibeinstances/alice/status"
-    );
+    const STATEFUL_SET: &str = "PATCH /apis/apps/v1/namespaces/tenants/statefulsets/alice-couchdb";
+    const DEPLOYMENT: &str = "PATCH /apis/apps/v1/namespaces/tenants/deployments/alice-dataplane";
+    const STATUS: &str =
+        "PATCH /apis/cloud.vibeapp.dev/v1alpha1/namespaces/tenants/vibeinstances/alice/status";
+    assert_eq!(log.request(STATEFUL_SET).body["spec"]["replicas"], 0);
+    assert_eq!(log.request(DEPLOYMENT).body["spec"]["replicas"], 0);
+    // Both scaled down before the status says Suspended.
+    log.assert_before(STATEFUL_SET, STATUS);
+    log.assert_before(DEPLOYMENT, STATUS);
     let status = last_status(&log).unwrap();
     assert_eq!(status.phase, Some(Phase::Suspended));
     assert_eq!(status.observed_generation, Some(2));
@@ -382,7 +377,11 @@ async fn pause_annotation_stops_child_writes_and_shows_a_condition() {
     let status = last_status(&log).unwrap();
     assert_eq!(status.phase, Some(Phase::Paused));
     assert_eq!(condition(&status, types::RECONCILE_PAUSED).status, "True");
-    assert_eq!(log.all()[1].body["type"], "Warning");
+    assert_eq!(
+        log.request("POST /apis/events.k8s.io/v1/namespaces/tenants/events")
+            .body["type"],
+        "Warning"
+    );
     // Paused again: nothing changes, nothing is written.
     let mut instance = instance;
     instance.status = Some(status);
@@ -649,13 +648,9 @@ async fn claiming_rolls_the_data_plane_and_spends_the_claim_code() {
     let mut instance = instance.owned();
     instance.metadata.generation = Some(2);
     run(&instance, &ctx).await.unwrap();
-    let writes = log.writes();
-    let lines: Vec<String> = writes.iter().map(Recorded::line).collect();
-    assert_eq!(
-        lines[0],
-        "PATCH /apis/apps/v1/namespaces/tenants/deployments/alice-dataplane"
-    );
-    let env = writes[0].body["spec"]["template"]["spec"]["containers"][0]["env"]
+    const DEPLOYMENT: &str = "PATCH /apis/apps/v1/namespaces/tenants/deployments/alice-dataplane";
+    const SPEND_CODE: &str = "DELETE /api/v1/namespaces/tenants/secrets/alice-claim";
+    let env = log.request(DEPLOYMENT).body["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
         .unwrap()
         .clone();
@@ -664,10 +659,8 @@ async fn claiming_rolls_the_data_plane_and_spends_the_claim_code() {
             .any(|e| e["name"] == "TARGET_USER_DID" && e["value"] == OWNER_DID)
     );
     assert!(!env.iter().any(|e| e["name"] == "VIBE_CLAIM_CODE"));
-    assert_eq!(
-        lines[1],
-        "DELETE /api/v1/namespaces/tenants/secrets/alice-claim"
-    );
+    // The code is spent only once the data plane no longer reads it.
+    log.assert_before(DEPLOYMENT, SPEND_CODE);
     let status = last_status(&log).unwrap();
     assert_eq!(condition(&status, types::CLAIMED).status, "True");
     assert_eq!(status.owner.as_deref(), Some(OWNER_DID));
