@@ -220,12 +220,19 @@ async fn original_revoked_read_denies_subscribe_and_stops_pushes() {
 
     // Revoke read, keep write (as the original test does, via upsert).
     s.grant(&[("write:notes", "always")]).await;
-    // Beyond the original: the live subscription ends at once.
+    // Beyond the original: the live subscription ends at once, then the socket (issue 19:
+    // a revoked grant closes the app's WebSockets with 4003).
     assert_eq!(
         ws.next().await,
         json!({"status": "revoked", "collection": "notes",
                "reason": "App does not have 'read:notes' permission."})
     );
+    assert_eq!(
+        ws.closed().await,
+        (4003, "Grants revoked; reconnect.".to_string())
+    );
+    // The same token opens a new socket, which is refused what the grant covered.
+    let mut ws = Ws::connect(&s.query_url()).await;
     ws.send(json!({"action": "subscribe", "collection": "notes"}))
         .await;
     assert_eq!(
@@ -245,6 +252,32 @@ async fn original_revoked_read_denies_subscribe_and_stops_pushes() {
     )
     .await;
     ws.silent_for(Duration::from_millis(1000)).await;
+}
+
+/// Issue 19: granting the app more keeps its socket and subscriptions; revoking a grant
+/// closes the socket (4003) even when no subscription used it — a grant added while the
+/// socket was open counts too.
+#[tokio::test]
+async fn a_new_grant_keeps_the_socket_and_a_revoked_one_closes_it() {
+    let s = Setup::new().await;
+    let mut ws = s.socket().await;
+    ws.send(json!({"action": "subscribe", "collection": "notes"}))
+        .await;
+    assert_eq!(ws.next().await["status"], "subscribed");
+    s.grant(&[
+        ("read:notes", "always"),
+        ("write:notes", "always"),
+        ("read:tasks", "always"),
+    ])
+    .await;
+    s.write("notes", json!({"n": 1})).await;
+    assert_eq!(ws.next().await["type"], "update", "still subscribed");
+    s.grant(&[("read:notes", "always"), ("write:notes", "always")])
+        .await;
+    assert_eq!(
+        ws.closed().await,
+        (4003, "Grants revoked; reconnect.".to_string())
+    );
 }
 
 // ---- protocol ----

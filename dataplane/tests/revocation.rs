@@ -584,3 +584,106 @@ async fn revocation_records_past_the_horizon_are_deleted_at_start_up() {
     assert!(t.state.tokens.is_family_revoked("recent-family"));
     assert!(!t.state.tokens.is_family_revoked("expired-family"));
 }
+
+/// Issue 19: revoking any grant of an app (`write:notes` here, which none of its streams
+/// uses) ends all of its open streams as the other revocations do — the WebSocket with
+/// 4003, the continuous sync feed cleanly, the waiting longpoll with 401 — within a second.
+/// The token itself stays good for what is still granted.
+#[tokio::test]
+async fn a_revoked_grant_ends_every_open_stream_of_the_app_within_a_second() {
+    let instance = TestInstance::start().await;
+    let granted = [
+        ("read:notes", "always"),
+        ("write:notes", "always"),
+        ("sync", "always"),
+    ];
+    let victim = Victim::new(&instance, &granted).await;
+    let mut ws = open_socket(&instance, &victim.token).await;
+    let feed = instance
+        .http
+        .get(instance.url("/api/v1/sync/_changes?feed=continuous&since=now"))
+        .bearer_auth(&victim.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), StatusCode::OK);
+    let mut continuous = feed.bytes_stream();
+    let waiting = tokio::spawn(
+        instance
+            .http
+            .get(instance.url("/api/v1/sync/_changes?feed=longpoll&since=now"))
+            .bearer_auth(&victim.token)
+            .timeout(WAIT)
+            .send(),
+    );
+    feeds_open(&instance, 2).await;
+
+    let started = Instant::now();
+    let kept = [("read:notes", "always"), ("sync", "always")];
+    instance.upsert_app(&victim.owner, APP, &kept).await;
+
+    let socket = tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(WAIT, ws.next()).await.expect("closes") {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (
+                        u16::from(frame.code),
+                        frame.reason.to_string(),
+                        Instant::now(),
+                    );
+                }
+                Some(Ok(Message::Text(text))) => panic!("only a close was due: {text}"),
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    });
+    let feed_ended = tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(WAIT, continuous.next()).await {
+                Err(_) => panic!("the continuous feed still runs after {WAIT:?}"),
+                Ok(None) => return Instant::now(),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("the feed broke instead of ending: {e}"),
+            }
+        }
+    });
+    let longpoll = waiting.await.unwrap().expect("the longpoll is answered");
+    let answered = Instant::now();
+    assert_eq!(longpoll.status(), StatusCode::UNAUTHORIZED);
+    let (code, reason, closed) = socket.await.unwrap();
+    assert_eq!(
+        (code, reason.as_str()),
+        (4003, "Grants revoked; reconnect.")
+    );
+    let ended = feed_ended.await.unwrap();
+    let figures = [
+        ("WebSocket", closed - started),
+        ("continuous feed", ended - started),
+        ("longpoll", answered - started),
+    ];
+    eprintln!("a revoked grant ended the app's streams after {figures:?}");
+    for (stream, took) in figures {
+        assert!(
+            took < WITHIN,
+            "{stream} ended {took:?} after the revocation"
+        );
+    }
+
+    // The next request needing the revoked grant is refused; the rest still works, and
+    // new streams open (the token was not revoked, only the grant).
+    let (status, _) = instance
+        .post(
+            "/api/v1/data/write",
+            Some(&victim.token),
+            None,
+            json!({ "collection": "notes", "data": { "n": 1 } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        read(&instance, &victim.token, "notes").await,
+        StatusCode::OK
+    );
+    let _reopened = open_socket(&instance, &victim.token).await;
+}

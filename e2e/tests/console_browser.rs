@@ -1,11 +1,11 @@
 //! The owner console in a real browser (issue 19): the built data plane and `vibe` binary on
 //! pouchdb-server and s3s-fs, and Debian's headless Chromium driven by playwright-core
 //! (`e2e/console/browser.mjs`). The `vibe console` link logs in; revoking an app's grant
-//! in the page makes the app's next request 403 and ends its realtime subscription, and
-//! deleting the app closes its WebSocket; a device is revoked; a document is browsed; a
-//! blob is downloaded and deleted; an export is downloaded; "log out everywhere" ends the
-//! CLI's session too; a used and an expired link are refused; a console session logs out of
-//! itself.
+//! in the page makes the app's next request 403, ends its realtime subscription and closes
+//! its WebSocket (4003), and deleting the app closes its new WebSocket (4001); a device is
+//! revoked; a document is browsed; a blob is downloaded and deleted; an export is
+//! downloaded; "log out everywhere" ends the CLI's session too; a used and an expired link
+//! are refused; a console session logs out of itself.
 //!
 //! Needs `/usr/bin/chromium` (or `CHROMIUM`) and `npm ci` in `e2e/console`. Without them the
 //! test says so and passes, unless `VIBE_REQUIRE_BROWSER=1` (CI sets it), which makes a
@@ -63,15 +63,16 @@ async fn next_text(ws: &mut Socket) -> String {
     }
 }
 
-/// The app's WebSocket, authenticated with its token and subscribed to `notes`.
-async fn app_socket(stack: &Stack, token: &str) -> Socket {
+/// The app's WebSocket, authenticated with its token and subscribed to `collections`.
+async fn app_socket(stack: &Stack, token: &str, collections: &[&str]) -> Socket {
     let (mut ws, _) = tokio_tungstenite::connect_async(stack.instance().websocket_url().as_str())
         .await
         .expect("WebSocket opens");
-    for frame in [
-        json!({ "action": "auth", "token": token, "appId": APP }),
-        json!({ "action": "subscribe", "collection": "notes" }),
-    ] {
+    let auth = json!({ "action": "auth", "token": token, "appId": APP });
+    let subscribe = collections
+        .iter()
+        .map(|c| json!({ "action": "subscribe", "collection": c }));
+    for frame in std::iter::once(auth).chain(subscribe) {
         ws.send(Message::Text(frame.to_string().into()))
             .await
             .unwrap();
@@ -133,7 +134,7 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
         .unwrap();
     let device = owner.register_device(DEVICE_NAME, None, &[]).await.unwrap();
     let app_token = owner.app_token(APP).await.unwrap().access_token;
-    let mut socket = app_socket(&stack, &app_token).await;
+    let mut socket = app_socket(&stack, &app_token, &["notes"]).await;
     assert_eq!(app_read_status(&stack, &app_token).await, 200);
 
     // Console links: one to use, and one that expires before it is tried.
@@ -193,6 +194,14 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
                     notice.contains("\"revoked\"") && notice.contains("notes"),
                     "{notice}"
                 );
+                // Then the socket closes: a revoked grant ends the app's open streams.
+                let end = next_text(&mut socket).await;
+                assert!(
+                    end.starts_with("closed") && end.contains("4003"),
+                    "the socket closed: {end}"
+                );
+                // The token still authenticates a new socket (what deleting the app ends).
+                socket = app_socket(&stack, &app_token, &[]).await;
             }
             "device-revoked" => {
                 let status = reqwest::Client::new()

@@ -6,8 +6,9 @@
 //! device revocation — the revoked credential holds open at once a realtime WebSocket, a
 //! continuous sync `_changes` feed and a waiting longpoll; each must end within one second
 //! of the revoking request: the WebSocket with close code 4001 (a revoked `read:` grant
-//! ends only its subscription, with `"status":"revoked"`), the continuous feed cleanly,
-//! the longpoll answered (401). Devices sync only, so they hold the two feeds.
+//! first ends its subscription, with `"status":"revoked"`, then the socket with 4003), the
+//! continuous feed cleanly, the longpoll answered (401). Devices sync only, so they hold
+//! the two feeds.
 //!
 //! Streams are known to be open before revoking from what the instance says (the
 //! WebSocket's subscribe answer, the feed's response head, and the data plane's

@@ -71,6 +71,15 @@ impl AppRecord {
     pub fn allows(&self, permission: &str) -> bool {
         self.grants.get(permission) == Some(&GrantSetting::Always)
     }
+
+    /// Whether `newer` (a later state of this registration) takes away a permission this
+    /// one allows: a grant revoked (set to `ask` or `never`, or dropped). Granting more
+    /// takes nothing away.
+    pub fn revoked_in(&self, newer: &AppRecord) -> bool {
+        self.grants.iter().any(|(permission, setting)| {
+            *setting == GrantSetting::Always && !newer.allows(permission)
+        })
+    }
 }
 
 /// What changed in the cache (sent to [`GrantsCache::subscribe`]rs).
@@ -242,6 +251,16 @@ mod tests {
         assert!(!app.allows("write:x"));
         assert!(!app.allows("blob:read:x"));
         assert!(!app.allows("read:y"));
+        let mut more = app.clone();
+        more.grants.insert("write:x".into(), GrantSetting::Always);
+        assert!(!app.revoked_in(&more), "granting more revokes nothing");
+        assert!(!app.revoked_in(&app));
+        let mut less = app.clone();
+        less.grants.insert("read:x".into(), GrantSetting::Ask);
+        assert!(app.revoked_in(&less), "always → ask revokes");
+        less.grants.remove("read:x");
+        assert!(app.revoked_in(&less), "a dropped grant is revoked");
+        assert!(!less.revoked_in(&app));
         let cache = GrantsCache::default();
         let mut rx = cache.subscribe();
         cache.put(app);

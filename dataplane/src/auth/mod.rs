@@ -133,6 +133,12 @@ impl Caller {
         }
     }
 
+    /// The registration of the acting app as it stood when the caller was authenticated
+    /// (or [`Caller::refreshed`]).
+    pub fn app(&self) -> Option<&Arc<AppRecord>> {
+        self.app.as_ref()
+    }
+
     /// The token's claims (none for a device).
     pub fn claims(&self) -> Option<&Claims> {
         match &self.credential {
@@ -312,18 +318,39 @@ async fn owner_of_instance(state: &AppState) -> ApiResult<Did> {
         .ok_or_else(|| ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()))
 }
 
+/// Whether the acting app lost a grant between two states of a caller: one it held
+/// `before` is not held `after`, or the app is gone. Granting more is no revocation.
+pub fn grants_revoked(before: Option<&AppRecord>, after: Option<&AppRecord>) -> bool {
+    match (before, after) {
+        (Some(before), Some(after)) => before.revoked_in(after),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// Completes once `caller` may no longer do what a long-lived stream serves it: its
 /// credential expired or was revoked (logout, refresh-token reuse, app registration
-/// deleted or replaced, device revoked), or `still_allowed` fails for the caller with its
-/// current grants. Woken by every revocation and grant change, so it fires within
-/// milliseconds of the revoking request; the per-request check stays the authority.
+/// deleted or replaced, device revoked), its app lost any grant it held while the stream
+/// was open (the owner revoked one: the stream ends as with the other revocations, and
+/// a new request is checked against what is left), or `still_allowed` fails for the
+/// caller with its current grants. Woken by every revocation and grant change, so it
+/// fires within milliseconds of the revoking request; the per-request check stays the
+/// authority.
 pub async fn until_revoked(state: AppState, caller: Caller, still_allowed: fn(&Caller) -> bool) {
     let mut revocations = state.tokens.revocations();
     let mut grants = state.grants.subscribe();
     let expiry = caller.expires_at();
+    // The grants the stream has been served under: those at authentication, then each
+    // later state that took nothing away (a grant added, then revoked, ends it too).
+    let mut held = caller.app.clone();
     loop {
         match caller.refreshed(&state) {
-            Ok(current) if still_allowed(&current) => {}
+            Ok(current)
+                if still_allowed(&current)
+                    && !grants_revoked(held.as_deref(), current.app.as_deref()) =>
+            {
+                held = current.app;
+            }
             _ => return,
         }
         let expired = async {

@@ -22,6 +22,11 @@ use super::seq::Seq;
 
 /// Close code: authentication missing, invalid, revoked or expired.
 pub const CLOSE_AUTH: u16 = 4001;
+/// Close code: the owner revoked one of the app's grants while the socket was open. The
+/// token still works: a new socket authenticates again and may subscribe to what the app
+/// is still granted (a `revoked` status for each subscription the lost grant fed comes
+/// first).
+pub const CLOSE_GRANTS_REVOKED: u16 = 4003;
 /// Close code: the client read too slowly and missed events; reconnect with `since`.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Close code: too many messages per second.

@@ -16,8 +16,9 @@ use tracing::debug;
 use super::event::Event;
 use super::hub::{ChangesHub, FeedReceiver, Lagged};
 use super::protocol::{
-    CLOSE_AUTH, CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_RATE_LIMITED, CLOSE_SLOW_CONSUMER,
-    CLOSE_TOO_BIG, ClientAction, INVALID_MESSAGE, Status, error_text, missing_read,
+    CLOSE_AUTH, CLOSE_GOING_AWAY, CLOSE_GRANTS_REVOKED, CLOSE_IDLE, CLOSE_RATE_LIMITED,
+    CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG, ClientAction, INVALID_MESSAGE, Status, error_text,
+    missing_read,
 };
 use super::replay::{REPLAY_PAGE_ROWS, ReplayFence, replay_page};
 use super::seq::Seq;
@@ -106,6 +107,7 @@ pub async fn serve(mut ws: WebSocket, state: AppState, rt: Arc<Realtime>, pre: O
         bucket: TokenBucket::new(rt.settings.messages_per_sec, rt.settings.message_burst),
         state,
         rt,
+        granted: authed.caller.app().cloned(),
         authed,
         feed: None,
         subs: HashMap::new(),
@@ -212,6 +214,9 @@ struct Session {
     state: AppState,
     rt: Arc<Realtime>,
     authed: Authed,
+    /// The app's registration the socket has been served under: at authentication, then
+    /// each later one that took no grant away. Losing a grant closes the socket (4003).
+    granted: Option<Arc<crate::apps::AppRecord>>,
     /// Checks every pushed or replayed change (the app never changes on this socket).
     gate: ReadGate,
     feed: Option<FeedReceiver>,
@@ -258,6 +263,8 @@ impl Session {
         // One timer for the token's expiry, moved only when a re-authentication changes it
         // (not a new timer per event: each would be inserted into and removed from the
         // runtime's timer wheel, times every socket, for every push).
+        // A grant revoked between authentication and now (the channel was not heard yet).
+        self.check_grants_kept()?;
         let mut expiring = self.authed.expires_at;
         let expiry = tokio::time::sleep_until(expiry_deadline(expiring));
         tokio::pin!(expiry);
@@ -276,7 +283,8 @@ impl Session {
                     Ok(change) if change.app_id != self.authed.app_id => {}
                     Ok(_) | Err(BroadcastStreamRecvError::Lagged(_)) => {
                         self.check_credential()?;
-                        self.recheck_grants(ws).await?
+                        self.recheck_grants(ws).await?;
+                        self.check_grants_kept()?
                     }
                 },
                 _ = &mut expiry => return Err(End::Close(CLOSE_AUTH, "Token expired.")),
@@ -314,6 +322,21 @@ impl Session {
             Ok(_) => Ok(()),
             Err(_) => Err(End::Close(CLOSE_AUTH, "Token expired or revoked.")),
         }
+    }
+
+    /// Close with 4003 when the app lost a grant it held while this socket was open (the
+    /// owner revoked it): the app's open streams end as with any revocation, and what it
+    /// does next is checked against the grants left. Granting more keeps the socket.
+    fn check_grants_kept(&mut self) -> Result<(), End> {
+        let current = self.state.grants.get(&self.authed.app_id);
+        if crate::auth::grants_revoked(self.granted.as_deref(), current.as_deref()) {
+            return Err(End::Close(
+                CLOSE_GRANTS_REVOKED,
+                "Grants revoked; reconnect.",
+            ));
+        }
+        self.granted = current;
+        Ok(())
     }
 
     async fn on_frame(&mut self, ws: &mut WebSocket, frame: Message) -> Result<(), End> {
@@ -366,6 +389,7 @@ impl Session {
         let app_id = app_id.unwrap_or_else(|| self.authed.app_id.clone());
         match check_token(&self.state, token, Some(&app_id)).await {
             Ok(authed) if authed.app_id == self.authed.app_id => {
+                self.granted = authed.caller.app().cloned();
                 self.authed = authed;
                 send_text(ws, authenticated(), timeout).await
             }
