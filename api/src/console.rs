@@ -123,13 +123,19 @@ pub struct SessionInfo {
     pub id: String,
     /// When it was started (UNIX seconds).
     pub created_at: i64,
+    /// When its newest refresh token expires (UNIX seconds): the session ends then unless
+    /// it is refreshed. Absent for sessions started by an older data plane and not
+    /// refreshed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
     /// `console` for a console session, `login` for a signed login (the CLI, an agent).
     pub kind: String,
     /// Whether this is the session making the request.
     pub current: bool,
 }
 
-/// `GET /api/v1/console/sessions` answer: sessions not revoked, newest first.
+/// `GET /api/v1/console/sessions` answer: sessions neither revoked nor expired, newest
+/// first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionList {

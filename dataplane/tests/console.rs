@@ -615,3 +615,57 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
     assert!(bare.status().is_redirection());
     assert_eq!(bare.headers()["location"], "/console/");
 }
+
+/// Sessions whose refresh token ran out are not listed: nobody can refresh them and their
+/// access tokens died long before. A refresh moves a session's expiry on.
+#[tokio::test]
+async fn sessions_whose_refresh_token_expired_are_not_listed() {
+    const TTL: Duration = Duration::from_secs(4);
+    let instance = TestInstance::start_with(|c| c.limits.refresh_token_ttl = TTL).await;
+    let started = std::time::Instant::now();
+    let lapsed = instance.login().await;
+    // The console code is minted now (by another login, which lapses too) and exchanged
+    // after the others expired.
+    let owner = instance.owner_token().await;
+    let code = mint(&instance, &owner, None).await;
+    let kept = instance.login().await;
+    tokio::time::sleep(TTL / 2).await;
+    let (status, refreshed) = instance
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            None,
+            json!({ "refreshToken": kept["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    // The first logins' refresh tokens have expired; `kept` was refreshed half-way.
+    tokio::time::sleep((TTL + Duration::from_millis(200)).saturating_sub(started.elapsed())).await;
+    let (status, console) = exchange(&instance, code["code"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{console}");
+    let (status, list) = instance
+        .get("/api/v1/console/sessions", Some(access(&console)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let took = started.elapsed();
+    assert!(
+        took < TTL + TTL / 2,
+        "the machine was too slow for this test's timing: {took:?}"
+    );
+    let listed = list["sessions"].as_array().unwrap();
+    let expiries: Vec<&Value> = listed.iter().map(|s| &s["expiresAt"]).collect();
+    assert!(
+        expiries.contains(&&refreshed["refreshTokenExpiresAt"]),
+        "the refreshed session, until its new expiry: {list}"
+    );
+    assert!(
+        expiries.contains(&&console["refreshTokenExpiresAt"]),
+        "the console's own session: {list}"
+    );
+    assert!(
+        !expiries.contains(&&lapsed["refreshTokenExpiresAt"]),
+        "the lapsed session is gone: {list}"
+    );
+    // The login that minted the code lapsed too: exactly the two above are left.
+    assert_eq!(listed.len(), 2, "{list}");
+}

@@ -354,6 +354,7 @@ async function sessionsPage() {
     const rows = sessions.map((s) => [
         text(s.kind === "console" ? "Console" : "Signed login (vibe, an agent)"),
         text(when(s.createdAt)),
+        text(s.expiresAt === undefined ? "not recorded" : when(s.expiresAt)),
         text(s.current ? "this page" : ""),
     ]);
     const everywhere = button("Log out everywhere", async () => {
@@ -369,8 +370,8 @@ async function sessionsPage() {
     }, "danger");
     return [
         h("h1", {}, "Sessions"),
-        h("p", {}, "Each time you log in (with vibe, an agent, or this console) a session starts. Sessions not logged out are listed here."),
-        table(["Kind", "Started", ""], rows, "Your sessions"),
+        h("p", {}, "Each time you log in (with vibe, an agent, or this console) a session starts. Sessions neither logged out nor expired are listed here; each ends when it expires unless it is used again before."),
+        table(["Kind", "Started", "Expires", ""], rows, "Your sessions"),
         h("p", {}, everywhere),
     ];
 }

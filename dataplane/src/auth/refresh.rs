@@ -52,20 +52,62 @@ pub async fn start_family_as(
     client: Option<&str>,
 ) -> ApiResult<IssuedRefresh> {
     let family = uuid::Uuid::now_v7().to_string();
-    let mut doc = json!({ "did": did, "createdAt": now_unix(), "revokedAt": null });
+    let now = now_unix();
+    let expires_at = now + ttl_seconds as i64;
+    let mut doc = json!({
+        "did": did,
+        "createdAt": now,
+        "revokedAt": null,
+        REFRESH_EXPIRES_AT: expires_at,
+    });
     if let Some(client) = client {
         doc["client"] = json!(client);
     }
     db.put(&family_doc_id(&family), &doc).await?;
-    issue(db, &family, ttl_seconds).await
+    issue(db, &family, expires_at).await
+}
+
+/// Field of a family document: when its newest refresh token expires (UNIX seconds), so
+/// the session list can leave out families nobody can refresh any more. Families started
+/// before it was recorded lack it until their next refresh.
+pub const REFRESH_EXPIRES_AT: &str = "refreshExpiresAt";
+
+/// Record on the family document that its newest refresh token expires at `expires_at`.
+/// Best effort: the session list is what reads it, the tokens stay the authority.
+async fn note_expiry(db: &Database, family: &str, expires_at: i64) {
+    let id = family_doc_id(family);
+    for _ in 0..3 {
+        let mut doc = match db.get(&id).await {
+            Ok(Some(doc)) => doc,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a session's refresh expiry");
+                return;
+            }
+        };
+        let recorded = doc.get(REFRESH_EXPIRES_AT).and_then(Value::as_i64);
+        if !doc.get("revokedAt").is_none_or(Value::is_null)
+            || recorded.is_some_and(|at| at >= expires_at)
+        {
+            return;
+        }
+        doc[REFRESH_EXPIRES_AT] = json!(expires_at);
+        match db.put(&id, &doc).await {
+            Ok(_) => return,
+            Err(CouchError::Conflict) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a session's refresh expiry");
+                return;
+            }
+        }
+    }
 }
 
 /// Prefix of family documents in the system database.
 pub const FAMILY_DOC_PREFIX: &str = FAMILY_PREFIX;
 
-async fn issue(db: &Database, family: &str, ttl_seconds: u64) -> ApiResult<IssuedRefresh> {
+async fn issue(db: &Database, family: &str, expires_at: i64) -> ApiResult<IssuedRefresh> {
     let token = vibe_identity::secret::generate(32);
-    let expires_at = now_unix() + ttl_seconds as i64;
     db.put(
         &token_doc_id(&token),
         &json!({
@@ -168,6 +210,7 @@ pub async fn rotate(
         }
         Err(e) => return Err(e.into()),
     }
-    let refresh = issue(db, &family, ttl_seconds).await?;
+    let refresh = issue(db, &family, now_unix() + ttl_seconds as i64).await?;
+    note_expiry(db, &family, refresh.expires_at).await;
     Ok(Rotated { refresh })
 }

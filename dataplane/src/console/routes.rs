@@ -200,21 +200,29 @@ fn family_id(doc: &Value) -> Option<&str> {
     doc.get("_id")?.as_str()?.strip_prefix(FAMILY_DOC_PREFIX)
 }
 
-/// `GET /api/v1/console/sessions` → the owner's sessions not revoked, newest first.
+/// `GET /api/v1/console/sessions` → the owner's sessions not revoked nor expired (their
+/// newest refresh token ran out), newest first.
 pub(crate) async fn sessions(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<SessionList>> {
     owner_itself(&caller)?;
     let db = state.system_db().await?;
+    let now = crate::state::now_unix();
     let mut sessions: Vec<SessionInfo> = live_families(&state, &db)
         .await?
         .iter()
         .filter_map(|doc| {
             let id = family_id(doc)?.to_string();
+            let expires_at = doc.get(refresh::REFRESH_EXPIRES_AT).and_then(Value::as_i64);
+            // Nobody can refresh it any more, and its access tokens died long before.
+            if expires_at.is_some_and(|at| at <= now) {
+                return None;
+            }
             Some(SessionInfo {
                 current: caller.family() == Some(id.as_str()),
                 created_at: doc.get("createdAt").and_then(Value::as_i64).unwrap_or(0),
+                expires_at,
                 kind: doc
                     .get("client")
                     .and_then(Value::as_str)
