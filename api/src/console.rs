@@ -110,9 +110,35 @@ pub struct ConsoleOverview {
     /// Storage used.
     #[serde(default)]
     pub storage: StorageUsage,
-    /// When the last backup was taken (RFC 3339), when the instance knows it.
+    /// The last scheduled backup, as `vibe-dataplane backup` recorded it (`None`: none
+    /// recorded on this instance).
     #[serde(default)]
-    pub last_backup: Option<String>,
+    pub last_backup: Option<BackupRecord>,
+    /// The last scheduled backup that succeeded (the same as `last_backup` when that one
+    /// did).
+    #[serde(default)]
+    pub last_successful_backup: Option<BackupRecord>,
+}
+
+/// A scheduled backup's outcome as the instance recorded it (from the backup's report).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// `Succeeded` or `Failed`.
+    pub outcome: crate::export::BackupOutcome,
+    /// When it started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When it ended (RFC 3339, UTC).
+    pub finished_at: String,
+    /// The archive's object key in the backup bucket (a backup that succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    /// The archive's size in bytes (encrypted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One owner session (a refresh-token family) in `GET /api/v1/console/sessions`.

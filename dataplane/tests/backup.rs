@@ -448,3 +448,61 @@ async fn the_backup_subcommand_runs_from_the_environment_and_reports() {
     assert!(report.message.unwrap().contains("CouchDB"));
     assert_eq!(keys_in(&s3, BACKUPS, PREFIX).await.len(), 1);
 }
+
+/// Issue 19: every backup's outcome is recorded in the instance's system database, and the
+/// owner console's overview shows the last one (time, size, object key, outcome) and,
+/// after a failure, the last that succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_overview_shows_the_last_backup() {
+    let s3 = S3Server::start().await.expect("start s3s-fs");
+    s3.create_bucket(BACKUPS).await.unwrap();
+    let owner = Keypair::generate();
+    let a = instance(&s3, &owner, "vibe-a", None).await;
+    populate(&a).await;
+    let token = a.owner_token().await;
+    let overview = |a: &TestInstance, token: String| {
+        let http = a.http.clone();
+        let url = a.url("/api/v1/console/overview");
+        async move {
+            let response = http.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let before = overview(&a, token.clone()).await;
+    assert_eq!(before["lastBackup"], Value::Null, "{before}");
+    assert_eq!(before["lastSuccessfulBackup"], Value::Null, "{before}");
+
+    let succeeded = backup::run(&a.state, &args(3)).await;
+    assert_eq!(succeeded.outcome, BackupOutcome::Succeeded, "{succeeded:?}");
+    let shown = overview(&a, token.clone()).await;
+    let expected = json!({
+        "outcome": "Succeeded",
+        "startedAt": succeeded.started_at,
+        "finishedAt": succeeded.finished_at,
+        "objectKey": succeeded.object_key,
+        "size": succeeded.size,
+    });
+    assert_eq!(shown["lastBackup"], expected, "{shown}");
+    assert_eq!(shown["lastSuccessfulBackup"], expected, "{shown}");
+
+    // A backup that fails (the blob's bytes vanished from the instance's bucket, as in
+    // the test above); the last success stays shown.
+    for key in keys_in(&s3, "vibe-a", "").await {
+        s3.client()
+            .delete_object()
+            .bucket("vibe-a")
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+    }
+    let failed = backup::run(&a.state, &args(3)).await;
+    assert_eq!(failed.outcome, BackupOutcome::Failed, "{failed:?}");
+    let shown = overview(&a, token).await;
+    assert_eq!(shown["lastBackup"]["outcome"], "Failed", "{shown}");
+    assert_eq!(shown["lastBackup"]["finishedAt"], json!(failed.finished_at));
+    assert_eq!(shown["lastBackup"]["message"], json!(failed.message));
+    assert!(shown["lastBackup"].get("objectKey").is_none(), "{shown}");
+    assert_eq!(shown["lastSuccessfulBackup"], expected, "{shown}");
+}

@@ -201,6 +201,17 @@ async function logout() {
     }
     signedOut("You logged out of the console.");
 }
+/** The last backup in words: when, how it ended, how big, where. */
+function backupText(last, succeeded) {
+    if (last === null)
+        return "none recorded on this instance";
+    const at = new Date(last.finishedAt).toLocaleString();
+    if (last.outcome === "Succeeded") {
+        return `${at}: succeeded, ${bytes(last.size)}${last.objectKey ? ` (${last.objectKey})` : ""}`;
+    }
+    const before = succeeded ? `; the last that succeeded: ${new Date(succeeded.finishedAt).toLocaleString()}` : "; none succeeded yet";
+    return `${at}: failed (${last.message ?? "no reason given"})${before}`;
+}
 async function overviewPage() {
     const o = await getJson("/api/v1/console/overview");
     const used = o.storage.blobsBytes ?? 0;
@@ -211,7 +222,7 @@ async function overviewPage() {
         : h("div", {}, h("label", { for: "quota" }, `Blobs: ${bytes(used)} of ${bytes(quota)}`), h("progress", { id: "quota", max: String(quota), value: String(used) }, `${bytes(used)}`)));
     return [
         h("h1", {}, "Overview"),
-        h("dl", { class: "facts" }, h("dt", {}, "Owner"), h("dd", { class: "mono", id: "owner-did" }, o.ownerDid), h("dt", {}, "Instance"), h("dd", { class: "mono" }, o.instanceUrl), h("dt", {}, "Version"), h("dd", {}, o.version), h("dt", {}, "Last backup"), h("dd", {}, o.lastBackup ? new Date(o.lastBackup).toLocaleString() : "not known to this instance")),
+        h("dl", { class: "facts" }, h("dt", {}, "Owner"), h("dd", { class: "mono", id: "owner-did" }, o.ownerDid), h("dt", {}, "Instance"), h("dd", { class: "mono" }, o.instanceUrl), h("dt", {}, "Version"), h("dd", {}, o.version), h("dt", {}, "Last backup"), h("dd", { id: "last-backup" }, backupText(o.lastBackup, o.lastSuccessfulBackup))),
         h("h2", {}, "Health"),
         services,
         h("h2", {}, "Storage"),

@@ -259,7 +259,28 @@ interface Overview {
   version: string;
   services: { name: string; ok: boolean; reason?: string }[];
   storage: { documentsBytes: number | null; blobsBytes: number | null; blobQuotaBytes: number | null };
-  lastBackup: string | null;
+  lastBackup: Backup | null;
+  lastSuccessfulBackup: Backup | null;
+}
+
+interface Backup {
+  outcome: string;
+  startedAt: string;
+  finishedAt: string;
+  objectKey?: string;
+  size?: number;
+  message?: string;
+}
+
+/** The last backup in words: when, how it ended, how big, where. */
+function backupText(last: Backup | null, succeeded: Backup | null): string {
+  if (last === null) return "none recorded on this instance";
+  const at = new Date(last.finishedAt).toLocaleString();
+  if (last.outcome === "Succeeded") {
+    return `${at}: succeeded, ${bytes(last.size)}${last.objectKey ? ` (${last.objectKey})` : ""}`;
+  }
+  const before = succeeded ? `; the last that succeeded: ${new Date(succeeded.finishedAt).toLocaleString()}` : "; none succeeded yet";
+  return `${at}: failed (${last.message ?? "no reason given"})${before}`;
 }
 
 async function overviewPage(): Promise<Node[]> {
@@ -303,7 +324,7 @@ async function overviewPage(): Promise<Node[]> {
       h("dt", {}, "Version"),
       h("dd", {}, o.version),
       h("dt", {}, "Last backup"),
-      h("dd", {}, o.lastBackup ? new Date(o.lastBackup).toLocaleString() : "not known to this instance"),
+      h("dd", { id: "last-backup" }, backupText(o.lastBackup, o.lastSuccessfulBackup)),
     ),
     h("h2", {}, "Health"),
     services,

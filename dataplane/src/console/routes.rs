@@ -154,6 +154,13 @@ pub(crate) async fn overview(
         }
         None => (None, None),
     };
+    // Recorded by `vibe-dataplane backup`; unknown when CouchDB does not answer.
+    let backups = match state.system_db().await {
+        Ok(db) => crate::export::last_backup::load(&db)
+            .await
+            .unwrap_or_default(),
+        Err(_) => Default::default(),
+    };
     Ok(Json(ConsoleOverview {
         owner_did: caller.did.to_string(),
         instance_url: state.config.public_url.trim_end_matches('/').to_string(),
@@ -164,7 +171,8 @@ pub(crate) async fn overview(
             blobs_bytes,
             blob_quota_bytes,
         },
-        last_backup: None,
+        last_backup: backups.last,
+        last_successful_backup: backups.last_succeeded,
     }))
 }
 

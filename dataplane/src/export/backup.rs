@@ -6,7 +6,9 @@
 //! encrypted to the owner's DID key, streamed into an S3 multipart upload (one part in
 //! memory at a time). After a successful upload, the oldest backups beyond the retention
 //! count are deleted. The outcome is a [`BackupReport`]: one JSON line on standard output,
-//! and the pod's termination message, which the operator reads into `status.lastBackup`.
+//! and the pod's termination message, which the operator reads into `status.lastBackup`;
+//! it is also recorded in the instance's system database for the owner console
+//! ([`super::last_backup`]).
 //!
 //! An instance without an owner has nothing anybody could read back (there is no key to
 //! encrypt to): the backup is `Skipped` and writes nothing.
@@ -79,6 +81,8 @@ pub async fn run(state: &AppState, args: &BackupArgs) -> BackupReport {
         report.message = Some(message);
     }
     report.finished_at = now();
+    // Where the owner console's overview reads it.
+    super::last_backup::record(state, &report).await;
     report
 }
 

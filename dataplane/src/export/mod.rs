@@ -15,6 +15,7 @@ pub mod backup;
 pub mod crypto;
 pub mod exporter;
 pub mod import;
+pub mod last_backup;
 pub mod leaves;
 pub mod restore;
 
