@@ -79,6 +79,48 @@ pub struct AppStatus {
     /// Last change of grants (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grants_updated_at: Option<String>,
+    /// When a request authenticated as the app last came (RFC 3339, to the second; up to
+    /// a minute behind when another replica served it). The instance sends `null` for a
+    /// registered app never seen, and leaves it out for an app not registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<String>,
+}
+
+/// One app in `GET /api/v1/apps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppInfo {
+    /// The app's id.
+    pub app_id: String,
+    /// Display name.
+    pub name: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Picture URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture_url: Option<String>,
+    /// Permissions its manifest asks for.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Permission → setting.
+    #[serde(default)]
+    pub grants: BTreeMap<String, GrantSetting>,
+    /// First registration (RFC 3339).
+    pub registered_at: String,
+    /// Last change of grants (RFC 3339).
+    pub grants_updated_at: String,
+    /// When a request authenticated as the app last came (RFC 3339, to the second; up to
+    /// a minute behind when another replica served it); `None` (`null`): never seen.
+    pub last_seen_at: Option<String>,
+}
+
+/// `GET /api/v1/apps` answer, by app id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppList {
+    /// The registered apps.
+    pub apps: Vec<AppInfo>,
 }
 
 /// Body of `POST /api/v1/apps/token`.

@@ -15,9 +15,9 @@
 //!   trailing data refused, the field at fault named).
 //!
 //! Request and response bodies of the data plane's HTTP API, shared by the data plane and
-//! its clients ([`auth`], [`apps`], [`documents`], [`console`]): request bodies refuse unknown fields
-//! (`#[serde(deny_unknown_fields)]`) and are read with [`json`]; responses are read
-//! leniently by clients, so an instance may add fields.
+//! its clients ([`auth`], [`apps`], [`devices`], [`documents`], [`console`]): request bodies
+//! refuse unknown fields (`#[serde(deny_unknown_fields)]`) and are read with [`json`];
+//! responses are read leniently by clients, so an instance may add fields.
 //!
 //! The crate is deliberately light (serde and thiserror only): the operator, the data plane
 //! and every client depend on it.
@@ -27,6 +27,7 @@ pub mod auth;
 pub mod collection;
 pub mod console;
 pub mod dataplane_env;
+pub mod devices;
 pub mod documents;
 pub mod export;
 pub mod host;

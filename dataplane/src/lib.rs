@@ -54,6 +54,7 @@ pub mod export;
 pub mod health;
 pub mod json;
 pub mod json_errors;
+pub mod last_seen;
 pub mod metrics;
 pub mod openapi;
 pub mod realtime;

@@ -7,6 +7,7 @@
 //! 3. load app registrations and grants;
 //! 4. load device registrations;
 //! 5. load revoked token families;
+//! 6. load when apps and devices were last seen (best effort: a failure is only logged);
 //!
 //! then follow the system database from the noted sequence ([`crate::system_feed`]), so that
 //! whatever changed while the caches were loading is heard.
@@ -224,6 +225,7 @@ async fn run(state: AppState) {
         match prepare_system(&state).await {
             Ok((db, since)) => {
                 tokio::spawn(crate::system_feed::follow(state.clone(), db.clone(), since));
+                tokio::spawn(crate::last_seen::write_forever(state.clone(), db.clone()));
                 tracing::info!(db = db.name(), "system database ready");
                 state.startup.finish_attempt(Outcome::Ready(db));
                 return;
@@ -278,5 +280,9 @@ pub async fn prepare_system(state: &AppState) -> Result<(Database, Value), Start
     crate::revocations::load(&state.tokens, &db)
         .await
         .map_err(StartupError::Revocations)?;
+    // Only shown to the owner: a failure leaves the times to be learnt anew.
+    if let Err(e) = state.last_seen.load(&db).await {
+        tracing::warn!(error = %e, "last-seen times not loaded");
+    }
     Ok((db, since))
 }

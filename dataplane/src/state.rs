@@ -49,6 +49,8 @@ pub struct StateInner {
     pub grants: GrantsCache,
     /// In-memory device registrations (sync credentials).
     pub devices: crate::devices::DeviceRegistry,
+    /// When each app and device was last seen ([`crate::last_seen`]).
+    pub last_seen: crate::last_seen::LastSeen,
     /// Probes `/ready` runs besides CouchDB.
     pub readiness: Vec<Arc<dyn ReadinessProbe>>,
     /// Blob storage; `None` when no object store is configured.
@@ -97,6 +99,7 @@ impl AppState {
                 tokens,
                 grants: GrantsCache::default(),
                 devices: Default::default(),
+                last_seen: Default::default(),
                 readiness: blobs.iter().map(|b| b.probe()).collect(),
                 blobs,
                 shutdown: Default::default(),

@@ -1,5 +1,6 @@
 //! Follows the system database so this process's caches — the owner once claimed, app
-//! registrations and grants, trusted devices, revoked refresh families — stay what is stored, whoever stored it:
+//! registrations and grants, trusted devices, revoked refresh families, when apps and
+//! devices were last seen — stay what is stored, whoever stored it:
 //! this process, or another replica of the same instance.
 //!
 //! [`crate::startup`] loads the caches once, after noting the
@@ -103,6 +104,8 @@ pub fn apply(state: &AppState, row: ChangeRow) {
         apply_app(state, app_id, doc);
     } else if let Some(device_id) = row.id.strip_prefix(DEVICE_DOC_PREFIX) {
         apply_device(state, device_id, doc);
+    } else if row.id.starts_with(crate::last_seen::LAST_SEEN_PREFIX) {
+        state.last_seen.apply(&row.id, doc);
     } else if row.id == crate::auth::claim::CLAIM_DOC_ID {
         apply_claim(state, doc);
     } else if row.id.starts_with(REVOKED_FAMILY_PREFIX)

@@ -669,3 +669,171 @@ async fn sessions_whose_refresh_token_expired_are_not_listed() {
     // The login that minted the code lapsed too: exactly the two above are left.
     assert_eq!(listed.len(), 2, "{list}");
 }
+
+/// `GET path` as the owner: the answer, which must be 200.
+async fn listed(instance: &TestInstance, owner: &str, path: &str) -> Value {
+    let (status, body) = instance.get(path, Some(owner), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// A read of `notes` by an owner token acting as [`APP`].
+async fn read_as_app(instance: &TestInstance, owner: &str) -> StatusCode {
+    instance
+        .post(
+            "/api/v1/data/read",
+            Some(owner),
+            Some(APP),
+            json!({ "collection": "notes" }),
+        )
+        .await
+        .0
+}
+
+/// A sync request with a device's credentials.
+async fn sync_as(instance: &TestInstance, device: &str, secret: &str) -> StatusCode {
+    instance
+        .http
+        .get(instance.url("/api/v1/sync/"))
+        .basic_auth(device, Some(secret))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Issue 19: the Apps and Devices lists say when each app and device was last seen (a
+/// request authenticated as it), stored at most once a minute each, in the system
+/// database, so a restarted process still knows.
+#[tokio::test]
+async fn apps_and_devices_are_shown_as_last_seen_across_a_restart() {
+    const OTHER: &str = "https://other.example";
+    let mut instance = TestInstance::start().await;
+    let owner = instance.owner_token().await;
+    for app in [APP, OTHER] {
+        instance
+            .upsert_app(&owner, app, &[("read:notes", "always")])
+            .await;
+    }
+    let (status, device) = instance
+        .post(
+            "/api/v1/devices",
+            Some(&owner),
+            None,
+            json!({ "name": "Phone" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{device}");
+    assert_eq!(device["lastSeenAt"], Value::Null, "{device}");
+    let device_id = device["deviceId"].as_str().unwrap().to_string();
+    let secret = device["credentials"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let apps = listed(&instance, &owner, "/api/v1/apps").await;
+    assert!(
+        apps["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["lastSeenAt"].is_null()),
+        "never seen: {apps}"
+    );
+
+    // The app (an owner token acting as it) and the device make requests.
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    assert_eq!(read_as_app(&instance, &owner).await, StatusCode::OK);
+    assert_eq!(
+        sync_as(&instance, &device_id, &secret).await,
+        StatusCode::OK
+    );
+    let after = chrono::Utc::now();
+    let seen_at = |value: &Value| {
+        let at = chrono::DateTime::parse_from_rfc3339(value.as_str().expect("a time"))
+            .expect("RFC 3339")
+            .to_utc();
+        assert!(before <= at && at <= after, "{at} within the requests");
+        at
+    };
+    let apps = listed(&instance, &owner, "/api/v1/apps").await;
+    let app_seen = apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["appId"] == APP)
+        .map(|a| a["lastSeenAt"].clone())
+        .unwrap();
+    seen_at(&app_seen);
+    let other = apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["appId"] == OTHER);
+    assert_eq!(other.unwrap()["lastSeenAt"], Value::Null, "{apps}");
+    let (_, status) = instance
+        .get(
+            &format!("/api/v1/apps/status?appId={APP}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(status["lastSeenAt"], app_seen, "{status}");
+    let devices = listed(&instance, &owner, "/api/v1/devices").await;
+    let device_seen = devices["devices"][0]["lastSeenAt"].clone();
+    seen_at(&device_seen);
+
+    // Stored once each (in the background); more requests within the minute write
+    // nothing more.
+    let db = instance.state.system_db().await.unwrap();
+    let stored = |id: String| {
+        let db = db.clone();
+        async move {
+            for _ in 0..100 {
+                if let Some(doc) = db.get(&id).await.unwrap() {
+                    return doc;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{id} was never stored");
+        }
+    };
+    let app_doc = format!("last-seen/app/{APP}");
+    let device_doc = format!("last-seen/device/{device_id}");
+    for id in [&app_doc, &device_doc] {
+        let doc = stored(id.clone()).await;
+        assert!(doc["_rev"].as_str().unwrap().starts_with("1-"), "{doc}");
+    }
+    for _ in 0..5 {
+        assert_eq!(read_as_app(&instance, &owner).await, StatusCode::OK);
+        assert_eq!(
+            sync_as(&instance, &device_id, &secret).await,
+            StatusCode::OK
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in [&app_doc, &device_doc] {
+        let doc = stored(id.clone()).await;
+        assert!(
+            doc["_rev"].as_str().unwrap().starts_with("1-"),
+            "written again within a minute: {doc}"
+        );
+    }
+
+    // A restarted process reads the stored times.
+    instance.restart(|_| {}).await;
+    let owner = instance.owner_token().await;
+    let apps = listed(&instance, &owner, "/api/v1/apps").await;
+    let restarted = apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["appId"] == APP)
+        .map(|a| a["lastSeenAt"].clone())
+        .unwrap();
+    assert_eq!(seen_at(&restarted), seen_at(&app_seen), "{apps}");
+    let devices = listed(&instance, &owner, "/api/v1/devices").await;
+    assert_eq!(
+        seen_at(&devices["devices"][0]["lastSeenAt"]),
+        seen_at(&device_seen)
+    );
+}

@@ -100,6 +100,9 @@ try {
   // is refused and its subscription ended.
   const app = env("APP_NAME");
   await goTo(page, "Apps");
+  // The app made requests before: it was seen (a time, not "never").
+  const seen = await page.getByRole("region", { name: app }).getByText(/^Last seen: /).textContent();
+  expect(seen !== "Last seen: never", `the app was seen: ${seen}`);
   await screenshot(page, "apps");
   confirmNext(page, "Revoke “read:notes”");
   await page.getByRole("button", { name: `Revoke read:notes for ${app}` }).click();
@@ -110,6 +113,9 @@ try {
   // Devices: revoke one.
   const device = env("DEVICE_NAME");
   await goTo(page, "Devices");
+  // The device synced once before: its row says when.
+  const deviceSeen = await page.getByRole("row", { name: new RegExp(device) }).getByRole("cell").nth(4).textContent();
+  expect(deviceSeen !== "never" && deviceSeen.length > 0, `the device was seen: ${deviceSeen}`);
   await screenshot(page, "devices");
   confirmNext(page, `Revoke the device ${device}`);
   await page.getByRole("button", { name: `Revoke ${device}` }).click();

@@ -133,6 +133,15 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
         .await
         .unwrap();
     let device = owner.register_device(DEVICE_NAME, None, &[]).await.unwrap();
+    // The device syncs once, so the Devices page has a time to show.
+    let synced = reqwest::Client::new()
+        .get(&device.sync_url)
+        .header("Authorization", device.credentials.authorization())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(synced.as_u16(), 200);
     let app_token = owner.app_token(APP).await.unwrap().access_token;
     let mut socket = app_socket(&stack, &app_token, &["notes"]).await;
     assert_eq!(app_read_status(&stack, &app_token).await, 200);

@@ -229,6 +229,9 @@ async function overviewPage() {
         storage,
     ];
 }
+function lastSeen(at) {
+    return at === null ? "never" : new Date(at).toLocaleString();
+}
 async function setGrant(app, permission, setting) {
     const grants = { ...app.grants, [permission]: setting };
     const permissions = app.permissions.includes(permission) ? app.permissions : [...app.permissions, permission];
@@ -254,7 +257,7 @@ async function appsPage() {
             action.setAttribute("aria-label", `${granted ? "Revoke" : "Grant"} ${permission} for ${app.name}`);
             return [h("code", {}, permission), text(state), action];
         });
-        return h("section", { class: "card", "aria-label": app.name }, h("h2", {}, app.name), h("p", { class: "mono" }, app.appId), app.description ? h("p", {}, app.description) : null, h("p", { class: "muted" }, `Registered ${new Date(app.registeredAt).toLocaleString()}; grants changed ${new Date(app.grantsUpdatedAt).toLocaleString()}.`), rows.length ? table(["Permission", "State", "Action"], rows, `Permissions of ${app.name}`) : h("p", {}, "It asks for no permission."), h("p", {}, button(`Delete ${app.name}`, () => act(`Delete the app ${app.name}? Its tokens, devices and open connections stop working at once.`, () => call("DELETE", `/api/v1/apps/${encodeURIComponent(app.appId)}`).then(() => undefined), `Deleted ${app.name}.`), "danger")));
+        return h("section", { class: "card", "aria-label": app.name }, h("h2", {}, app.name), h("p", { class: "mono" }, app.appId), app.description ? h("p", {}, app.description) : null, h("p", {}, `Last seen: ${lastSeen(app.lastSeenAt)}`), h("p", { class: "muted" }, `Registered ${new Date(app.registeredAt).toLocaleString()}; grants changed ${new Date(app.grantsUpdatedAt).toLocaleString()}.`), rows.length ? table(["Permission", "State", "Action"], rows, `Permissions of ${app.name}`) : h("p", {}, "It asks for no permission."), h("p", {}, button(`Delete ${app.name}`, () => act(`Delete the app ${app.name}? Its tokens, devices and open connections stop working at once.`, () => call("DELETE", `/api/v1/apps/${encodeURIComponent(app.appId)}`).then(() => undefined), `Deleted ${app.name}.`), "danger")));
     });
     return [h("h1", {}, "Apps"), ...cards];
 }
@@ -270,10 +273,14 @@ async function devicesPage() {
             text(d.appId ?? "your own device"),
             text(d.scopes.join(", ")),
             text(new Date(d.createdAt).toLocaleString()),
+            text(lastSeen(d.lastSeenAt)),
             revoke,
         ];
     });
-    return [h("h1", {}, "Devices"), table(["Name", "Acts as", "Scopes", "Registered", "Action"], rows, "Trusted devices")];
+    return [
+        h("h1", {}, "Devices"),
+        table(["Name", "Acts as", "Scopes", "Registered", "Last seen", "Action"], rows, "Trusted devices"),
+    ];
 }
 async function dataPage(params) {
     const collection = params.get("c");

@@ -342,6 +342,11 @@ interface App {
   grants: Record<string, string>;
   registeredAt: string;
   grantsUpdatedAt: string;
+  lastSeenAt: string | null;
+}
+
+function lastSeen(at: string | null): string {
+  return at === null ? "never" : new Date(at).toLocaleString();
 }
 
 async function setGrant(app: App, permission: string, setting: string): Promise<void> {
@@ -384,6 +389,7 @@ async function appsPage(): Promise<Node[]> {
       h("h2", {}, app.name),
       h("p", { class: "mono" }, app.appId),
       app.description ? h("p", {}, app.description) : null,
+      h("p", {}, `Last seen: ${lastSeen(app.lastSeenAt)}`),
       h("p", { class: "muted" }, `Registered ${new Date(app.registeredAt).toLocaleString()}; grants changed ${new Date(app.grantsUpdatedAt).toLocaleString()}.`),
       rows.length ? table(["Permission", "State", "Action"], rows, `Permissions of ${app.name}`) : h("p", {}, "It asks for no permission."),
       h(
@@ -411,6 +417,7 @@ interface Device {
   appId: string | null;
   scopes: string[];
   createdAt: string;
+  lastSeenAt: string | null;
 }
 
 async function devicesPage(): Promise<Node[]> {
@@ -433,10 +440,14 @@ async function devicesPage(): Promise<Node[]> {
       text(d.appId ?? "your own device"),
       text(d.scopes.join(", ")),
       text(new Date(d.createdAt).toLocaleString()),
+      text(lastSeen(d.lastSeenAt)),
       revoke,
     ];
   });
-  return [h("h1", {}, "Devices"), table(["Name", "Acts as", "Scopes", "Registered", "Action"], rows, "Trusted devices")];
+  return [
+    h("h1", {}, "Devices"),
+    table(["Name", "Acts as", "Scopes", "Registered", "Last seen", "Action"], rows, "Trusted devices"),
+  ];
 }
 
 interface Collections {

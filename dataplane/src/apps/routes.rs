@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
-use vibe_api::apps::{AppTokenRequest, AppTokenResponse, AppUpsert};
+use vibe_api::apps::{AppInfo, AppList, AppTokenRequest, AppTokenResponse, AppUpsert};
 use vibe_api::documents::WriteResult;
 
 use super::{APP_DOC_PREFIX, AppRecord, is_valid_permission};
@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::couch::CouchError;
 use crate::error::{ApiError, ApiResult};
 use crate::json::StrictJson;
+use crate::last_seen::Seen;
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -205,28 +206,33 @@ async fn status(
             "grants": app.grants,
             "registeredAt": app.registered_at,
             "grantsUpdatedAt": app.grants_updated_at,
+            "lastSeenAt": state.last_seen.get_rfc3339(Seen::App, &app.app_id),
         }),
         None => json!({ "isRegistered": false }),
     }))
 }
 
 /// `GET /api/v1/apps` → `{apps: [...]}`.
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<AppList>> {
     caller.require_owner()?;
     state.system_db().await?;
-    let apps: Vec<Value> = state
+    let apps = state
         .grants
         .all()
         .iter()
-        .map(|app| {
-            let mut entry = manifest_json(app);
-            entry["grants"] = json!(app.grants);
-            entry["registeredAt"] = json!(app.registered_at);
-            entry["grantsUpdatedAt"] = json!(app.grants_updated_at);
-            entry
+        .map(|app| AppInfo {
+            app_id: app.app_id.clone(),
+            name: app.name.clone(),
+            description: app.description.clone(),
+            picture_url: app.picture_url.clone(),
+            permissions: app.permissions.clone(),
+            grants: app.grants.clone(),
+            registered_at: app.registered_at.clone(),
+            grants_updated_at: app.grants_updated_at.clone(),
+            last_seen_at: state.last_seen.get_rfc3339(Seen::App, &app.app_id),
         })
         .collect();
-    Ok(Json(json!({ "apps": apps })))
+    Ok(Json(AppList { apps }))
 }
 
 /// `DELETE /api/v1/apps/{appId}` → 204; 404 when not registered.
@@ -252,6 +258,7 @@ async fn remove(
         Err(e) => return Err(e.into()),
     }
     state.grants.remove(&app_id);
+    state.last_seen.forget(Seen::App, &app_id);
     tracing::info!("app registration deleted; its tokens and devices are revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,7 +14,8 @@
 //! in-memory grants cache, and [`Caller::require_owner`] guards owner-only routes.
 //! WebSocket and other non-header transports call [`authenticate`] directly. Long-lived
 //! streams (WebSocket, continuous and longpoll sync feeds) also wait on [`until_revoked`]
-//! so a revocation ends them within a second.
+//! so a revocation ends them within a second. Every request authenticated as a registered
+//! app or as a device notes it as seen ([`crate::last_seen`]; memory only, never waiting).
 
 pub mod claim;
 mod nonces;
@@ -35,6 +36,7 @@ use vibe_identity::{Claims, Did, TokenKind};
 use crate::apps::AppRecord;
 use crate::devices::DeviceRecord;
 use crate::error::{ApiError, ApiResult, UNAUTHORIZED_TOKEN};
+use crate::last_seen::Seen;
 use crate::state::{AppState, now_unix};
 
 /// The header naming the app an owner token acts for.
@@ -251,6 +253,9 @@ pub async fn authenticate(
         _ => (CallerKind::Owner, requested_app.map(str::to_string)),
     };
     let app = bound_app(state, kind, &claims, app_id.as_deref())?;
+    if let Some(app) = &app {
+        state.last_seen.touch(Seen::App, &app.app_id);
+    }
     Ok(Caller {
         did: owner,
         kind,
@@ -273,7 +278,14 @@ pub async fn authenticate_device(
         ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into())
     })?;
     let requested_app = requested_app.map(str::trim).filter(|a| !a.is_empty());
-    device_caller(state, owner, device, requested_app)
+    let caller = device_caller(state, owner, device, requested_app)?;
+    if let Credential::Device(device) = &caller.credential {
+        state.last_seen.touch(Seen::Device, &device.device_id);
+    }
+    if let Some(app) = &caller.app {
+        state.last_seen.touch(Seen::App, &app.app_id);
+    }
+    Ok(caller)
 }
 
 fn device_caller(

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use serde_json::{Value, json};
+use vibe_api::devices::{DeviceInfo, DeviceList};
 
 use super::{DEVICE_DOC_PREFIX, DeviceRecord};
 use crate::apps::is_valid_permission;
@@ -14,6 +15,7 @@ use crate::auth::Caller;
 use crate::couch::CouchError;
 use crate::error::{ApiError, ApiResult};
 use crate::json::StrictJson;
+use crate::last_seen::Seen;
 use crate::state::AppState;
 
 /// Most scopes one device may hold.
@@ -40,14 +42,15 @@ pub(crate) fn is_device_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn describe(device: &DeviceRecord) -> Value {
-    json!({
-        "deviceId": device.device_id,
-        "name": device.name,
-        "appId": device.app_id,
-        "scopes": device.scopes,
-        "createdAt": device.created_at,
-    })
+fn describe(state: &AppState, device: &DeviceRecord) -> DeviceInfo {
+    DeviceInfo {
+        device_id: device.device_id.clone(),
+        name: device.name.clone(),
+        app_id: device.app_id.clone(),
+        scopes: device.scopes.clone(),
+        created_at: device.created_at.clone(),
+        last_seen_at: state.last_seen.get_rfc3339(Seen::Device, &device.device_id),
+    }
 }
 
 struct Registration {
@@ -142,7 +145,7 @@ async fn register(
     let mut doc = serde_json::to_value(&device).map_err(ApiError::internal)?;
     doc["collection"] = json!("devices");
     db.put(&doc_id(&device.device_id), &doc).await?;
-    let mut answer = describe(&device);
+    let mut answer = serde_json::to_value(describe(&state, &device)).map_err(ApiError::internal)?;
     answer["credentials"] = json!({ "username": device.device_id, "password": secret });
     answer["syncUrl"] = json!(format!(
         "{}{}/",
@@ -155,11 +158,16 @@ async fn register(
 }
 
 /// `GET /api/v1/devices` → `{devices: [...]}` (never the secrets).
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<DeviceList>> {
     caller.require_owner()?;
     state.system_db().await?;
-    let devices: Vec<Value> = state.devices.all().iter().map(|d| describe(d)).collect();
-    Ok(Json(json!({ "devices": devices })))
+    let devices = state
+        .devices
+        .all()
+        .iter()
+        .map(|d| describe(&state, d))
+        .collect();
+    Ok(Json(DeviceList { devices }))
 }
 
 /// `DELETE /api/v1/devices/{deviceId}` → 204; 404 when not trusted. Ends the device's
@@ -189,6 +197,7 @@ async fn revoke(
         Err(e) => return Err(e.into()),
     }
     state.devices.remove(&device_id);
+    state.last_seen.forget(Seen::Device, &device_id);
     state.tokens.announce_revocation();
     tracing::info!("device revoked");
     Ok(StatusCode::NO_CONTENT)
