@@ -481,3 +481,44 @@ async fn wrong_credentials_are_a_storage_error_not_unavailability() {
     assert!(matches!(err, BlobError::Storage(_)), "{err:?}");
     assert!(!err.to_string().contains("definitely-not-the-secret"));
 }
+
+/// A streamed upload slower than the store's read timeout (a large file from a slow client)
+/// is not cut off: the timeout counts from the body's last byte, not from the start.
+#[tokio::test]
+async fn a_sized_upload_slower_than_the_read_timeout_is_stored() {
+    let s3 = S3Server::start().await.unwrap();
+    let config = S3Config {
+        endpoint: s3.endpoint.parse().unwrap(),
+        region: s3.region.clone(),
+        access_key: s3.access_key.clone(),
+        secret_key: s3.secret_key.clone(),
+        bucket: "vibe-slow".into(),
+        force_path_style: true,
+    };
+    let store = BlobStore::with_read_timeout(&config, None, Duration::from_secs(1));
+    store.ensure_bucket().await.expect("create bucket");
+    let key = KeyScheme::new(INSTANCE)
+        .unwrap()
+        .generate("docs", "slow.bin")
+        .unwrap();
+    // Four pieces, 700 ms apart: 2.1 s of sending against a 1 s read timeout.
+    let pieces: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![i; 10_000])).collect();
+    let body = futures::stream::iter(pieces.clone()).then(|piece| async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        Ok::<_, std::io::Error>(piece)
+    });
+    let started = std::time::Instant::now();
+    let stored = upload_sized(
+        &store,
+        key.as_str(),
+        "application/octet-stream",
+        Box::pin(body),
+        40_000,
+    )
+    .await
+    .expect("a slow body is not cut off by the read timeout");
+    assert_eq!(stored, 40_000);
+    assert!(started.elapsed() > Duration::from_secs(2));
+    let expected: Vec<u8> = pieces.iter().flat_map(|p| p.to_vec()).collect();
+    assert!(fetch(&store, key.as_str()).await == expected);
+}

@@ -32,7 +32,16 @@ pub struct BlobStore {
     pub(crate) bucket: String,
     /// Signs upload URLs without the SDK's orchestrator (path-style buckets).
     put_presigner: Option<PutPresigner>,
+    /// How long the store may take to answer once a request is sent ([`READ_TIMEOUT`]).
+    pub(crate) read_timeout: Duration,
 }
+
+/// How long the store may take to answer a request once it is sent. A streamed upload's
+/// body is sent at the client's pace, so there it counts from the body's last byte
+/// ([`super::stream::upload_sized`]), not from the start of the request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long connecting to the store may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A presigned request handed to a client.
 #[derive(Clone, Debug)]
@@ -88,6 +97,15 @@ impl BlobStore {
     /// [`BlobStore::new`], recording every S3 call in `metrics`. Either way calls carry the
     /// id of the HTTP request being served (`x-request-id`).
     pub fn with_metrics(cfg: &S3Config, metrics: Option<Arc<Metrics>>) -> Self {
+        Self::with_read_timeout(cfg, metrics, READ_TIMEOUT)
+    }
+
+    /// [`BlobStore::with_metrics`] with another [`READ_TIMEOUT`] (tests).
+    pub fn with_read_timeout(
+        cfg: &S3Config,
+        metrics: Option<Arc<Metrics>>,
+        read_timeout: Duration,
+    ) -> Self {
         let credentials = Credentials::new(
             cfg.access_key.clone(),
             cfg.secret_key.clone(),
@@ -96,8 +114,8 @@ impl BlobStore {
             "vibe-dataplane-settings",
         );
         let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .read_timeout(Duration::from_secs(60))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(read_timeout)
             .build();
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -117,6 +135,7 @@ impl BlobStore {
             client: Client::from_conf(conf),
             bucket: cfg.bucket.clone(),
             put_presigner: PutPresigner::new(cfg),
+            read_timeout,
         }
     }
 

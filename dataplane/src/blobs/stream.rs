@@ -26,7 +26,8 @@ use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 
 use super::BlobError;
-use super::store::{BlobStore, classify};
+use super::store::{BlobStore, CONNECT_TIMEOUT, classify};
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 
 /// Size of each multipart part (S3 needs at least 5 MiB for all but the last part).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -56,12 +57,23 @@ where
         )));
     }
     let fault = Arc::new(Mutex::new(None));
+    let sent_all = Arc::new(tokio::sync::Notify::new());
     let exact = ExactBody {
         inner: Mutex::new(body),
         remaining: length,
         fault: fault.clone(),
+        sent_all: sent_all.clone(),
     };
-    let sent = store
+    // The SDK's read timeout runs from the start of the request, body included: an upload
+    // slower than it (a large file from a slow client) would be cut off half-way. So it is
+    // off for this request, and the store gets `read_timeout` from the body's last byte.
+    let no_read_timeout = aws_sdk_s3::config::Builder::default().timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .disable_read_timeout()
+            .build(),
+    );
+    let put = store
         .client
         .put_object()
         .bucket(&store.bucket)
@@ -71,8 +83,24 @@ where
         .body(ByteStream::from_body_1_x(exact))
         .customize()
         .disable_payload_signing()
-        .send()
-        .await;
+        .config_override(no_read_timeout)
+        .send();
+    let answer_deadline = async {
+        sent_all.notified().await;
+        tokio::time::sleep(store.read_timeout).await;
+    };
+    let sent = tokio::select! {
+        sent = put => sent,
+        () = answer_deadline => {
+            return Err(BlobError::Unavailable(
+                format!(
+                    "PutObject: no answer within {:?} of the body's last byte",
+                    store.read_timeout
+                )
+                .into(),
+            ));
+        }
+    };
     // The body's own fault first: a client that stopped sending is a bad request, not an
     // unavailable store.
     let fault = fault
@@ -93,6 +121,8 @@ struct ExactBody<S> {
     inner: Mutex<S>,
     remaining: u64,
     fault: Arc<Mutex<Option<String>>>,
+    /// Told when the whole body has been handed over.
+    sent_all: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +172,10 @@ where
             Poll::Ready(None) if this.remaining > 0 => {
                 this.fail("The body is shorter than its Content-Length.".into())
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.sent_all.notify_one();
+                Poll::Ready(None)
+            }
         }
     }
 
