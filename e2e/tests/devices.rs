@@ -883,3 +883,119 @@ async fn a_registered_pouchdb_device_syncs_across_dozens_of_token_refreshes() {
     let listed = vibe.ok(&["devices", "list"]).await;
     assert_eq!(listed["devices"], json!([]));
 }
+
+/// Issue 18: after `vibe migrate`, the owner's two PouchDB devices, re-pointed at the new
+/// instance, keep syncing where they stopped — every document, revision and conflict is
+/// there once, a change made offline before the move arrives, and new changes flow both
+/// ways — with nothing duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pouchdb_devices_re_pointed_after_vibe_migrate_sync_without_duplicates() {
+    let (old, vibe) = claimed_stack().await;
+    let new = Stack::start(false).await.expect("the new instance");
+    vibe.ok(&[
+        "--instance",
+        &new.dataplane.url,
+        "claim",
+        "--code",
+        new.claim_code(),
+    ])
+    .await;
+
+    // Two devices in sync with the old instance: notes from each, and one conflict.
+    let old_owner = Endpoint::from_cli(&vibe, &["--instance", &old.dataplane.url]).await;
+    let old_app = Endpoint::from_cli(
+        &vibe,
+        &["--instance", &old.dataplane.url, "--app", "devices-app"],
+    )
+    .await;
+    let mut a = Device::spawn("A");
+    let mut b = Device::spawn("B");
+    tokio::join!(a.start(&old_owner), b.start(&old_app));
+    write_notes(&mut a, "a", 3).await;
+    write_notes(&mut b, "b", 2).await;
+    let rev = a
+        .put(json!({ "_id": "notes/shared", "collection": "notes", "text": "base" }))
+        .await;
+    let base = b.wait_rev("notes/shared", &rev).await;
+    tokio::join!(a.stop(), b.stop());
+    let mut on_a = base.clone();
+    on_a["text"] = json!("A's version");
+    let mut on_b = base.clone();
+    on_b["text"] = json!("B's version");
+    let rev_a = a.put(on_a).await;
+    let rev_b = b.put(on_b).await;
+    tokio::join!(a.start(&old_owner), b.start(&old_app));
+    let leaves = [rev_a.as_str(), rev_b.as_str()];
+    tokio::join!(
+        a.wait_leaves("notes/shared", &leaves),
+        b.wait_leaves("notes/shared", &leaves)
+    );
+    tokio::join!(a.wait_count(6), b.wait_count(6));
+    tokio::join!(a.stop(), b.stop());
+    let before = old_owner.all_docs().await;
+    assert_eq!(before.len(), 6, "{before:?}");
+
+    // Written on A while it is offline, before the move: only A has it.
+    let offline_rev = a
+        .put(json!({ "_id": "notes/offline", "collection": "notes", "text": "not synced yet" }))
+        .await;
+
+    // The move.
+    let migrated = vibe
+        .ok(&[
+            "--instance",
+            &old.dataplane.url,
+            "migrate",
+            "--to",
+            &new.dataplane.url,
+        ])
+        .await;
+    assert_eq!(migrated["verified"], true, "{migrated}");
+    let new_owner = Endpoint::from_cli(&vibe, &["--instance", &new.dataplane.url]).await;
+    assert_eq!(
+        new_owner.all_docs().await,
+        before,
+        "the new instance holds every document at the same revision"
+    );
+
+    // Both devices re-pointed at the new instance (B still as the app, whose grants moved).
+    let new_app = Endpoint::from_cli(
+        &vibe,
+        &["--instance", &new.dataplane.url, "--app", "devices-app"],
+    )
+    .await;
+    tokio::join!(a.start(&new_owner), b.start(&new_app));
+    b.wait_rev("notes/offline", &offline_rev).await;
+    let rev = b
+        .put(json!({ "_id": "notes/after-move", "collection": "notes", "text": "from B" }))
+        .await;
+    a.wait_rev("notes/after-move", &rev).await;
+
+    // Nothing duplicated: the instance and both devices hold the same 8 documents at the
+    // same winning revisions, and the conflict still has exactly its two leaves.
+    let (docs_a, docs_b) = tokio::join!(a.wait_count(8), b.wait_count(8));
+    let on_new = new_owner.all_docs().await;
+    assert_eq!(on_new.len(), 8, "{on_new:?}");
+    assert_eq!(docs_a, on_new);
+    assert_eq!(docs_b, on_new);
+    for (id, rev) in &before {
+        assert_eq!(on_new.get(id), Some(rev), "{id} kept its revision");
+    }
+    let shared = new_owner.doc("notes/shared").await;
+    assert_eq!(
+        shared["_conflicts"].as_array().map(Vec::len),
+        Some(1),
+        "{shared}"
+    );
+    let mut shared_leaves = vec![shared["_rev"].as_str().unwrap().to_string()];
+    shared_leaves.push(shared["_conflicts"][0].as_str().unwrap().to_string());
+    shared_leaves.sort();
+    let mut expected_leaves = vec![rev_a.clone(), rev_b.clone()];
+    expected_leaves.sort();
+    assert_eq!(shared_leaves, expected_leaves);
+    for device in [&mut a, &mut b] {
+        let stats = device.stats().await;
+        assert_eq!(stats["errors"], json!([]), "{stats}");
+        assert_eq!(stats["denied"], json!([]), "{stats}");
+    }
+}

@@ -1018,6 +1018,22 @@ fn device_steps(to: &str) -> Vec<String> {
     ]
 }
 
+/// What a migration must carry over of `GET /api/v1/apps`: every app with its manifest and
+/// grants, but not when each was last seen — that is the old instance's own observation (the
+/// new one has seen nobody yet), and it differs as soon as an app or device was used.
+fn carried_apps(list: Value) -> Result<vibe_api::apps::AppList> {
+    let mut list: vibe_api::apps::AppList =
+        serde_json::from_value(list).map_err(|e| ClientError::InvalidResponse {
+            what: "GET /api/v1/apps".into(),
+            problem: e.to_string(),
+        })?;
+    for app in &mut list.apps {
+        app.last_seen_at = None;
+    }
+    list.apps.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+    Ok(list)
+}
+
 async fn migrate(context: &Context, to: &str) -> Result<()> {
     let key = context.key()?;
     let source = context.owner()?;
@@ -1041,7 +1057,8 @@ async fn migrate(context: &Context, to: &str) -> Result<()> {
     let report = report?;
 
     // Verify: the new instance holds the apps and grants of the old one.
-    let (from_apps, to_apps) = (source.list_apps().await?, target.list_apps().await?);
+    let from_apps = carried_apps(source.list_apps().await?)?;
+    let to_apps = carried_apps(target.list_apps().await?)?;
     if from_apps != to_apps {
         return Err(ClientError::InvalidResponse {
             what: "migration check".into(),
