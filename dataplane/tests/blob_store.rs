@@ -522,3 +522,49 @@ async fn a_sized_upload_slower_than_the_read_timeout_is_stored() {
     let expected: Vec<u8> = pieces.iter().flat_map(|p| p.to_vec()).collect();
     assert!(fetch(&store, key.as_str()).await == expected);
 }
+
+/// A store that takes the whole body and then never answers is given its read timeout from
+/// the body's last byte, and the upload ends as unavailable instead of hanging.
+#[tokio::test]
+async fn a_store_that_never_answers_a_sized_upload_is_unavailable_after_the_read_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = silent.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                // Read everything, answer nothing.
+                let mut sink = tokio::io::sink();
+                let _ = tokio::io::copy(&mut socket, &mut sink).await;
+            });
+        }
+    });
+    let config = S3Config {
+        endpoint: endpoint.parse().unwrap(),
+        region: "us-east-1".into(),
+        access_key: "silent".into(),
+        secret_key: "silent-secret".into(),
+        bucket: "vibe-silent".into(),
+        force_path_style: true,
+    };
+    let store = BlobStore::with_read_timeout(&config, None, Duration::from_secs(1));
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"0123456789"))]);
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        upload_sized(&store, "k/silent.bin", "application/octet-stream", body, 10),
+    )
+    .await
+    .expect("the upload does not hang");
+    assert!(
+        matches!(outcome, Err(BlobError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}

@@ -166,6 +166,10 @@ where
                     return this.fail("The body is longer than its Content-Length.".into());
                 }
                 this.remaining -= n;
+                if this.remaining == 0 {
+                    // The HTTP client may not ask again once the declared length is sent.
+                    this.sent_all.notify_one();
+                }
                 Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
             }
             Poll::Ready(Some(Err(e))) => this.fail(e.to_string()),
