@@ -52,6 +52,7 @@ CHART_SCENARIOS: dict[str, dict] = {
         "controlPlane": {"ingress": {"enabled": True, "host": "cloud.vibe.example.org"}},
         "metrics": {"serviceMonitor": {"enabled": True}},
         "image": {"digest": "sha256:" + "0" * 64},
+        "backup": {"bucket": "vibe-backups", "prefix": "tenants/"},
     },
     "monitoring": {
         "watchNamespaces": ["vibe-tenants"],
@@ -71,6 +72,7 @@ CHART_REFUSED: dict[str, dict] = {
     "tenant namespace not watched": {"watchNamespaces": ["a"], "tenantNamespace": "b"},
     "two replicas without leader election": {"leaderElection": {"enabled": False}},
     "ingress without host": {"controlPlane": {"ingress": {"enabled": True}}},
+    "bad backup bucket name": {"backup": {"bucket": "Not_A_Bucket"}},
 }
 # Kinds whose schemas are not in the Kubernetes schema set (CRDs of other projects).
 FOREIGN_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Certificate", "Issuer", "ClusterIssuer"}
@@ -392,6 +394,11 @@ def check_chart(p: Problems) -> None:
         check_operator_pod(p, where, docs)
         kinds = {d["kind"] for d in docs}
         if scenario == "everything":
+            env = {e["name"]: e.get("value") for d in docs if d["kind"] == "Deployment"
+                   for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+            for name, wanted in (("VIBE_BACKUP_BUCKET", "vibe-backups"), ("VIBE_BACKUP_PREFIX", "tenants/")):
+                if env.get(name) != wanted:
+                    p.add(where, f"backup values not passed to the operator: {name}={env.get(name)!r}")
             for kind in ("CustomResourceDefinition", "ValidatingWebhookConfiguration", "Ingress", "NetworkPolicy",
                          "ServiceMonitor", "Certificate", "PodDisruptionBudget"):
                 if kind not in kinds and not (kind == "CustomResourceDefinition" and not crd_files()):
