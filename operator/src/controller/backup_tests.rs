@@ -5,94 +5,26 @@
 //! backup.
 
 use super::fake_cluster::FakeCluster;
-use super::fixtures::{OWNER_DID, s3_config};
-use super::{Scope, run};
-use crate::bucket::BucketClient;
-use crate::config::OperatorConfig;
+use super::fixtures::OWNER_DID;
+use super::loop_harness::{NS, Operator, eventually};
 use crate::crd::{LastBackup, RestoreStatus};
-use crate::leader::Leadership;
-use crate::metrics::Metrics;
-use crate::state::{InstanceIndex, State};
-use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use vibe_test_support::S3Server;
 
-const NS: &str = "tenants";
 const INSTANCES: &str = "cloud.vibeapp.dev/v1alpha1/vibeinstances";
 const CRON_JOBS: &str = "batch/v1/cronjobs";
 const BACKUPS: &str = "vibe-backups";
 
-struct Operator {
-    shutdown: CancellationToken,
-    controller: JoinHandle<()>,
-    s3: S3Server,
-}
-
-impl Operator {
-    async fn start(cluster: &FakeCluster) -> Self {
-        let s3 = S3Server::start().await.expect("s3s-fs starts");
-        s3.create_bucket(BACKUPS).await.unwrap();
-        let config = Arc::new(OperatorConfig {
-            base_domain: "vibe.example".into(),
-            s3: s3_config(&s3),
-            backup_bucket: Some(BACKUPS.into()),
-            backup_prefix: "cluster-a/".into(),
-            resync_period: Duration::from_secs(3600),
-            ..OperatorConfig::default()
-        });
-        let scopes = Scope::for_namespaces(vec![NS.into()]);
-        let index = InstanceIndex::new(scopes.iter().map(Scope::cache).collect());
-        let watches = scopes.iter().flat_map(Scope::watch_flags).collect();
-        let mut registry = Registry::default();
-        let metrics = Arc::new(Metrics::register(&mut registry));
-        let state = State::new(
-            config.clone(),
-            index,
-            watches,
-            metrics,
-            registry,
-            Leadership::always(),
-        );
-        let shutdown = CancellationToken::new();
-        let controller = tokio::spawn(run(
-            cluster.client(),
-            state,
-            scopes,
-            BucketClient::new(&config.s3),
-            "vibe-operator-test".into(),
-            shutdown.clone(),
-        ));
-        Self {
-            shutdown,
-            controller,
-            s3,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.controller).await;
-    }
-}
-
-async fn eventually<F, Fut>(seconds: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {seconds} s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The operator with the platform's backup bucket `vibe-backups` and prefix `cluster-a/`.
+async fn start_operator(cluster: &FakeCluster) -> Operator {
+    let s3 = S3Server::start().await.expect("s3s-fs starts");
+    s3.create_bucket(BACKUPS).await.unwrap();
+    Operator::start_with(cluster, s3, |c| {
+        c.backup_bucket = Some(BACKUPS.into());
+        c.backup_prefix = "cluster-a/".into();
+    })
+    .await
 }
 
 fn backed_up(name: &str) -> Value {
@@ -192,7 +124,7 @@ async fn a_backup_schedule_is_a_cron_job_whose_finished_jobs_become_last_backup(
         "vibeinstances",
         backed_up("alice"),
     );
-    let operator = Operator::start(&cluster).await;
+    let operator = start_operator(&cluster).await;
 
     eventually(20, "the backup CronJob is applied", || async {
         cluster.get(CRON_JOBS, NS, "alice-backup").is_some()
@@ -380,7 +312,7 @@ async fn a_backup_schedule_is_a_cron_job_whose_finished_jobs_become_last_backup(
 #[tokio::test]
 async fn a_restored_instance_is_pointed_at_its_backup_once_it_is_in_the_bucket() {
     let cluster = FakeCluster::new().with_ready_workloads();
-    let operator = Operator::start(&cluster).await;
+    let operator = start_operator(&cluster).await;
     let name = "20261204T023000.123Z-1a2b3c4d";
     let key = format!("cluster-a/tenants/old-alice/{name}.vibe.age");
     cluster.put(

@@ -4,27 +4,14 @@
 //! the issue 14 readiness bug; these would have.
 
 use super::fake_cluster::FakeCluster;
-use super::fixtures::s3_config;
-use super::{Scope, readiness, run};
-use crate::bucket::BucketClient;
-use crate::config::OperatorConfig;
-use crate::leader::Leadership;
-use crate::metrics::Metrics;
-use crate::state::{InstanceIndex, State};
+use super::loop_harness::{NS, Operator, eventually};
+use super::readiness;
 use futures::StreamExt;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
-use vibe_test_support::S3Server;
 
-const NS: &str = "tenants";
 const INSTANCES: &str = "cloud.vibeapp.dev/v1alpha1/vibeinstances";
 
 /// Every child of instance `name`: (collection, name).
@@ -58,113 +45,6 @@ fn instance(name: &str) -> Value {
         "metadata": {"name": name, "namespace": NS},
         "spec": {"deletionPolicy": "Retain"}
     })
-}
-
-/// The operator's controller and readiness, started as `main` starts them.
-struct Operator {
-    state: State,
-    /// `readiness::log_when_synced`, spawned (and polled) before the controller, as in `main`.
-    readiness: JoinHandle<()>,
-    shutdown: CancellationToken,
-    controller: JoinHandle<()>,
-    _s3: S3Server,
-}
-
-impl Operator {
-    async fn start(cluster: &FakeCluster, resync_period: Duration) -> Self {
-        let s3 = S3Server::start().await.expect("s3s-fs starts");
-        Self::start_on(cluster, resync_period, s3).await
-    }
-
-    /// Starts on a given object store (a restart keeps the store: the S3 settings are part of
-    /// the children).
-    async fn start_on(cluster: &FakeCluster, resync_period: Duration, s3: S3Server) -> Self {
-        let config = Arc::new(OperatorConfig {
-            base_domain: "vibe.example".into(),
-            s3: s3_config(&s3),
-            resync_period,
-            ..OperatorConfig::default()
-        });
-        let scopes = Scope::for_namespaces(vec![NS.into()]);
-        let index = InstanceIndex::new(scopes.iter().map(Scope::cache).collect());
-        let watches = scopes.iter().flat_map(Scope::watch_flags).collect();
-        let mut registry = Registry::default();
-        let metrics = Arc::new(Metrics::register(&mut registry));
-        let state = State::new(
-            config.clone(),
-            index,
-            watches,
-            metrics,
-            registry,
-            Leadership::always(),
-        );
-        let readiness = tokio::spawn(readiness::log_when_synced(state.watches.clone()));
-        tokio::task::yield_now().await;
-        let shutdown = CancellationToken::new();
-        let controller = tokio::spawn(run(
-            cluster.client(),
-            state.clone(),
-            scopes,
-            BucketClient::new(&config.s3),
-            "vibe-operator-test".into(),
-            shutdown.clone(),
-        ));
-        Self {
-            state,
-            readiness,
-            shutdown,
-            controller,
-            _s3: s3,
-        }
-    }
-
-    /// The status code of `/readyz` on the admin router.
-    async fn readyz(&self) -> u16 {
-        self.readyz_answer().await.0
-    }
-
-    /// The status code and body of `/readyz`.
-    async fn readyz_answer(&self) -> (u16, String) {
-        let request = http::Request::get("/readyz")
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let response = crate::http::router(self.state.clone())
-            .oneshot(request)
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
-            .await
-            .unwrap();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    async fn stop(self) {
-        self.stop_keeping_s3().await;
-    }
-
-    /// Stops the operator; returns its object store.
-    async fn stop_keeping_s3(self) -> S3Server {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.controller).await;
-        self._s3
-    }
-}
-
-/// Polls `check` every 50 ms until it holds, for at most `seconds`.
-async fn eventually<F, Fut>(seconds: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {seconds} s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn phase(cluster: &FakeCluster, name: &str) -> Option<String> {

@@ -269,6 +269,8 @@ mod fake_cluster;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
+mod loop_harness;
+#[cfg(test)]
 mod loop_tests;
 #[cfg(test)]
 mod tests;

@@ -30,10 +30,10 @@ fn key(kind: &str, namespace: &str, name: &str) -> String {
 impl Written {
     /// Remembers `object` (as the API server answered a write of it).
     pub fn remember(&self, kind: &str, namespace: &str, name: &str, object: serde_json::Value) {
-        self.entries
-            .lock()
-            .expect("written lock")
-            .insert(key(kind, namespace, name), (object, Instant::now()));
+        let mut entries = self.entries.lock().expect("written lock");
+        // Lapsed entries go here, on a write, not on every lookup of every reconcile.
+        entries.retain(|_, (_, at)| at.elapsed() < MEMORY);
+        entries.insert(key(kind, namespace, name), (object, Instant::now()));
     }
 
     /// The object as last written, when the cache does not hold it (`in_cache` false) and it
@@ -48,13 +48,15 @@ impl Written {
         recall: &Recall,
     ) -> Option<serde_json::Value> {
         let mut entries = self.entries.lock().expect("written lock");
-        entries.retain(|_, (_, at)| at.elapsed() < MEMORY);
         let key = key(kind, namespace, name);
         if in_cache {
             entries.remove(&key);
             return None;
         }
-        let found = entries.get(&key).map(|(object, _)| object.clone());
+        let found = entries
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < MEMORY)
+            .map(|(object, _)| object.clone());
         if found.is_some() {
             recall.used.store(true, Ordering::Relaxed);
         }
