@@ -2,6 +2,21 @@
 
 use serde::{Deserialize, Serialize};
 
+/// `POST /api/v1/devices`: trust a new sync device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceRegistration {
+    /// A name the owner recognises it by (1 to 256 characters, not only white space).
+    pub name: String,
+    /// The registered app it acts as (see [`crate::app_id`]); `None`: the owner's own
+    /// device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// What it may do; `None`: `["sync"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
 /// One trusted device (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -4,6 +4,7 @@
 //! a change on one side is a compile error on the other instead of a failure in production:
 //!
 //! - [`collection::Collection`]: the one place a collection name is validated;
+//! - [`app_id`]: the one place an app id is validated;
 //! - [`dataplane_env`]: the environment variables `vibe-dataplane` reads, and which of them
 //!   are secret — used by the data plane's flags, the operator's Deployment and the local
 //!   stack;
@@ -15,15 +16,17 @@
 //!   trailing data refused, the field at fault named).
 //!
 //! Request and response bodies of the data plane's HTTP API, shared by the data plane and
-//! its clients ([`auth`], [`apps`], [`devices`], [`documents`], [`console`]): request bodies
+//! its clients ([`auth`], [`apps`], [`blobs`], [`devices`], [`documents`], [`console`]): request bodies
 //! refuse unknown fields (`#[serde(deny_unknown_fields)]`) and are read with [`json`];
 //! responses are read leniently by clients, so an instance may add fields.
 //!
 //! The crate is deliberately light (serde and thiserror only): the operator, the data plane
 //! and every client depend on it.
 
+pub mod app_id;
 pub mod apps;
 pub mod auth;
+pub mod blobs;
 pub mod collection;
 pub mod console;
 pub mod dataplane_env;

@@ -276,6 +276,9 @@ pub struct Limits {
     pub login_skew: Duration,
     /// Nonce lifetime.
     pub nonce_ttl: Duration,
+    /// How often a running process deletes stored revocations no token can outlive
+    /// (one hour; start-up also deletes them).
+    pub revocation_sweep: Duration,
 }
 
 impl Default for Limits {
@@ -286,6 +289,7 @@ impl Default for Limits {
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             login_skew: Duration::from_secs(300),
             nonce_ttl: Duration::from_secs(300),
+            revocation_sweep: Duration::from_secs(3600),
         }
     }
 }
@@ -627,6 +631,7 @@ impl Cli {
                 refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_seconds),
                 login_skew: Duration::from_secs(self.login_skew_seconds),
                 nonce_ttl: Duration::from_secs(self.nonce_ttl_seconds),
+                ..Limits::default()
             },
             allowed_origins,
             s3,

@@ -9,7 +9,9 @@
 //! database's change feed ([`crate::system_feed`]). In memory a revocation is kept for
 //! [`crate::auth::tokens::REVOKED_FAMILY_HORIZON`] after it happened — no token of the
 //! family can live longer — and older documents are deleted when a process loads them
-//! (at start-up), so they do not pile up in the system database.
+//! (at start-up) and then every [`crate::config::Limits::revocation_sweep`] by
+//! [`sweep_forever`], so they do not pile up in the system database of a process that
+//! runs for months.
 //!
 //! Device revocations and app deletions need nothing extra: they delete the device or app
 //! document, which every process loads and follows anyway.
@@ -82,6 +84,36 @@ pub async fn load(tokens: &TokenService, db: &Database) -> Result<(), CouchError
     Ok(())
 }
 
+/// Delete every stored record past the horizon, every `every` until shutdown begins.
+/// Started once, when the system database is ready (start-up has just done the first
+/// sweep). Every replica sweeps; a record another one deleted first is skipped.
+pub async fn sweep_forever(state: crate::state::AppState, db: Database) {
+    let every = state.config.limits.revocation_sweep;
+    loop {
+        tokio::select! {
+            _ = state.shutdown.started() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match sweep(&db).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "expired revocation records deleted"),
+            Err(e) => tracing::debug!(error = %e, "expired revocation records not swept"),
+        }
+    }
+}
+
+/// Delete the stored records past the horizon; returns how many were deleted.
+async fn sweep(db: &Database) -> Result<usize, CouchError> {
+    let docs = db
+        .docs_with_prefix(REVOKED_FAMILY_PREFIX, 1_000_000)
+        .await?;
+    let mut pruned = 0;
+    for doc in docs.iter().filter(|doc| is_past_horizon(doc)) {
+        pruned += prune(db, doc).await as usize;
+    }
+    Ok(pruned)
+}
+
 /// Whether a stored record is older than [`REVOKED_FAMILY_HORIZON`].
 fn is_past_horizon(doc: &serde_json::Value) -> bool {
     serde_json::from_value::<RevokedFamily>(doc.clone()).is_ok_and(|record| {
@@ -91,7 +123,7 @@ fn is_past_horizon(doc: &serde_json::Value) -> bool {
 }
 
 /// Delete one expired record; a failure (another process pruned it first, or CouchDB is
-/// busy) is left for the next start-up.
+/// busy) is left for the next sweep.
 async fn prune(db: &Database, doc: &serde_json::Value) -> bool {
     let (Some(id), Some(rev)) = (doc["_id"].as_str(), doc["_rev"].as_str()) else {
         return false;

@@ -585,6 +585,51 @@ async fn revocation_records_past_the_horizon_are_deleted_at_start_up() {
     assert!(!t.state.tokens.is_family_revoked("expired-family"));
 }
 
+/// A process that runs for months deletes the records as they pass the horizon, not only
+/// at its next start-up.
+#[tokio::test]
+async fn a_running_process_sweeps_records_past_the_horizon() {
+    let t = TestInstance::start_with(|config| {
+        config.limits.revocation_sweep = Duration::from_millis(200);
+    })
+    .await;
+    let db = t.state.system_db().await.expect("system db");
+    let now = vibe_dataplane::state::now_unix();
+    let horizon = vibe_dataplane::auth::tokens::REVOKED_FAMILY_HORIZON.as_secs() as i64;
+    for (family, revoked_at) in [
+        ("expired-family", now - horizon - 10),
+        ("recent-family", now - 10),
+    ] {
+        db.put(
+            &format!("revoked/{family}"),
+            &json!({"family": family, "revokedAt": revoked_at, "collection": "revoked"}),
+        )
+        .await
+        .expect("store a revocation record");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db
+        .get("revoked/expired-family")
+        .await
+        .expect("get")
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the expired record is still stored after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        db.get("revoked/recent-family")
+            .await
+            .expect("get")
+            .is_some(),
+        "a record a token can still outlive is kept"
+    );
+    assert!(t.state.tokens.is_family_revoked("recent-family"));
+}
+
 /// Issue 19: revoking any grant of an app (`write:notes` here, which none of its streams
 /// uses) ends all of its open streams as the other revocations do — the WebSocket with
 /// 4003, the continuous sync feed cleanly, the waiting longpoll with 401 — within a second.

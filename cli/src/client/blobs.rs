@@ -8,9 +8,11 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
+
+use vibe_api::blobs::{FinalizeUploadRequest, UploadUrlRequest};
 
 use super::{Client, api_error};
 use crate::error::{ClientError, Result};
@@ -107,12 +109,12 @@ impl Client {
         content_type: &str,
         size: u64,
     ) -> Result<UploadUrl> {
-        let body = json!({
-            "collectionName": collection,
-            "originalFilename": filename,
-            "contentType": content_type,
-            "size": size,
-        });
+        let body = UploadUrlRequest {
+            collection_name: collection.to_string(),
+            original_filename: filename.to_string(),
+            content_type: content_type.to_string(),
+            size,
+        };
         self.send_json("POST /api/v1/blob/upload-url", |i| {
             i.request(Method::POST, "api/v1/blob/upload-url")
                 .json(&body)
@@ -129,13 +131,13 @@ impl Client {
         content_type: &str,
         size: u64,
     ) -> Result<BlobMeta> {
-        let body = json!({
-            "objectKey": upload.object_key,
-            "originalFilename": filename,
-            "contentType": content_type,
-            "size": size,
-            "collectionName": collection,
-        });
+        let body = FinalizeUploadRequest {
+            object_key: upload.object_key.clone(),
+            original_filename: filename.to_string(),
+            content_type: content_type.to_string(),
+            size,
+            collection_name: collection.to_string(),
+        };
         self.send_json("POST /api/v1/blob/finalize-upload", |i| {
             i.request(Method::POST, "api/v1/blob/finalize-upload")
                 .json(&body)

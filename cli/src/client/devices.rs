@@ -3,7 +3,9 @@
 
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use vibe_api::devices::DeviceRegistration;
 
 use super::Client;
 use crate::error::Result;
@@ -64,13 +66,11 @@ impl Client {
         app_id: Option<&str>,
         scopes: &[String],
     ) -> Result<RegisteredDevice> {
-        let mut body = json!({ "name": name });
-        if let Some(app_id) = app_id {
-            body["appId"] = json!(app_id);
-        }
-        if !scopes.is_empty() {
-            body["scopes"] = json!(scopes);
-        }
+        let body = DeviceRegistration {
+            name: name.to_string(),
+            app_id: app_id.map(str::to_string),
+            scopes: (!scopes.is_empty()).then(|| scopes.to_vec()),
+        };
         self.as_owner()
             .send_json("POST /api/v1/devices", |i| {
                 i.request(Method::POST, "api/v1/devices").json(&body)

@@ -38,7 +38,7 @@ fn doc_id(app_id: &str) -> String {
 }
 
 fn validate_app_id(app_id: &str) -> bool {
-    !app_id.trim().is_empty() && app_id.len() <= 512 && !app_id.chars().any(char::is_control)
+    vibe_api::app_id::is_valid(app_id)
 }
 
 fn manifest_json(app: &AppRecord) -> Value {
@@ -68,9 +68,7 @@ fn parse_upsert(body: AppUpsert) -> ApiResult<AppRecord> {
         grants,
     } = body;
     if !validate_app_id(&app_id) {
-        return Err(ApiError::Validation(
-            "'appId' is required and must be a non-empty string of at most 512 characters.".into(),
-        ));
+        return Err(ApiError::Validation(vibe_api::app_id::RULE.into()));
     }
     // Lengths in characters, as the OpenAPI document's `maxLength` counts them; a name has
     // to have one that is not white space (the document's pattern, with Rust's `trim`).
@@ -272,9 +270,7 @@ async fn app_token(
     caller.require_owner()?;
     let app_id = body.app_id;
     if !validate_app_id(&app_id) {
-        return Err(ApiError::Validation(
-            "'appId' is required and must be a non-empty string.".into(),
-        ));
+        return Err(ApiError::Validation(vibe_api::app_id::RULE.into()));
     }
     state.system_db().await?;
     let Some(app) = state.grants.get(&app_id) else {

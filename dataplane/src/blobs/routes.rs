@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -32,6 +31,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::StrictJson;
 use crate::state::AppState;
+use vibe_api::blobs::{FinalizeUploadRequest, UploadUrlRequest};
 
 /// Default and largest page size of `GET /api/v1/blob`.
 const DEFAULT_LIST_LIMIT: u64 = 100;
@@ -58,27 +58,6 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UploadUrlRequest {
-    collection_name: String,
-    original_filename: String,
-    content_type: String,
-    #[serde(deserialize_with = "vibe_api::json::whole_number")]
-    size: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FinalizeRequest {
-    object_key: String,
-    original_filename: String,
-    content_type: String,
-    #[serde(deserialize_with = "vibe_api::json::whole_number")]
-    size: u64,
-    collection_name: String,
-}
-
-#[derive(Deserialize)]
 struct ListQuery {
     collection: Option<String>,
     limit: Option<String>,
@@ -95,9 +74,8 @@ struct UploadQuery {
 async fn upload_url(
     State(state): State<AppState>,
     caller: Caller,
-    StrictJson(body): StrictJson,
+    StrictJson(req): StrictJson<UploadUrlRequest>,
 ) -> ApiResult<axum::response::Response> {
-    let req: UploadUrlRequest = parse_body(body)?;
     check_collection(&req.collection_name)?;
     check_filename(&req.original_filename)?;
     check_content_type(&req.content_type)?;
@@ -167,9 +145,8 @@ impl Serialize for PresignedHeaders<'_> {
 async fn finalize_upload(
     State(state): State<AppState>,
     caller: Caller,
-    StrictJson(body): StrictJson,
+    StrictJson(req): StrictJson<FinalizeUploadRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let req: FinalizeRequest = parse_body(body)?;
     check_collection(&req.collection_name)?;
     check_filename(&req.original_filename)?;
     check_content_type(&req.content_type)?;
@@ -480,13 +457,6 @@ fn known_key(state: &AppState, raw: &str) -> ApiResult<(std::sync::Arc<Blobs>, O
 
 fn blob_not_found() -> ApiError {
     ApiError::NotFound("Blob not found.".into())
-}
-
-fn parse_body<T: DeserializeOwned>(body: Value) -> ApiResult<T> {
-    serde_json::from_value(body).map_err(|e| {
-        let message = e.to_string();
-        ApiError::Validation(message.split(" at line").next().unwrap_or("").to_string())
-    })
 }
 
 fn check_collection(collection: &str) -> ApiResult<()> {

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use serde_json::{Value, json};
-use vibe_api::devices::{DeviceInfo, DeviceList};
+use vibe_api::devices::{DeviceInfo, DeviceList, DeviceRegistration};
 
 use super::{DEVICE_DOC_PREFIX, DeviceRecord};
 use crate::apps::is_valid_permission;
@@ -59,48 +59,36 @@ struct Registration {
     scopes: Vec<String>,
 }
 
-fn parse_registration(body: &Value) -> ApiResult<Registration> {
-    let object = body
-        .as_object()
-        .ok_or_else(|| ApiError::Validation("Body must be a JSON object.".into()))?;
-    if let Some(key) = object
-        .keys()
-        .find(|k| !matches!(k.as_str(), "name" | "appId" | "scopes"))
-    {
-        return Err(ApiError::Validation(format!("Unknown field '{key}'.")));
+fn parse_registration(body: DeviceRegistration) -> ApiResult<Registration> {
+    let DeviceRegistration {
+        name,
+        app_id,
+        scopes,
+    } = body;
+    // Not only white space (as the document's pattern says, with Rust's `trim`).
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::Validation(format!(
+            "'name' is required and must be 1 to {MAX_NAME_CHARS} characters, not only spaces."
+        )));
     }
-    let name = match object.get("name") {
-        // Not only white space (as the document's pattern says, with Rust's `trim`).
-        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_NAME_CHARS => {
-            s.clone()
+    if app_id
+        .as_deref()
+        .is_some_and(|id| !vibe_api::app_id::is_valid(id))
+    {
+        return Err(ApiError::Validation(vibe_api::app_id::RULE.into()));
+    }
+    let mut scopes: Vec<String> = match scopes {
+        None => vec![crate::sync::SYNC_PERMISSION.to_string()],
+        Some(items) if !items.is_empty() && items.len() <= MAX_SCOPES => {
+            if let Some(bad) = items.iter().find(|p| !is_valid_permission(p)) {
+                return Err(ApiError::Validation(format!(
+                    "Invalid scope {}: expected a permission such as sync or read:<c>.",
+                    Value::String(bad.clone())
+                )));
+            }
+            items
         }
-        _ => {
-            return Err(ApiError::Validation(format!(
-                "'name' is required and must be 1 to {MAX_NAME_CHARS} characters, not only spaces."
-            )));
-        }
-    };
-    let app_id = match object.get("appId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 512 => Some(s.clone()),
-        _ => {
-            return Err(ApiError::Validation(
-                "'appId' must be a non-empty string.".into(),
-            ));
-        }
-    };
-    let mut scopes: Vec<String> = match object.get("scopes") {
-        None | Some(Value::Null) => vec![crate::sync::SYNC_PERMISSION.to_string()],
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_SCOPES => items
-            .iter()
-            .map(|item| match item.as_str() {
-                Some(p) if is_valid_permission(p) => Ok(p.to_string()),
-                _ => Err(ApiError::Validation(format!(
-                    "Invalid scope {item}: expected a permission such as sync or read:<c>."
-                ))),
-            })
-            .collect::<ApiResult<_>>()?,
-        _ => {
+        Some(_) => {
             return Err(ApiError::Validation(format!(
                 "'scopes' must be an array of 1 to {MAX_SCOPES} permissions."
             )));
@@ -120,10 +108,10 @@ fn parse_registration(body: &Value) -> ApiResult<Registration> {
 async fn register(
     State(state): State<AppState>,
     caller: Caller,
-    StrictJson(body): StrictJson,
+    StrictJson(body): StrictJson<DeviceRegistration>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_owner()?;
-    let registration = parse_registration(&body)?;
+    let registration = parse_registration(body)?;
     let db = state.system_db().await?;
     let app_registration = match &registration.app_id {
         None => None,
