@@ -236,6 +236,39 @@ pub struct BackupReport {
     pub message: Option<String>,
 }
 
+/// Object key, in the instance's own bucket, of the restore outcome
+/// ([`RestoreOutcome`]): written by the data plane when a restore (`spec.restoreFrom`) ends,
+/// read by the operator into `status.restore`. It has no `/`, so it is never under an
+/// instance's blob key prefix (`<instance>/…`): blob listings and the sweep never see it.
+pub const RESTORE_OUTCOME_KEY: &str = "vibe-restore-outcome.json";
+
+/// How a restore from a backup (`spec.restoreFrom`) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreEnd {
+    /// An import into the instance completed (`vibe restore`, or any `vibe import`).
+    Restored,
+    /// The owner gave the restore up (`vibe restore --abandon`); the instance starts empty.
+    Abandoned,
+}
+
+/// The end of a restore, as `POST /api/v1/restore/abandon` answers
+/// it and as the data plane stores it at [`RESTORE_OUTCOME_KEY`] for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreOutcome {
+    /// How it ended.
+    pub outcome: RestoreEnd,
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// Bucket of the backup the instance was to be restored from.
+    pub bucket: String,
+    /// Object key of that backup.
+    pub object_key: String,
+    /// The export id of the archive imported (`Restored` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_id: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

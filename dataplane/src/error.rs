@@ -40,6 +40,10 @@ pub enum ApiError {
     /// 409 with a message, e.g. `Revision conflict`.
     #[error("{0}")]
     Conflict(String),
+    /// 409 `{"error": …, "code": "restore_pending"}`: a write before the instance's restore
+    /// from a backup has ended ([`crate::export::restore`]).
+    #[error("{0}")]
+    RestorePending(String),
     /// 413: body or declared size over a configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -80,7 +84,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::RestorePending(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -100,6 +104,10 @@ impl ApiError {
                 json!({ "error": message, "details": message })
             }
             ApiError::Internal => json!({ "error": INTERNAL_ERROR }),
+            ApiError::RestorePending(message) => json!({
+                "error": message,
+                "code": crate::export::restore::PENDING_CODE,
+            }),
             other => json!({ "error": other.to_string() }),
         }
     }

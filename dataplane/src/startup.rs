@@ -227,6 +227,7 @@ async fn run(state: AppState) {
                 tokio::spawn(crate::system_feed::follow(state.clone(), db.clone(), since));
                 tokio::spawn(crate::last_seen::write_forever(state.clone(), db.clone()));
                 tokio::spawn(crate::revocations::sweep_forever(state.clone(), db.clone()));
+                crate::export::restore::spawn_publish(state.clone());
                 tracing::info!(db = db.name(), "system database ready");
                 state.startup.finish_attempt(Outcome::Ready(db));
                 return;

@@ -63,6 +63,8 @@ pub struct StateInner {
     pub admission: crate::admission::Admission,
     /// Start-up of the system database ([`crate::startup::spawn`]).
     pub startup: crate::startup::Startup,
+    /// Writes wait for the restore from a backup ([`crate::export::restore`]).
+    pub restore_gate: crate::export::restore::RestoreGate,
     owner: RwLock<Option<Did>>,
     indexes: Mutex<HashSet<String>>,
     data_ready: OnceCell<Database>,
@@ -108,6 +110,7 @@ impl AppState {
                 owner,
                 indexes: Mutex::new(HashSet::new()),
                 startup: Default::default(),
+                restore_gate: crate::export::restore::RestoreGate::new(config.restore.is_some()),
                 data_ready: OnceCell::new(),
                 config,
             }),

@@ -13,7 +13,9 @@ use std::io::Read;
 use common::TestInstance;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use vibe_api::export::{BackupOutcome, BackupReport};
+use vibe_api::export::{
+    BackupOutcome, BackupReport, RESTORE_OUTCOME_KEY, RestoreEnd, RestoreOutcome,
+};
 use vibe_dataplane::config::{RestoreSource, S3Config};
 use vibe_dataplane::export::backup::{self, BackupArgs};
 use vibe_identity::Keypair;
@@ -347,6 +349,18 @@ async fn a_restored_instance_serves_the_backup_to_its_owner_and_then_the_same_do
     let sealed = resp.bytes().await.unwrap();
     assert_eq!(sealed.to_vec(), object(&s3, BACKUPS, &key).await);
 
+    // Before the import, the instance takes no writes.
+    let (status, body) = b
+        .post(
+            "/api/v1/apps/upsert",
+            Some(&token),
+            None,
+            json!({ "appId": APP, "name": "Notes", "permissions": ["read:notes"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], json!("restore_pending"), "{body}");
+
     // The owner decrypts on their side and imports.
     let plain = decrypt(&sealed, &owner).unwrap();
     let resp = b
@@ -365,6 +379,25 @@ async fn a_restored_instance_serves_the_backup_to_its_owner_and_then_the_same_do
         notes,
         "the restored instance serves the same notes"
     );
+    // The restore has ended: writes pass, the operator finds the outcome in the bucket, and
+    // it cannot be abandoned any more.
+    let restored = published_outcome(&s3, "vibe-b").await;
+    assert_eq!(restored.outcome, RestoreEnd::Restored, "{restored:?}");
+    assert_eq!(restored.object_key, key);
+    assert!(restored.export_id.is_some(), "{restored:?}");
+    let (status, body) = b
+        .post(
+            "/api/v1/data/write",
+            Some(&token),
+            Some(APP),
+            json!({ "collection": "notes", "data": { "title": "after the restore" } }),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let (status, body) = b
+        .post("/api/v1/restore/abandon", Some(&token), None, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
 
     // A backup that is not there is a clear 404.
     let c = instance(
@@ -385,6 +418,270 @@ async fn a_restored_instance_serves_the_backup_to_its_owner_and_then_the_same_do
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+/// The restore outcome the data plane left in `bucket` for the operator (waits for it: it
+/// is written in the background).
+async fn published_outcome(s3: &S3Server, bucket: &str) -> RestoreOutcome {
+    for _ in 0..100 {
+        if let Ok(got) = s3
+            .client()
+            .get_object()
+            .bucket(bucket)
+            .key(RESTORE_OUTCOME_KEY)
+            .send()
+            .await
+        {
+            let bytes = got.body.collect().await.unwrap().into_bytes();
+            return serde_json::from_slice(&bytes).expect("a restore outcome");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no {RESTORE_OUTCOME_KEY} in bucket {bucket}");
+}
+
+/// Every kind of write that would make an instance non-empty, as the owner (acting as
+/// [`APP`] where a grant is needed): name, status, body.
+async fn writes(inst: &TestInstance, token: &str) -> Vec<(&'static str, StatusCode, Value)> {
+    let mut out = Vec::new();
+    let (status, body) = inst
+        .post(
+            "/api/v1/apps/upsert",
+            Some(token),
+            None,
+            json!({ "appId": "https://other.example", "name": "Other",
+                    "permissions": ["read:notes"], "grants": { "read:notes": "always" } }),
+        )
+        .await;
+    out.push(("app registration", status, body));
+    let (status, body) = inst
+        .post(
+            "/api/v1/devices",
+            Some(token),
+            None,
+            json!({ "name": "laptop" }),
+        )
+        .await;
+    out.push(("device registration", status, body));
+    let (status, body) = inst
+        .post(
+            "/api/v1/data/write",
+            Some(token),
+            Some(APP),
+            json!({ "collection": "notes", "data": { "title": "too early" } }),
+        )
+        .await;
+    out.push(("document write", status, body));
+    let (status, body) = inst
+        .call(
+            Method::DELETE,
+            "/api/v1/data/notes/one?rev=1-0123456789abcdef0123456789abcdef",
+            Some(token),
+            Some(APP),
+            None,
+        )
+        .await;
+    out.push(("document deletion", status, body));
+    let (status, body) = inst
+        .post(
+            "/api/v1/blob/upload-url",
+            Some(token),
+            Some(APP),
+            json!({ "collectionName": "photos", "originalFilename": "cat.jpg",
+                    "contentType": "image/jpeg", "size": 10 }),
+        )
+        .await;
+    out.push(("upload URL", status, body));
+    let (status, body) = inst
+        .post(
+            "/api/v1/blob/finalize-upload",
+            Some(token),
+            Some(APP),
+            json!({ "collectionName": "photos", "originalFilename": "cat.jpg",
+                    "contentType": "image/jpeg", "size": 10,
+                    "objectKey": format!("{}/photos/0190a0a0-0000-7000-8000-000000000000-cat.jpg", inst.owner.did()) }),
+        )
+        .await;
+    out.push(("upload finalisation", status, body));
+    let resp = inst
+        .http
+        .put(inst.url("/api/v1/blob/upload?collection=photos&filename=cat.bin"))
+        .bearer_auth(token)
+        .header("x-vibe-app-id", APP)
+        .header("content-type", "application/octet-stream")
+        .body(vec![1u8; 1024])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    out.push((
+        "blob upload",
+        status,
+        resp.json().await.unwrap_or(Value::Null),
+    ));
+    let (status, body) = inst
+        .post(
+            "/api/v1/sync/_bulk_docs",
+            Some(token),
+            Some(APP),
+            json!({ "docs": [{ "_id": "notes/synced", "collection": "notes", "title": "x" }] }),
+        )
+        .await;
+    out.push(("sync write", status, body));
+    out
+}
+
+/// An app registration written straight into the system database, as an import's commit
+/// that stopped half-way leaves it; waits until the data plane has loaded it.
+async fn register_directly(inst: &TestInstance) {
+    let system = inst.state.system_db().await.unwrap();
+    let grants: serde_json::Map<String, Value> =
+        ["read:notes", "write:notes", "blob:write:photos", "sync"]
+            .iter()
+            .map(|p| (p.to_string(), json!("always")))
+            .collect();
+    let permissions: Vec<&String> = grants.keys().collect();
+    system
+        .put(
+            &format!("apps/{APP}"),
+            &json!({ "appId": APP, "name": "Notes", "permissions": permissions,
+                     "grants": grants, "collection": "apps",
+                     "userDid": inst.owner.did().to_string(),
+                     "registeredAt": "2026-12-04T00:00:00Z", "registration": "r1" }),
+        )
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if inst.state.grants.get(APP).is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the app was not loaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_for_the_restore_until_the_owner_abandons_it_and_a_restart_keeps_that() {
+    let s3 = S3Server::start().await.expect("start s3s-fs");
+    s3.create_bucket(BACKUPS).await.unwrap();
+    let owner = Keypair::generate();
+    let source = RestoreSource {
+        bucket: BACKUPS.into(),
+        key: format!("{PREFIX}20261204T000000.000Z-00000000.vibe.age"),
+    };
+    let mut b = instance(&s3, &owner, "vibe-b", Some(source.clone())).await;
+    let token = b.owner_token().await;
+    register_directly(&b).await;
+
+    for (what, status, body) in writes(&b, &token).await {
+        assert_eq!(status, StatusCode::CONFLICT, "{what}: {body}");
+        assert_eq!(body["code"], json!("restore_pending"), "{what}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("vibe restore") && error.contains("--abandon"),
+            "{what}: {body}"
+        );
+    }
+    // Reads, login, export and the restore's own routes stay open.
+    let (status, body) = b
+        .post(
+            "/api/v1/data/read",
+            Some(&token),
+            Some(APP),
+            json!({ "collection": "notes" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = b.get("/api/v1/apps", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = b.get("/api/v1/restore/archive", Some(&token), None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the backup is not there: {body}"
+    );
+    let resp = b
+        .http
+        .get(b.url("/api/v1/export"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.bytes().await.unwrap();
+
+    // Abandoning is for the owner itself; an instance without a restore has none to abandon.
+    let (status, body) = b
+        .post(
+            "/api/v1/restore/abandon",
+            Some(&token),
+            Some(APP),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let plain = instance(&s3, &owner, "vibe-plain", None).await;
+    let (status, body) = plain
+        .post(
+            "/api/v1/restore/abandon",
+            Some(&plain.owner_token().await),
+            None,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let (status, body) = b
+        .post("/api/v1/restore/abandon", Some(&token), None, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let abandoned: RestoreOutcome = serde_json::from_value(body).unwrap();
+    assert_eq!(abandoned.outcome, RestoreEnd::Abandoned);
+    assert_eq!(
+        (abandoned.bucket.as_str(), abandoned.object_key.as_str()),
+        (BACKUPS, source.key.as_str())
+    );
+    let (status, again) = b
+        .post("/api/v1/restore/abandon", Some(&token), None, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        again["time"],
+        json!(abandoned.time),
+        "repeating changes nothing"
+    );
+    assert_eq!(published_outcome(&s3, "vibe-b").await, abandoned);
+
+    // Writes pass now, and still after a restart (the abandon is in the system database).
+    let (status, body) = b
+        .post(
+            "/api/v1/data/write",
+            Some(&token),
+            Some(APP),
+            json!({ "collection": "notes", "data": { "title": "first" } }),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let config = s3_config(&s3, "vibe-b");
+    b.restart(|c| {
+        c.s3 = Some(config);
+        c.blobs.create_bucket = true;
+        c.restore = Some(source);
+    })
+    .await;
+    let token = b.owner_token().await;
+    for (what, status, body) in writes(&b, &token).await {
+        assert_ne!(status, StatusCode::CONFLICT, "{what}: {body}");
+    }
+    let (status, body) = b
+        .post(
+            "/api/v1/data/write",
+            Some(&token),
+            Some(APP),
+            json!({ "collection": "notes", "data": { "title": "second" } }),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
 }
 
 /// The binary's subcommand, as the operator's CronJob runs it: settings from the

@@ -10,6 +10,7 @@ mod common;
 
 use common::VibeCli;
 use vibe_api::dataplane_env as env;
+use vibe_api::export::RESTORE_OUTCOME_KEY;
 use vibe_e2e::stack::{DataPlane, DataPlaneConfig, S3Settings, Stack};
 use vibe_test_support::CouchServer;
 
@@ -110,6 +111,11 @@ async fn a_backup_is_restored_into_a_new_instance_by_its_owner_with_vibe_restore
     assert!(refused.contains("not logged in"), "{refused}");
 
     run(at_new(&["claim", "--code", &claim_code])).await;
+    // Until the restore, the new instance takes no writes (an import needs it empty).
+    let mut refused = vec!["--instance", restored.url.as_str()];
+    refused.extend(["apps", "grant", "notes-app", "read:notes"]);
+    let refused = vibe.fails(&refused).await;
+    assert!(refused.contains("vibe restore"), "{refused}");
     let done = run(at_new(&["restore"])).await;
     assert_eq!(done["backup"], backup_key.as_str(), "{done}");
     assert_eq!(done["repeated"], false, "{done}");
@@ -173,10 +179,96 @@ async fn a_backup_is_restored_into_a_new_instance_by_its_owner_with_vibe_restore
     assert_eq!(again["repeated"], true, "{again}");
     assert_eq!(find(restored.url.clone()).await, before);
 
+    // The operator finds the outcome in the instance's own bucket.
+    let outcome = outcome_in(s3, "vibe-restored").await;
+    assert_eq!(outcome["outcome"], "Restored", "{outcome}");
+    assert_eq!(outcome["objectKey"], backup_key.as_str(), "{outcome}");
+
     // The old instance is not being restored: it has no backup to serve.
     let nothing = vibe.fails(&["restore"]).await;
     assert!(
         nothing.contains("not being restored from a backup"),
         "{nothing}"
     );
+}
+
+/// The restore outcome the data plane left in `bucket` for the operator (written in the
+/// background: waits for it).
+async fn outcome_in(s3: &vibe_test_support::S3Server, bucket: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        if let Ok(got) = s3
+            .client()
+            .get_object()
+            .bucket(bucket)
+            .key(RESTORE_OUTCOME_KEY)
+            .send()
+            .await
+        {
+            let bytes = got.body.collect().await.unwrap().into_bytes();
+            return serde_json::from_slice(&bytes).expect("a restore outcome");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no {RESTORE_OUTCOME_KEY} in bucket {bucket}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_abandons_a_restore_with_vibe_restore_abandon_and_the_instance_takes_writes() {
+    let s3 = vibe_test_support::S3Server::start()
+        .await
+        .expect("start s3s-fs");
+    s3.create_bucket("vibe-backups").await.expect("bucket");
+    s3.create_bucket("vibe-abandoned").await.expect("bucket");
+    let couch = CouchServer::start().await.expect("CouchDB");
+    let mut config = DataPlaneConfig::claimable(&couch);
+    config.s3 = Some(S3Settings {
+        endpoint: s3.endpoint.clone(),
+        access_key: s3.access_key.clone(),
+        secret_key: s3.secret_key.clone(),
+        region: s3.region.clone(),
+        bucket: "vibe-abandoned".into(),
+    });
+    // A backup that was lost: the owner cannot restore it and starts afresh.
+    let lost = "alice/20261204T000000.000Z-00000000.vibe.age";
+    config.extra_env = vec![
+        (env::VIBE_RESTORE_BUCKET.into(), "vibe-backups".into()),
+        (env::VIBE_RESTORE_OBJECT_KEY.into(), lost.into()),
+    ];
+    let claim_code = config.claim_code.clone().unwrap();
+    let instance = DataPlane::start(config).await.expect("data plane");
+    let vibe = VibeCli::new(&instance.url);
+    vibe.ok(&["keygen"]).await;
+    vibe.ok(&["claim", "--code", &claim_code]).await;
+
+    let refused = vibe
+        .fails(&["apps", "grant", "notes-app", "write:notes"])
+        .await;
+    assert!(
+        refused.contains("vibe restore") && refused.contains("--abandon"),
+        "{refused}"
+    );
+    let missing = vibe.fails(&["restore"]).await;
+    assert!(missing.contains(lost), "{missing}");
+    // Without a terminal to confirm on, --yes is required.
+    let unconfirmed = vibe.fails(&["restore", "--abandon"]).await;
+    assert!(unconfirmed.contains("--yes"), "{unconfirmed}");
+    vibe.fails(&["apps", "grant", "notes-app", "write:notes"])
+        .await;
+
+    let abandoned = vibe.ok(&["restore", "--abandon", "--yes"]).await;
+    assert_eq!(abandoned["outcome"], "Abandoned", "{abandoned}");
+    assert_eq!(abandoned["objectKey"], lost, "{abandoned}");
+    vibe.ok(&["apps", "grant", "notes-app", "write:notes"])
+        .await;
+    vibe.ok(&[
+        "--app",
+        "notes-app",
+        "put",
+        "notes",
+        "{\"title\":\"fresh start\"}",
+    ])
+    .await;
+    let outcome = outcome_in(&s3, "vibe-abandoned").await;
+    assert_eq!(outcome["outcome"], "Abandoned", "{outcome}");
+    assert_eq!(outcome["time"], abandoned["time"], "{outcome}");
 }

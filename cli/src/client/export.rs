@@ -7,7 +7,7 @@ use std::path::Path;
 use futures::StreamExt;
 use reqwest::header::CONTENT_TYPE;
 use tokio::io::AsyncWriteExt;
-use vibe_api::export::{ImportReport, MEDIA_TYPE};
+use vibe_api::export::{ImportReport, MEDIA_TYPE, RestoreOutcome};
 
 use super::{Client, Progress};
 use crate::error::{ClientError, Result};
@@ -43,6 +43,17 @@ impl Client {
         let url = self.instance().endpoint("api/v1/restore/archive");
         self.send("GET /api/v1/restore/archive", |i| i.http().get(url.clone()))
             .await
+    }
+
+    /// `POST /api/v1/restore/abandon`: give up the restore from a backup; the instance takes
+    /// writes from then on. Repeating it answers the same outcome.
+    pub async fn abandon_restore(&self) -> Result<RestoreOutcome> {
+        self.send_json("POST /api/v1/restore/abandon", |i| {
+            i.http()
+                .post(i.endpoint("api/v1/restore/abandon"))
+                .json(&serde_json::json!({}))
+        })
+        .await
     }
 
     /// Export into `out` (written as `<out>.vibe-partial`, renamed when complete, so a cut

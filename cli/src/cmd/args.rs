@@ -143,9 +143,19 @@ pub enum Command {
     #[command(
         after_help = "The provider cannot read your backups: they are encrypted to your key, \
         so the instance serves the encrypted backup only to you and only you can turn it back \
-        into your data. Claim or log in to the new instance with the same key first."
+        into your data. Claim or log in to the new instance with the same key first. \
+        Until the restore ends, the instance refuses writes (409 restore_pending). With \
+        --abandon you give the restore up instead: the backup is not imported and the \
+        instance takes writes from then on, starting empty (this cannot be undone)."
     )]
-    Restore,
+    Restore {
+        /// Give the restore up instead of running it (asks for confirmation).
+        #[arg(long)]
+        abandon: bool,
+        /// Do not ask before abandoning (needed when stdin is not a terminal).
+        #[arg(long, requires = "abandon")]
+        yes: bool,
+    },
     /// Move to another instance: export from this one, import into the new one (same key),
     /// verify, then print what your devices must do.
     Migrate {

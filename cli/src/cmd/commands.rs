@@ -101,7 +101,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             plain,
         } => export(&context, &output, !no_blobs, !plain).await,
         Command::Import { file } => import(&context, &file).await,
-        Command::Restore => restore(&context).await,
+        Command::Restore { abandon: false, .. } => restore(&context).await,
+        Command::Restore { abandon: true, yes } => abandon_restore(&context, yes).await,
         Command::Migrate { to } => migrate(&context, &to).await,
         Command::Put { collection, data } => put(&context, &collection, data).await,
         Command::Get { collection, id } => {
@@ -998,6 +999,47 @@ async fn restore(context: &Context) -> Result<()> {
     }
     context.out.result(
         || format!("restored from backup {backup}\n{}", import_summary(&report)),
+        &value,
+    );
+    Ok(())
+}
+
+/// `vibe restore --abandon`: asks (unless `yes`), then `POST /api/v1/restore/abandon`.
+async fn abandon_restore(context: &Context, yes: bool) -> Result<()> {
+    let client = context.owner()?;
+    if !yes {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            return Err(ClientError::Usage(
+                "abandoning a restore cannot be undone: confirm with --yes".into(),
+            ));
+        }
+        eprint!(
+            "Abandon the restore of {}? The backup will not be imported, and the instance \
+             starts empty and takes writes. This cannot be undone. Type 'abandon' to confirm: ",
+            client.instance().url()
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| ClientError::Usage(format!("no confirmation read: {e}")))?;
+        if answer.trim() != "abandon" {
+            return Err(ClientError::Usage(
+                "not confirmed: the restore is still pending".into(),
+            ));
+        }
+    }
+    let outcome = client.abandon_restore().await?;
+    let value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+    context.out.result(
+        || {
+            format!(
+                "restore abandoned at {} (backup {} not imported); the instance takes writes",
+                outcome.time, outcome.object_key
+            )
+        },
         &value,
     );
     Ok(())

@@ -126,6 +126,7 @@ async fn upsert(
 ) -> ApiResult<(StatusCode, Json<WriteResult>)> {
     caller.require_owner()?;
     let mut app = parse_upsert(body)?;
+    crate::export::restore::refuse_before_restore(&state).await?;
     let db = state.system_db().await?;
     let id = doc_id(&app.app_id);
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

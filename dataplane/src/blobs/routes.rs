@@ -81,6 +81,7 @@ async fn upload_url(
     check_content_type(&req.content_type)?;
     caller.require(&format!("blob:write:{}", req.collection_name))?;
     let _admitted = admit(&state, &caller)?;
+    crate::export::restore::refuse_before_restore(&state).await?;
     let blobs = blobs_of(&state)?;
     check_file_size(&blobs, req.size)?;
     let scheme = blobs.scheme(&state)?;
@@ -152,6 +153,7 @@ async fn finalize_upload(
     check_content_type(&req.content_type)?;
     caller.require(&format!("blob:write:{}", req.collection_name))?;
     let _admitted = admit(&state, &caller)?;
+    crate::export::restore::refuse_before_restore(&state).await?;
     let blobs = blobs_of(&state)?;
     let scheme = blobs.scheme(&state)?;
     let key = scheme.parse(&req.object_key)?;
@@ -339,6 +341,7 @@ async fn stream_upload(
     };
     caller.require(&format!("blob:write:{collection}"))?;
     let _admitted = admit(&state, &caller)?;
+    crate::export::restore::refuse_before_restore(&state).await?;
     let blobs = blobs_of(&state)?;
     if let Some(size) = declared {
         check_file_size(&blobs, size)?;

@@ -112,6 +112,7 @@ async fn register(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_owner()?;
     let registration = parse_registration(body)?;
+    crate::export::restore::refuse_before_restore(&state).await?;
     let db = state.system_db().await?;
     let app_registration = match &registration.app_id {
         None => None,

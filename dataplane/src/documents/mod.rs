@@ -160,6 +160,7 @@ async fn write(
     let collection = collection_of(&body.collection).map_err(validation)?;
     writable(&collection)?;
     caller.require(&format!("write:{collection}"))?;
+    crate::export::restore::refuse_before_restore(&state).await?;
     let data_error = || validation("Data must be a single object or an array of objects.".into());
     match &body.data {
         doc @ Value::Object(_) => {
@@ -274,6 +275,7 @@ async fn delete_document(
         .and_then(|Query(q)| q.rev)
         .filter(|r| !r.is_empty() && r.len() <= 256)
         .ok_or_else(|| validation("Query parameter 'rev' is required.".into()))?;
+    crate::export::restore::refuse_before_restore(&state).await?;
     let db = state.data_db().await?;
     match db.delete(&full, &rev).await {
         Ok(result) => Ok(Json(

@@ -61,6 +61,14 @@ pub const MAX_JSON_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
 /// Data databases with an import running in this process.
 static RUNNING: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
 
+/// Whether an import into the data database `db` is running in this process.
+pub fn import_running(db: &str) -> bool {
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(db)
+}
+
 /// One import at a time per data database (in this process).
 struct Running(String);
 
@@ -641,6 +649,7 @@ impl Run {
             }
         }
         self.set_marker("committed").await?;
+        super::restore::import_committed(&self.state);
         if let Err(e) = staging.destroy().await {
             tracing::warn!(error = %e, "import: staging database left behind");
         }

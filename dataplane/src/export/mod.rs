@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/export", get(exporter::export))
         .route("/api/v1/restore/archive", get(restore::archive))
+        .route("/api/v1/restore/abandon", post(restore::abandon))
         .route(
             "/api/v1/import",
             post(import::import).layer(DefaultBodyLimit::disable()),

@@ -210,6 +210,7 @@ async fn handle(
     url.set_query(uri.query());
 
     if request == SyncRequest::BulkDocs {
+        crate::export::restore::refuse_before_restore(&state).await?;
         return bulk_docs(&db, url, &body).await;
     }
     if request == SyncRequest::RevsDiff {
