@@ -159,6 +159,54 @@ impl BucketClient {
         }
     }
 
+    /// The bytes of a small object (at most `max` bytes), `None` when there is no such
+    /// object or bucket; an object larger than `max` is an error (it is not what was asked
+    /// for).
+    pub async fn small_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, BucketError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if status_of(&e) == Some(404)
+                    || matches!(e.code(), Some("NoSuchKey" | "NoSuchBucket")) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(classify(bucket, e)),
+        };
+        let too_large = || BucketError::Service {
+            bucket: bucket.into(),
+            code: format!("object {key} is larger than {max} bytes"),
+        };
+        if out
+            .content_length()
+            .is_some_and(|l| u64::try_from(l).map_or(true, |l| l > max))
+        {
+            return Err(too_large());
+        }
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|_| BucketError::Unreachable("object body cut off".into()))?
+            .into_bytes();
+        if bytes.len() as u64 > max {
+            return Err(too_large());
+        }
+        Ok(Some(bytes.to_vec()))
+    }
+
     async fn create(&self, bucket: &str) -> Result<bool, BucketError> {
         match self.client.create_bucket().bucket(bucket).send().await {
             Ok(_) => Ok(true),

@@ -80,6 +80,11 @@ pub struct OperatorConfig {
     /// bucket (it is then left behind and reported in an Event).
     #[arg(long, env = "VIBE_CLEANUP_DEADLINE", default_value = "1h", value_parser = parse_duration, global = true)]
     pub cleanup_deadline: Duration,
+    /// Longest wait between two looks for the end of a restore (`spec.restoreFrom`): the
+    /// data plane cannot wake the operator, so an instance whose restore has not ended is
+    /// reconciled at least this often.
+    #[arg(long, env = "VIBE_RESTORE_POLL", default_value = "1m", value_parser = parse_duration, global = true)]
+    pub restore_poll: Duration,
     /// Resync period of a healthy instance.
     #[arg(long, env = "VIBE_RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration, global = true)]
     pub resync_period: Duration,
@@ -179,6 +184,7 @@ impl Default for OperatorConfig {
             backup_bucket: None,
             backup_prefix: String::new(),
             cleanup_deadline: Duration::from_secs(3600),
+            restore_poll: Duration::from_secs(60),
             resync_period: Duration::from_secs(300),
             reconcile_concurrency: DEFAULT_RECONCILE_CONCURRENCY,
         }

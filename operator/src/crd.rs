@@ -391,8 +391,10 @@ pub struct RestoreStatus {
     /// Object key of the backup.
     pub object_key: String,
     /// `Available` (the backup is there; the owner fetches, decrypts and imports it with
-    /// `vibe restore`), `BackupNotFound` or `Unknown` (the object store could not be asked);
-    /// checked on every reconcile until `Available`.
+    /// `vibe restore`), `BackupNotFound` or `Unknown` (the object store could not be asked),
+    /// until the data plane reports the end of the restore: `Restored` (an import completed)
+    /// or `Abandoned` (the owner gave the restore up). Those two are final: nothing is
+    /// checked any more.
     pub phase: String,
     /// Size of the backup in bytes, once found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -400,6 +402,13 @@ pub struct RestoreStatus {
     /// Why the backup was not found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the restore ended (`Restored` or `Abandoned`; RFC 3339), as the data plane
+    /// recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The export id of the archive imported (`Restored`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_id: Option<String>,
 }
 
 /// Lifecycle phase of an instance.

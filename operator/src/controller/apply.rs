@@ -148,6 +148,10 @@ pub(super) async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Acti
     let mut new_status = status::compute(&inputs, &observed, now);
     new_status.last_backup = backup::observe_last_backup(ctx, instance, &ns).await?;
     new_status.restore = backup::observe_restore(ctx, &inputs).await;
+    let restoring = new_status
+        .restore
+        .as_ref()
+        .is_some_and(|r| !backup::phase::is_final(&r.phase));
     let ready = new_status.phase == Some(crate::crd::Phase::Ready);
     write_status(instance, new_status, ctx).await?;
     bucket?;
@@ -157,6 +161,10 @@ pub(super) async fn apply(instance: &VibeInstance, ctx: &Context) -> Result<Acti
         // Children report progress through the watches; this is only a safety net.
         ctx.config.resync_period.min(Duration::from_secs(60))
     };
+    if restoring {
+        // The data plane cannot wake the operator: look for the end of the restore.
+        requeue = requeue.min(ctx.config.restore_poll);
+    }
     if recall.used() {
         // Leaned on what this replica wrote instead of the cache: look again once that
         // memory has lapsed, in case a child was deleted before the cache saw it.

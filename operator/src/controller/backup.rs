@@ -10,7 +10,11 @@
 //!   `status.lastBackup` ([`observe_last_backup`]), and a failure is a Warning Event
 //!   ([`transitions`]). That costs one Pod list per finished backup, nothing on a resync.
 //! - With `spec.restoreFrom`, the backup is looked up (HEAD, never read: the operator cannot
-//!   decrypt it) until it is found, into `status.restore` ([`observe_restore`]).
+//!   decrypt it) until it is found, into `status.restore` ([`observe_restore`]). The end of
+//!   the restore is read from the outcome the data plane leaves in the instance's own bucket
+//!   (`vibe_api::export::RESTORE_OUTCOME_KEY`, a small JSON object written after a completed
+//!   import or an abandon): `Restored` or `Abandoned`, after which nothing is checked. While
+//!   the restore has not ended, the instance is reconciled at least every `--restore-poll`.
 
 use super::Context;
 use super::cache::Cached;
@@ -25,7 +29,9 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::{info, warn};
-use vibe_api::export::{BackupOutcome, BackupReport};
+use vibe_api::export::{
+    BackupOutcome, BackupReport, RESTORE_OUTCOME_KEY, RestoreEnd, RestoreOutcome,
+};
 
 /// `status.lastBackup.outcome` values.
 pub mod outcome {
@@ -45,7 +51,19 @@ pub mod phase {
     pub const NOT_FOUND: &str = "BackupNotFound";
     /// The object store could not be asked: checked again on every reconcile.
     pub const UNKNOWN: &str = "Unknown";
+    /// An import into the instance completed (final).
+    pub const RESTORED: &str = "Restored";
+    /// The owner gave the restore up; the instance started empty (final).
+    pub const ABANDONED: &str = "Abandoned";
+
+    /// Whether `phase` is final: the restore ended and nothing is checked any more.
+    pub fn is_final(phase: &str) -> bool {
+        phase == RESTORED || phase == ABANDONED
+    }
 }
+
+/// Largest restore outcome object read (it is a few hundred bytes).
+const MAX_OUTCOME_BYTES: u64 = 64 * 1024;
 
 /// Label the Job controller puts on a Job's pods.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -237,8 +255,10 @@ pub async fn observe_last_backup(
     Ok(Some(last_backup(&job, succeeded, report)))
 }
 
-/// The instance's `status.restore`: `None` without `spec.restoreFrom`; kept once the backup
-/// was found; otherwise the object store is asked whether it is there.
+/// The instance's `status.restore`: `None` without `spec.restoreFrom`; kept as it is once
+/// the restore ended (`Restored`, `Abandoned`). Otherwise the outcome the data plane leaves
+/// in the instance's bucket is looked for (one GET); without one, the backup is kept as
+/// `Available` once found, else the object store is asked whether it is there (one HEAD).
 pub async fn observe_restore(ctx: &Context, inputs: &Inputs<'_>) -> Option<RestoreStatus> {
     let (bucket, key) = restore_source(inputs)?;
     let recorded = inputs
@@ -246,9 +266,34 @@ pub async fn observe_restore(ctx: &Context, inputs: &Inputs<'_>) -> Option<Resto
         .status
         .as_ref()
         .and_then(|s| s.restore.clone());
+    let same_source = |r: &RestoreStatus| r.bucket == bucket && r.object_key == key;
     if let Some(r) = &recorded
-        && r.bucket == bucket
-        && r.object_key == key
+        && same_source(r)
+        && phase::is_final(&r.phase)
+    {
+        return recorded;
+    }
+    if let Some(ended) = restore_outcome(ctx, inputs).await {
+        let size = recorded
+            .as_ref()
+            .filter(|r| same_source(r))
+            .and_then(|r| r.size);
+        return Some(RestoreStatus {
+            bucket,
+            object_key: key,
+            phase: match ended.outcome {
+                RestoreEnd::Restored => phase::RESTORED,
+                RestoreEnd::Abandoned => phase::ABANDONED,
+            }
+            .into(),
+            size,
+            message: None,
+            finished_at: Some(ended.time),
+            export_id: ended.export_id,
+        });
+    }
+    if let Some(r) = &recorded
+        && same_source(r)
         && r.phase == phase::AVAILABLE
     {
         return recorded;
@@ -268,7 +313,33 @@ pub async fn observe_restore(ctx: &Context, inputs: &Inputs<'_>) -> Option<Resto
         phase: phase.into(),
         size,
         message,
+        ..RestoreStatus::default()
     })
+}
+
+/// The restore outcome the data plane published in the instance's own bucket, if any. An
+/// object store that cannot be asked, or an object that is not an outcome, counts as none
+/// (logged): the restore is looked at again on the next reconcile.
+async fn restore_outcome(ctx: &Context, inputs: &Inputs<'_>) -> Option<RestoreOutcome> {
+    let bucket = inputs.bucket();
+    match ctx
+        .buckets
+        .small_object(&bucket, RESTORE_OUTCOME_KEY, MAX_OUTCOME_BYTES)
+        .await
+    {
+        Ok(Some(bytes)) => match serde_json::from_slice::<RestoreOutcome>(&bytes) {
+            Ok(outcome) => Some(outcome),
+            Err(e) => {
+                warn!(%bucket, error = %e, "the restore outcome object is not one; ignored");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            warn!(%bucket, error = %e, "restore outcome not read");
+            None
+        }
+    }
 }
 
 /// Events for what changed in `status.lastBackup` and `status.restore`: a Warning for a
@@ -307,13 +378,26 @@ pub fn transitions(old: Option<&VibeInstanceStatus>, new: &VibeInstanceStatus) -
         let (reason, warning) = match r.phase.as_str() {
             phase::AVAILABLE => ("RestoreBackupFound", false),
             phase::NOT_FOUND => ("RestoreBackupNotFound", true),
+            phase::RESTORED => ("RestoreFinished", false),
+            phase::ABANDONED => ("RestoreAbandoned", false),
             _ => ("RestoreBackupUnchecked", true),
         };
         out.push(Transition {
             reason: reason.into(),
-            note: match &r.message {
-                Some(m) => m.clone(),
-                None => format!(
+            note: match (r.phase.as_str(), &r.message) {
+                (phase::RESTORED, _) => format!(
+                    "the owner imported backup {} (export {}) at {}",
+                    r.object_key,
+                    r.export_id.as_deref().unwrap_or("unknown"),
+                    r.finished_at.as_deref().unwrap_or("an unknown time")
+                ),
+                (phase::ABANDONED, _) => format!(
+                    "the owner abandoned the restore of backup {} at {}; the instance started empty",
+                    r.object_key,
+                    r.finished_at.as_deref().unwrap_or("an unknown time")
+                ),
+                (_, Some(m)) => m.clone(),
+                (_, None) => format!(
                     "backup {} in bucket {} ({} bytes): the owner restores it with `vibe restore`",
                     r.object_key,
                     r.bucket,

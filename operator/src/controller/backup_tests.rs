@@ -10,19 +10,22 @@ use super::loop_harness::{NS, Operator, eventually};
 use crate::crd::{LastBackup, RestoreStatus};
 use serde_json::{Value, json};
 use std::time::Duration;
+use vibe_api::export::{RESTORE_OUTCOME_KEY, RestoreEnd, RestoreOutcome};
 use vibe_test_support::S3Server;
 
 const INSTANCES: &str = "cloud.vibeapp.dev/v1alpha1/vibeinstances";
 const CRON_JOBS: &str = "batch/v1/cronjobs";
 const BACKUPS: &str = "vibe-backups";
 
-/// The operator with the platform's backup bucket `vibe-backups` and prefix `cluster-a/`.
+/// The operator with the platform's backup bucket `vibe-backups` and prefix `cluster-a/`,
+/// looking for the end of a restore every second.
 async fn start_operator(cluster: &FakeCluster) -> Operator {
     let s3 = S3Server::start().await.expect("s3s-fs starts");
     s3.create_bucket(BACKUPS).await.unwrap();
     Operator::start_with(cluster, s3, |c| {
         c.backup_bucket = Some(BACKUPS.into());
         c.backup_prefix = "cluster-a/".into();
+        c.restore_poll = Duration::from_secs(1);
     })
     .await
 }
@@ -381,5 +384,142 @@ async fn a_restored_instance_is_pointed_at_its_backup_once_it_is_in_the_bucket()
             .iter()
             .any(|e| e.0 == "RestoreBackupFound" && e.1 == "Normal")
     );
+
+    // The owner ran `vibe restore`: the data plane leaves the outcome in the instance's own
+    // bucket; the operator finds it (within --restore-poll, no event needed) and reports it.
+    let bucket = value("S3_BUCKET_NAME").and_then(|b| b.as_str().map(str::to_string));
+    let bucket = bucket.expect("the data plane's bucket");
+    let restored = RestoreOutcome {
+        outcome: RestoreEnd::Restored,
+        time: "2026-12-04T21:00:00.000Z".into(),
+        bucket: BACKUPS.into(),
+        object_key: key.clone(),
+        export_id: Some("0190a0a0-0000-7000-8000-000000000001".into()),
+    };
+    put_outcome(&operator, &bucket, &restored).await;
+    eventually(10, "status.restore: Restored", || async {
+        restore(&cluster, "alice").is_some_and(|r| r.phase == "Restored")
+    })
+    .await;
+    let r = restore(&cluster, "alice").unwrap();
+    assert_eq!(r.finished_at.as_deref(), Some("2026-12-04T21:00:00.000Z"));
+    assert_eq!(r.export_id, restored.export_id);
+    assert_eq!(r.size, Some(1234), "what was found is kept");
+    assert!(
+        events(&cluster)
+            .iter()
+            .any(|e| e.0 == "RestoreFinished" && e.1 == "Normal")
+    );
+
+    // Final: neither the backup nor the outcome is looked at again (both gone, still Restored).
+    for k in [key.as_str(), RESTORE_OUTCOME_KEY] {
+        let b = if k == key { BACKUPS } else { bucket.as_str() };
+        operator
+            .s3
+            .client()
+            .delete_object()
+            .bucket(b)
+            .key(k)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut touched = cluster.get(INSTANCES, NS, "alice").unwrap();
+    touched["metadata"]["labels"] = json!({"touched": "again"});
+    cluster.put("cloud.vibeapp.dev/v1alpha1", "vibeinstances", touched);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = restore(&cluster, "alice").unwrap();
+    assert_eq!(after, r, "a finished restore is not checked again");
+    operator.stop().await;
+}
+
+async fn put_outcome(operator: &Operator, bucket: &str, outcome: &RestoreOutcome) {
+    operator
+        .s3
+        .client()
+        .put_object()
+        .bucket(bucket)
+        .key(RESTORE_OUTCOME_KEY)
+        .body(serde_json::to_vec(outcome).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_abandoned_restore_is_seen_within_the_restore_poll_and_stays_abandoned() {
+    let cluster = FakeCluster::new().with_ready_workloads();
+    let s3 = S3Server::start().await.expect("s3s-fs starts");
+    s3.create_bucket(BACKUPS).await.unwrap();
+    let operator = Operator::start_with(&cluster, s3, |c| {
+        c.backup_bucket = Some(BACKUPS.into());
+        c.restore_poll = Duration::from_secs(1);
+    })
+    .await;
+    let key = "tenants/lost/20261204T000000.000Z-00000000.vibe.age";
+    cluster.put(
+        "cloud.vibeapp.dev/v1alpha1",
+        "vibeinstances",
+        json!({
+            "apiVersion": "cloud.vibeapp.dev/v1alpha1",
+            "kind": "VibeInstance",
+            "metadata": {"name": "bob", "namespace": NS},
+            "spec": {
+                "deletionPolicy": "Retain",
+                "owner": {"did": OWNER_DID},
+                "restoreFrom": {"objectKey": key}
+            }
+        }),
+    );
+    eventually(20, "status.restore: BackupNotFound", || async {
+        restore(&cluster, "bob").is_some_and(|r| r.phase == "BackupNotFound")
+    })
+    .await;
+    let deployment = cluster
+        .get("apps/v1/deployments", NS, "bob-dataplane")
+        .expect("the data plane");
+    let bucket = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "S3_BUCKET_NAME")
+        .and_then(|e| e["value"].as_str())
+        .expect("the data plane's bucket")
+        .to_string();
+    // The owner abandons (`vibe restore --abandon`); nothing touches the instance: the
+    // restore poll finds it.
+    let abandoned = RestoreOutcome {
+        outcome: RestoreEnd::Abandoned,
+        time: "2026-12-04T21:30:00.000Z".into(),
+        bucket: BACKUPS.into(),
+        object_key: key.into(),
+        export_id: None,
+    };
+    put_outcome(&operator, &bucket, &abandoned).await;
+    eventually(10, "status.restore: Abandoned", || async {
+        restore(&cluster, "bob").is_some_and(|r| r.phase == "Abandoned")
+    })
+    .await;
+    let r = restore(&cluster, "bob").unwrap();
+    assert_eq!(r.finished_at.as_deref(), Some("2026-12-04T21:30:00.000Z"));
+    assert_eq!(r.message, None);
+    assert!(
+        events(&cluster)
+            .iter()
+            .any(|e| e.0 == "RestoreAbandoned" && e.1 == "Normal")
+    );
+    // The backup appearing later changes nothing: the restore is over.
+    operator
+        .s3
+        .client()
+        .put_object()
+        .bucket(BACKUPS)
+        .key(key)
+        .body(vec![1u8; 10].into())
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(restore(&cluster, "bob").unwrap(), r);
     operator.stop().await;
 }
