@@ -15,7 +15,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use vibe_dataplane::config::S3Config;
-use vibe_dataplane::export::{import::MARKER_ID, leaves};
+use vibe_dataplane::export::import::{MARKER_ID, RESUME_ID, StoredBlob};
+use vibe_dataplane::export::leaves;
 use vibe_identity::Keypair;
 use vibe_test_support::{CouchServer, S3Server};
 
@@ -375,6 +376,69 @@ async fn round_trip_keeps_documents_revisions_conflicts_apps_grants_and_blobs() 
     );
 }
 
+/// The objects under B's instance prefix, with their bytes.
+async fn stored_objects(s3: &S3Server, inst: &TestInstance) -> BTreeMap<String, Vec<u8>> {
+    let blobs = inst.state.blobs.as_ref().unwrap();
+    let prefix = format!("{}/", inst.owner.did());
+    let mut out = BTreeMap::new();
+    for object in blobs.store.list(&prefix).await.unwrap() {
+        let got = s3
+            .client()
+            .get_object()
+            .bucket(blobs.store.bucket())
+            .key(&object.key)
+            .send()
+            .await
+            .unwrap();
+        let bytes = got.body.collect().await.unwrap().into_bytes().to_vec();
+        out.insert(object.key, bytes);
+    }
+    out
+}
+
+/// After an attempt that was cut off: nothing visible (no documents, apps, staging database
+/// or marker), and every object left in the bucket is a complete blob of the archive,
+/// recorded for the next attempt with its size and SHA-256. Returns their keys.
+async fn assert_resumable(
+    s3: &S3Server,
+    b: &TestInstance,
+    blobs: &[(String, Vec<u8>)],
+    what: &str,
+) -> Vec<String> {
+    assert!(leaves_of(b).await.is_empty(), "{what}: documents imported");
+    assert_eq!(apps_of(b).await["apps"], json!([]), "{what}: apps imported");
+    assert!(
+        staging_databases(b).await.is_empty(),
+        "{what}: a staging database was left"
+    );
+    let system = b.state.system_db().await.unwrap();
+    assert!(
+        system.get(MARKER_ID).await.unwrap().is_none(),
+        "{what}: a marker was left"
+    );
+    let objects = stored_objects(s3, b).await;
+    let recorded: BTreeMap<String, StoredBlob> = match system.get(RESUME_ID).await.unwrap() {
+        Some(doc) => serde_json::from_value(doc["blobs"].clone()).unwrap(),
+        None => BTreeMap::new(),
+    };
+    for (key, bytes) in &objects {
+        let source = blobs.iter().find(|(k, _)| k == key);
+        assert_eq!(
+            source.map(|(_, b)| b),
+            Some(bytes),
+            "{what}: {key} is not a complete blob of the archive"
+        );
+        let entry = recorded.get(key);
+        assert_eq!(
+            entry.map(|e| (e.size, e.sha256.clone())),
+            Some((bytes.len() as u64, hex::encode(Sha256::digest(bytes)))),
+            "{what}: {key} is not recorded for the next attempt"
+        );
+        assert_eq!(blob_bytes(b, key).await, None, "{what}: {key} is visible");
+    }
+    objects.into_keys().collect()
+}
+
 /// Replace `from` by `to` (same length) at its first occurrence.
 fn replace_once(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     assert_eq!(from.len(), to.len());
@@ -389,7 +453,7 @@ fn replace_once(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_archives_are_refused_and_leave_nothing_behind() {
-    let Pair { a, b, _s3 } = pair().await;
+    let Pair { a, b, _s3: s3 } = pair().await;
     let blobs = populate(&a).await;
     let (_, archive) = export(&a, "").await;
 
@@ -437,7 +501,19 @@ async fn damaged_archives_are_refused_and_leave_nothing_behind() {
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.starts_with("Archive refused"), "{what}: {body}");
         assert!(error.contains(expected), "{what}: {body}");
-        assert_untouched(&b, what).await;
+        if what == "truncated" {
+            // Cut off: only the first blob, complete, stays (invisible) for a retry.
+            let kept = assert_resumable(&s3, &b, &blobs, what).await;
+            assert_eq!(kept, vec![blobs[0].0.clone()], "{what}");
+        } else {
+            // Refused for its content: nothing stays, not even the earlier attempt's blob.
+            assert_untouched(&b, what).await;
+            let system = b.state.system_db().await.unwrap();
+            assert!(
+                system.get(RESUME_ID).await.unwrap().is_none(),
+                "{what}: the record of stored blobs was left"
+            );
+        }
     }
 
     // The intact archive still imports.
@@ -448,7 +524,7 @@ async fn damaged_archives_are_refused_and_leave_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_import_is_resumed() {
-    let Pair { a, b, _s3 } = pair().await;
+    let Pair { a, b, _s3: s3 } = pair().await;
     let blobs = populate(&a).await;
     let (_, archive) = export(&a, "").await;
 
@@ -473,14 +549,17 @@ async fn an_interrupted_import_is_resumed() {
     if let Ok(resp) = sent {
         assert!(!resp.status().is_success());
     }
-    // The data plane cleans up once it sees the break.
+    // The data plane cleans up once it sees the break, keeping the complete blobs.
+    let system = b.state.system_db().await.unwrap();
     for _ in 0..100 {
-        if staging_databases(&b).await.is_empty() && objects_in_bucket(&b).await == 0 {
+        if staging_databases(&b).await.is_empty()
+            && (objects_in_bucket(&b).await == 0 || system.get(RESUME_ID).await.unwrap().is_some())
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_untouched(&b, "broken upload").await;
+    assert_resumable(&s3, &b, &blobs, "broken upload").await;
 
     // A commit that stopped halfway: the marker names the export and some documents are
     // in. The same archive completes it; another archive is refused.
@@ -493,7 +572,6 @@ async fn an_interrupted_import_is_resumed() {
         let end = start + archive[start..].iter().position(|c| *c == b'"').unwrap();
         String::from_utf8(archive[start..end].to_vec()).unwrap()
     };
-    let system = b.state.system_db().await.unwrap();
     system
         .put(
             MARKER_ID,
@@ -521,6 +599,101 @@ async fn an_interrupted_import_is_resumed() {
     assert_same(&a, &b, &blobs).await;
     let marker = system.get(MARKER_ID).await.unwrap().unwrap();
     assert_eq!(marker["state"], json!("committed"));
+    assert!(
+        system.get(RESUME_ID).await.unwrap().is_none(),
+        "a committed import forgets the stored blobs"
+    );
+}
+
+/// `s3_request_duration_seconds` observations of PutObject (all statuses) so far.
+fn put_objects(inst: &TestInstance) -> u64 {
+    inst.state
+        .metrics
+        .encode(&inst.state)
+        .lines()
+        .filter(|l| {
+            l.starts_with("vibe_dataplane_s3_request_duration_seconds_count")
+                && l.contains("operation=\"PutObject\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_import_does_not_upload_the_blobs_an_interrupted_attempt_stored() {
+    let Pair { a, b, _s3: s3 } = pair().await;
+    let mut blobs = populate(&a).await;
+    let token = a.owner_token().await;
+    for i in 3..=4u64 {
+        let bytes = pattern(1024 * 1024 + 3, i);
+        let resp = a
+            .http
+            .put(a.url(&format!(
+                "/api/v1/blob/upload?collection=photos&filename=more{i}.bin"
+            )))
+            .bearer_auth(&token)
+            .header("x-vibe-app-id", APP)
+            .header("content-type", "application/octet-stream")
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let meta: Value = resp.json().await.unwrap();
+        blobs.push((meta["objectKey"].as_str().unwrap().to_string(), bytes));
+    }
+    let (_, archive) = export(&a, "").await;
+    // Cut in the middle of the blob that comes last in the archive.
+    let mut at: Vec<(usize, usize)> = blobs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, bytes))| {
+            let pos = archive
+                .windows(64)
+                .position(|w| w == &bytes[..64])
+                .expect("blob bytes in the archive");
+            (pos, i)
+        })
+        .collect();
+    at.sort();
+    let (last_at, last) = *at.last().unwrap();
+    let cut = archive.slice(..last_at + blobs[last].1.len() / 2);
+    let total: u64 = blobs.iter().map(|(_, b)| b.len() as u64).sum();
+    let last_len = blobs[last].1.len() as u64;
+
+    let (status, body) = import(&b, cut).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let kept = assert_resumable(&s3, &b, &blobs, "cut off").await;
+    assert_eq!(
+        kept.len(),
+        blobs.len() - 1,
+        "every blob before the cut stays"
+    );
+
+    let metrics = &b.state.metrics;
+    let (uploaded, reused, puts) = (
+        metrics.import_blob_bytes_total("uploaded"),
+        metrics.import_blob_bytes_total("kept"),
+        put_objects(&b),
+    );
+    let (status, report) = import(&b, archive).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_same(&a, &b, &blobs).await;
+    let uploaded = metrics.import_blob_bytes_total("uploaded") - uploaded;
+    let reused = metrics.import_blob_bytes_total("kept") - reused;
+    let puts = put_objects(&b) - puts;
+    eprintln!(
+        "second run: {uploaded} blob bytes uploaded, {reused} kept, {puts} PutObject \
+         ({total} blob bytes in the archive)"
+    );
+    assert_eq!(
+        uploaded, last_len,
+        "only the blob that was cut off is sent again"
+    );
+    assert_eq!(reused, total - last_len);
+    assert_eq!(puts, 1, "one PutObject: the blob that was cut off");
+    let system = b.state.system_db().await.unwrap();
+    assert!(system.get(RESUME_ID).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,6 +64,8 @@ pub struct ObjectInfo {
     pub content_type: Option<String>,
     /// Last modification time.
     pub last_modified: Option<SystemTime>,
+    /// The entity tag: changes whenever the object is written again.
+    pub etag: Option<String>,
 }
 
 /// One entry of a listing.
@@ -248,6 +250,7 @@ impl BlobStore {
                 last_modified: out
                     .last_modified()
                     .and_then(|t| SystemTime::try_from(*t).ok()),
+                etag: out.e_tag().map(str::to_string),
             })),
             Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => Ok(None),
             Err(e) => Err(classify("HeadObject", e)),

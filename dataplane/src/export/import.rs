@@ -21,6 +21,16 @@
 //! same archive again is accepted and completes the commit (storing a revision twice with
 //! `new_edits=false` changes nothing). Repeating a finished import is accepted the same way
 //! and changes nothing. Any other archive into a non-empty instance is refused (409).
+//!
+//! **Blobs are not sent twice.** When an attempt is cut off (the archive's stream broke or
+//! ended early, or a store was unavailable), the blob objects it stored completely stay, still
+//! invisible, and [`RESUME_ID`] in the system database lists them with their size, SHA-256
+//! and entity tag (also written when a commit starts). The next attempt of the same export
+//! finds an object there with the same key, size and entity tag: it reads and sums the
+//! archive's bytes without uploading them, and refuses the archive if they are not the bytes
+//! stored. An archive refused for its content (damaged, altered) removes every object of
+//! every attempt that has no metadata document, and the record; a committed import removes
+//! the record. Objects of an attempt that is never resumed are reclaimed by the blob sweep.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -55,6 +65,36 @@ use crate::state::AppState;
 
 /// The marker document in the system database.
 pub const MARKER_ID: &str = "import/state";
+/// The system-database document listing the blob objects that attempts of an import stored
+/// completely (for the next attempt, which does not upload them again).
+pub const RESUME_ID: &str = "import/stored-blobs";
+/// How every refusal of an archive that ends too early begins.
+const TRUNCATED: &str = "Archive refused: it is truncated";
+
+/// A blob object an import attempt stored completely: what the next attempt checks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredBlob {
+    /// Id of the blob's metadata document.
+    pub metadata_id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// The object's entity tag when it was stored (a rewrite changes it).
+    pub etag: String,
+}
+
+/// Whether a failed attempt was cut off (the archive's stream ended or broke, or a store
+/// was away) rather than refused for its content: its complete blobs are kept for the next
+/// attempt.
+fn interrupted(error: &ApiError) -> bool {
+    match error {
+        ApiError::Unavailable(_) => true,
+        ApiError::BadRequest(message) => message.starts_with(TRUNCATED),
+        _ => false,
+    }
+}
 /// Largest JSON entry (header, document chunk, apps, index, manifest) read into memory.
 pub const MAX_JSON_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -148,7 +188,7 @@ async fn run_import(state: AppState, body: Body) -> ApiResult<Json<ImportReport>
     match run.read(&mut entries).await {
         Ok(()) => run.commit().await,
         Err(e) => {
-            run.discard().await;
+            run.discard(interrupted(&e)).await;
             Err(e)
         }
     }
@@ -182,6 +222,10 @@ struct Run {
     expected: VecDeque<BlobRecord>,
     reserved: Vec<(String, u64)>,
     uploaded: Vec<String>,
+    /// Complete blob objects earlier attempts of this export stored, by object key.
+    resume: HashMap<String, StoredBlob>,
+    /// Complete blob objects of this attempt (uploaded, or kept from `resume`), by key.
+    stored: HashMap<String, StoredBlob>,
     manifest: Option<Manifest>,
 }
 
@@ -204,6 +248,8 @@ impl Run {
             expected: VecDeque::new(),
             reserved: Vec::new(),
             uploaded: Vec::new(),
+            resume: HashMap::new(),
+            stored: HashMap::new(),
             manifest: None,
         }
     }
@@ -319,9 +365,80 @@ impl Run {
         }
         staging.ensure_exists().await?;
         self.staging = Some(staging);
+        self.resume = self.load_resume(&head.export_id).await?;
         self.head = Some(head);
         self.phase = Phase::Documents;
         Ok(())
+    }
+
+    /// The blobs earlier attempts of `export_id` stored completely (none when the record
+    /// belongs to another export, or is unreadable).
+    async fn load_resume(&self, export_id: &str) -> ApiResult<HashMap<String, StoredBlob>> {
+        let Some(doc) = self.system.get(RESUME_ID).await? else {
+            return Ok(HashMap::new());
+        };
+        if doc.get("exportId").and_then(Value::as_str) != Some(export_id) {
+            return Ok(HashMap::new());
+        }
+        Ok(doc
+            .get("blobs")
+            .cloned()
+            .and_then(|b| serde_json::from_value(b).ok())
+            .unwrap_or_default())
+    }
+
+    /// Records the complete blob objects of this and earlier attempts of this export.
+    async fn save_resume(&self) -> ApiResult<()> {
+        let head = self.head.as_ref().ok_or(ApiError::Internal)?;
+        let mut blobs = self.resume.clone();
+        blobs.extend(self.stored.clone());
+        let mut doc = json!({ "exportId": head.export_id, "blobs": blobs });
+        if let Some(rev) = self
+            .system
+            .get(RESUME_ID)
+            .await?
+            .and_then(|d| d.get("_rev").cloned())
+        {
+            doc["_rev"] = rev;
+        }
+        self.system.put(RESUME_ID, &doc).await?;
+        Ok(())
+    }
+
+    /// Removes the record of stored blobs (best effort: a stale one is ignored by an import
+    /// of another export, and checked object by object by one of the same export).
+    async fn forget_resume(&self) {
+        let rev = match self.system.get(RESUME_ID).await {
+            Ok(Some(doc)) => doc.get("_rev").and_then(Value::as_str).map(str::to_string),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "import: record of stored blobs left behind");
+                return;
+            }
+        };
+        if let Some(rev) = rev
+            && let Err(e) = self.system.delete(RESUME_ID, &rev).await
+        {
+            tracing::warn!(error = %e, "import: record of stored blobs left behind");
+        }
+    }
+
+    /// The copy an earlier attempt stored of `record`, when the object is still the one it
+    /// stored (same size and entity tag).
+    async fn resumable(&self, blobs: &Blobs, record: &BlobRecord) -> ApiResult<Option<StoredBlob>> {
+        let Some(stored) = self.resume.get(&record.object_key) else {
+            return Ok(None);
+        };
+        if stored.size != record.size
+            || stored.metadata_id != record.metadata_id
+            || stored.etag.is_empty()
+        {
+            return Ok(None);
+        }
+        let found = blobs.store.head(&record.object_key).await?;
+        Ok(found
+            .filter(|o| o.size == stored.size && o.etag.as_deref() == Some(stored.etag.as_str()))
+            .map(|_| stored.clone()))
     }
 
     /// Whether the instance holds documents or apps.
@@ -482,8 +599,13 @@ impl Run {
                 .head(&record.object_key)
                 .await?
                 .is_some_and(|o| o.size == record.size);
+        // Bytes an earlier, interrupted attempt stored completely are checked, not sent again.
+        let kept = match committed {
+            true => None,
+            false => self.resumable(&blobs, &record).await?,
+        };
         let mut summing = Summing::new(entry);
-        if committed {
+        if committed || kept.is_some() {
             tokio::io::copy(&mut summing, &mut tokio::io::sink())
                 .await
                 .map_err(cut)?;
@@ -547,6 +669,40 @@ impl Run {
             return Err(damaged("it is truncated inside a blob."));
         }
         let (size, sha256) = summing.finish();
+        let metrics = &self.state.metrics;
+        match kept {
+            Some(kept) if kept.sha256 != sha256 => {
+                return Err(damaged(format!(
+                    "blob '{}' is not the one an earlier, interrupted attempt of this import \
+                     stored (its SHA-256 differs): one of the two copies of the archive is \
+                     damaged.",
+                    record.path
+                )));
+            }
+            Some(kept) => {
+                metrics.import_blob_bytes("kept", size);
+                self.stored.insert(record.object_key.clone(), kept);
+            }
+            None if committed => metrics.import_blob_bytes("kept", size),
+            None => {
+                metrics.import_blob_bytes("uploaded", size);
+                let etag = blobs
+                    .store
+                    .head(&record.object_key)
+                    .await?
+                    .and_then(|o| o.etag)
+                    .unwrap_or_default();
+                self.stored.insert(
+                    record.object_key.clone(),
+                    StoredBlob {
+                        metadata_id: record.metadata_id.clone(),
+                        size,
+                        sha256: sha256.clone(),
+                        etag,
+                    },
+                );
+            }
+        }
         self.entries.push(ManifestEntry {
             path: record.path,
             size,
@@ -613,6 +769,11 @@ impl Run {
     }
 
     async fn commit(mut self) -> ApiResult<Json<ImportReport>> {
+        if !self.stored.is_empty() {
+            // A commit cut off half-way is finished by the next attempt: it need not send
+            // the blobs again.
+            self.save_resume().await?;
+        }
         self.set_marker("committing").await?;
         let staging = self.staging.take().ok_or(ApiError::Internal)?;
         let mut since = None;
@@ -649,6 +810,7 @@ impl Run {
             }
         }
         self.set_marker("committed").await?;
+        self.forget_resume().await;
         super::restore::import_committed(&self.state);
         if let Err(e) = staging.destroy().await {
             tracing::warn!(error = %e, "import: staging database left behind");
@@ -662,17 +824,48 @@ impl Run {
         }))
     }
 
-    /// Remove what a refused attempt staged (best effort; the blob sweep reclaims objects
-    /// left behind).
-    async fn discard(mut self) {
+    /// Remove what a failed attempt staged (best effort; the blob sweep reclaims objects
+    /// left behind). An `interrupted` attempt keeps its complete blob objects and records
+    /// them for the next attempt; one refused for its content removes them, and those of
+    /// earlier attempts, unless a committed metadata document points at them.
+    async fn discard(mut self, interrupted: bool) {
         if let Some(staging) = self.staging.take()
             && let Err(e) = staging.destroy().await
         {
             tracing::warn!(error = %e, "import: staging database left behind");
         }
         if let Some(blobs) = &self.state.blobs {
-            for key in &self.uploaded {
-                if let Err(e) = blobs.store.delete(key).await {
+            let mut remove: Vec<(String, Option<String>)> = self
+                .uploaded
+                .iter()
+                .filter(|k| !interrupted || !self.stored.contains_key(*k))
+                .map(|k| (k.clone(), None))
+                .collect();
+            if interrupted {
+                if self.head.is_some()
+                    && !(self.stored.is_empty() && self.resume.is_empty())
+                    && let Err(e) = self.save_resume().await
+                {
+                    tracing::warn!(error = %e, "import: stored blobs not recorded; the next attempt sends them again");
+                }
+            } else {
+                for (key, stored) in self.resume.iter().chain(self.stored.iter()) {
+                    remove.push((key.clone(), Some(stored.metadata_id.clone())));
+                }
+                self.forget_resume().await;
+            }
+            let mut seen = HashSet::new();
+            for (key, metadata_id) in remove {
+                if !seen.insert(key.clone()) {
+                    continue;
+                }
+                if let Some(id) = metadata_id
+                    && !matches!(self.data.get(&id).await, Ok(None))
+                {
+                    // Committed (or unknown): not this attempt's to remove.
+                    continue;
+                }
+                if let Err(e) = blobs.store.delete(&key).await {
                     tracing::warn!(error = %e, "import: uploaded object left for the sweep");
                 }
             }

@@ -68,6 +68,14 @@ pub struct QueryLimitLabels {
     pub limit: String,
 }
 
+/// Labels of blob bytes an import handled.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImportBlobLabels {
+    /// `uploaded` (sent to the object store) or `kept` (already stored, by an earlier
+    /// attempt of the same import: read and checked, not sent again).
+    pub outcome: String,
+}
+
 /// Labels of an S3 call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct S3Labels {
@@ -154,6 +162,7 @@ pub struct Metrics {
     /// S3 calls (each attempt): duration, by operation and status.
     pub s3: Histograms<S3Labels>,
     query_refused: Family<QueryLimitLabels, prometheus_client::metrics::counter::Counter>,
+    import_blob_bytes: Family<ImportBlobLabels, prometheus_client::metrics::counter::Counter>,
     websockets: Gauge,
     sync_feeds: Gauge,
     change_readers: Gauge,
@@ -205,6 +214,7 @@ impl Metrics {
             couch: Family::new_with_constructor(request_histogram),
             s3: Family::new_with_constructor(request_histogram),
             query_refused: Family::default(),
+            import_blob_bytes: Family::default(),
             websockets: Gauge::default(),
             sync_feeds: Gauge::default(),
             change_readers: Gauge::default(),
@@ -235,6 +245,12 @@ impl Metrics {
             "query_refused",
             "Document requests refused by a query bound (400, 429, or 503 at the store deadline)",
             m.query_refused.clone(),
+        );
+        registry.register(
+            "import_blob_bytes",
+            "Blob bytes of imports by outcome: uploaded to the object store, or kept (stored by \
+             an earlier, interrupted attempt of the same import and not sent again)",
+            m.import_blob_bytes.clone(),
         );
         registry.register(
             "websockets_open",
@@ -347,6 +363,24 @@ impl Metrics {
                 limit: limit.to_string(),
             })
             .inc();
+    }
+
+    /// Count blob bytes an import `uploaded` or `kept` (see [`ImportBlobLabels`]).
+    pub fn import_blob_bytes(&self, outcome: &'static str, bytes: u64) {
+        self.import_blob_bytes
+            .get_or_create(&ImportBlobLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc_by(bytes);
+    }
+
+    /// Blob bytes imports `uploaded` or `kept` so far in this process.
+    pub fn import_blob_bytes_total(&self, outcome: &'static str) -> u64 {
+        self.import_blob_bytes
+            .get_or_create(&ImportBlobLabels {
+                outcome: outcome.to_string(),
+            })
+            .get()
     }
 
     /// Observe an S3 call attempt.
