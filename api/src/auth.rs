@@ -27,6 +27,29 @@ pub struct LoginRequest {
     pub timestamp: String,
     /// Base64 Ed25519 signature over `did|nonce|timestamp`.
     pub signature: String,
+    /// Which kind of client will hold the session, when it is not a signed login of the
+    /// CLI or an agent: `console` for the owner console signing in with the key file in
+    /// the page. It only names the session in the console's list (`kind`); the session
+    /// is the same. Not signed: it grants nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<LoginClient>,
+}
+
+/// [`LoginRequest::client`]: the kinds of client a login may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginClient {
+    /// The owner console page (`/console/`), signing in with the owner's key file.
+    Console,
+}
+
+impl LoginClient {
+    /// The name stored on the session (the console's session `kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Console => "console",
+        }
+    }
 }
 
 /// Body of `POST /api/v1/auth/refresh` and `POST /api/v1/auth/logout`.
@@ -104,6 +127,22 @@ mod tests {
         let login: LoginRequest =
             from_slice(br#"{"did":"d","nonce":"n","timestamp":"t","signature":"s"}"#).unwrap();
         assert_eq!(login.did, "d");
+        assert_eq!(login.client, None);
+        let console: LoginRequest = from_slice(
+            br#"{"did":"d","nonce":"n","timestamp":"t","signature":"s","client":"console"}"#,
+        )
+        .unwrap();
+        assert_eq!(console.client, Some(LoginClient::Console));
+        assert_eq!(
+            serde_json::to_value(&console).unwrap()["client"],
+            serde_json::json!("console")
+        );
+        assert!(
+            from_slice::<LoginRequest>(
+                br#"{"did":"d","nonce":"n","timestamp":"t","signature":"s","client":"agent"}"#
+            )
+            .is_err()
+        );
         let extra = from_slice::<LoginRequest>(
             br#"{"did":"d","nonce":"n","timestamp":"t","signature":"s","x":1}"#,
         );

@@ -154,7 +154,8 @@ pub struct SessionInfo {
     /// refreshed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
-    /// `console` for a console session, `login` for a signed login (the CLI, an agent).
+    /// `console` for a console session (a `vibe console` link, or the key file signed in
+    /// with in the page), `login` for a signed login (the CLI, an agent).
     pub kind: String,
     /// Whether this is the session making the request.
     pub current: bool,

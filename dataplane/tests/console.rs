@@ -329,6 +329,56 @@ async fn sessions_are_listed_and_logout_everywhere_ends_them_all() {
     assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "{list}");
 }
 
+/// The page can also sign in with the owner's key file (WebCrypto in the browser): an
+/// ordinary signed login that names itself `client: "console"`, listed as a console
+/// session. Other client names are refused; a login without one stays a `login`.
+#[tokio::test]
+async fn a_signed_login_from_the_page_is_listed_as_a_console_session() {
+    let instance = TestInstance::start().await;
+    let mut body = instance.login_body(&instance.owner).await;
+    body["client"] = json!("console");
+    let (status, page) = instance.post("/api/v1/auth/login", None, None, body).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let cli = instance.login().await;
+
+    let mut refused = instance.login_body(&instance.owner).await;
+    refused["client"] = json!("agent");
+    let (status, answer) = instance
+        .post("/api/v1/auth/login", None, None, refused)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+
+    let (status, list) = instance
+        .get("/api/v1/console/sessions", Some(access(&page)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let kinds: Vec<(&str, bool)> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["kind"].as_str().unwrap(), s["current"] == true))
+        .collect();
+    // Newest first: the CLI's login, then the page's.
+    assert_eq!(kinds, [("login", false), ("console", true)], "{list}");
+    // Its session is an owner session like any other: it refreshes and reaches the
+    // console routes and the rest of the API.
+    let (status, refreshed) = instance
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            None,
+            json!({ "refreshToken": page["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    let (status, _) = instance
+        .get("/api/v1/console/overview", Some(access(&refreshed)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = instance.get("/api/v1/apps", Some(access(&cli)), None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn collections_are_counted_and_browsed_page_by_page_read_only() {
     let instance = TestInstance::start().await;

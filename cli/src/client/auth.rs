@@ -33,6 +33,7 @@ pub fn sign_login_at(key: &Keypair, nonce: &str, timestamp: &str) -> LoginReques
         nonce: nonce.to_string(),
         timestamp: timestamp.to_string(),
         signature,
+        client: None,
     }
 }
 

@@ -38,13 +38,8 @@ pub struct IssuedRefresh {
     pub expires_at: i64,
 }
 
-/// Start a new family (at login) and issue its first token.
-pub async fn start_family(db: &Database, did: &str, ttl_seconds: u64) -> ApiResult<IssuedRefresh> {
-    start_family_as(db, did, ttl_seconds, None).await
-}
-
-/// Start a new family for a kind of client (`console`; `None`: a signed login) and issue
-/// its first token.
+/// Start a new family (at login, or a console code's exchange) for a kind of client
+/// (`console`; `None`: a signed login of the CLI or an agent) and issue its first token.
 pub async fn start_family_as(
     db: &Database,
     did: &str,

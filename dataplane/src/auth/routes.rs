@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use chrono::Utc;
-use vibe_api::auth::{BEARER, ChallengeResponse, LoginRequest, RefreshRequest, TokenResponse};
+use vibe_api::auth::{
+    BEARER, ChallengeResponse, LoginClient, LoginRequest, RefreshRequest, TokenResponse,
+};
 use vibe_identity::Did;
 
 use super::{Caller, claim, nonces, refresh};
@@ -57,7 +59,9 @@ fn token_response(
     })
 }
 
-/// `POST /api/v1/auth/login` `{did, nonce, timestamp, signature}` → token response.
+/// `POST /api/v1/auth/login` `{did, nonce, timestamp, signature, client?}` → token response;
+/// `client: "console"` marks the session as the console's (the page signing in with the key
+/// file).
 async fn login(
     State(state): State<AppState>,
     StrictJson(body): StrictJson<LoginRequest>,
@@ -100,10 +104,11 @@ async fn login(
             "Invalid, expired or already used nonce.".into(),
         ));
     }
-    let refresh = refresh::start_family(
+    let refresh = refresh::start_family_as(
         &db,
         did_text,
         state.config.limits.refresh_token_ttl.as_secs(),
+        body.client.map(LoginClient::as_str),
     )
     .await?;
     let access = state.tokens.issue_access(&owner, &refresh.family)?;
