@@ -732,3 +732,122 @@ async fn a_revoked_grant_ends_every_open_stream_of_the_app_within_a_second() {
     );
     let _reopened = open_socket(&instance, &victim.token).await;
 }
+
+/// Issue 19: only a change that takes access away ends an app's open streams. Only
+/// `always` allows anything (`ask` is a grant the owner has not given yet), so setting a
+/// permission from `ask` to `never` — as the console's "Grant"/"Revoke" never does, but the
+/// API allows — takes nothing away: the WebSocket and the continuous sync feed stay open
+/// and keep being served. Setting one from `always` to `ask` takes it away, exactly as
+/// `never` or dropping it does: both end within a second (4003 for the socket).
+#[tokio::test]
+async fn ask_to_never_ends_nothing_and_always_to_ask_ends_the_streams() {
+    let instance = TestInstance::start().await;
+    let victim = Victim::new(
+        &instance,
+        &[
+            ("read:notes", "always"),
+            ("sync", "always"),
+            ("write:notes", "ask"),
+        ],
+    )
+    .await;
+    let mut ws = open_socket(&instance, &victim.token).await;
+    let feed = instance
+        .http
+        .get(instance.url("/api/v1/sync/_changes?feed=continuous&since=now"))
+        .bearer_auth(&victim.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), StatusCode::OK);
+    let mut continuous = feed.bytes_stream();
+    feeds_open(&instance, 1).await;
+
+    // ask → never: nothing was allowed, nothing is taken away.
+    let refused = [
+        ("read:notes", "always"),
+        ("sync", "always"),
+        ("write:notes", "never"),
+    ];
+    instance.upsert_app(&victim.owner, APP, &refused).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), ws.next()).await;
+    assert!(quiet.is_err(), "the socket heard something: {quiet:?}");
+    match tokio::time::timeout(Duration::from_millis(200), continuous.next()).await {
+        Err(_) | Ok(Some(Ok(_))) => {}
+        Ok(other) => panic!("the continuous feed ended: {other:?}"),
+    }
+    feeds_open(&instance, 1).await;
+    // The socket is still served: a new note reaches it.
+    let (status, written) = instance
+        .post(
+            "/api/v1/data/write",
+            Some(&victim.owner),
+            Some(APP),
+            json!({ "collection": "notes", "data": { "title": "after ask to never" } }),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the app may not write: {written}"
+    );
+    let writer = "https://writer.example";
+    instance
+        .upsert_app(&victim.owner, writer, &[("write:notes", "always")])
+        .await;
+    let (status, written) = instance
+        .post(
+            "/api/v1/data/write",
+            Some(&victim.owner),
+            Some(writer),
+            json!({ "collection": "notes", "data": { "title": "after ask to never" } }),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {written}");
+    let pushed = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("a push") {
+            Some(Ok(Message::Text(text))) => break text.to_string(),
+            Some(Ok(Message::Close(frame))) => panic!("the socket closed: {frame:?}"),
+            Some(Ok(_)) => continue,
+            other => panic!("the socket ended: {other:?}"),
+        }
+    };
+    assert!(pushed.contains("after ask to never"), "{pushed}");
+
+    // always → ask: `read:notes` is taken away; the socket closes, the feed ends.
+    let started = Instant::now();
+    let asked = [
+        ("read:notes", "ask"),
+        ("sync", "always"),
+        ("write:notes", "never"),
+    ];
+    instance.upsert_app(&victim.owner, APP, &asked).await;
+    let (code, reason) = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("closes") {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                break (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    };
+    let closed = started.elapsed();
+    assert_eq!(
+        (code, reason.as_str()),
+        (4003, "Grants revoked; reconnect.")
+    );
+    let ended = loop {
+        match tokio::time::timeout(WAIT, continuous.next()).await {
+            Err(_) => panic!("the continuous feed still runs after {WAIT:?}"),
+            Ok(None) => break started.elapsed(),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => panic!("the feed broke instead of ending: {e}"),
+        }
+    };
+    eprintln!("always → ask ended the socket after {closed:?}, the feed after {ended:?}");
+    assert!(closed < WITHIN && ended < WITHIN, "{closed:?} {ended:?}");
+    assert_eq!(
+        read(&instance, &victim.token, "notes").await,
+        StatusCode::FORBIDDEN
+    );
+}
