@@ -7,7 +7,8 @@
 // on, anything else to fail. It prints `DONE` at the end. Diagnostics go to stderr.
 //
 // Environment: CONSOLE_URL and LOGOUT_URL (fresh links from `vibe console`), EXPIRED_URL (a
-// link whose code has expired), BLOB_NAME and BLOB_TEXT (the blob to download), APP_NAME,
+// link whose code has expired), BLOB_NAME and BLOB_TEXT (the blob to download), BACKUP_KEY
+// (the object key of the backup made before), APP_NAME,
 // DEVICE_NAME, DOC_ID (a document on the second page of collection `notes`), CHROMIUM
 // (default /usr/bin/chromium), SCREENSHOTS (a folder: screenshots of every page at desktop and phone
 // width are written there when set).
@@ -94,6 +95,10 @@ try {
   const did = await page.locator("#owner-did").textContent();
   expect(did.startsWith("did:vibe:"), `owner DID shown: ${did}`);
   await page.getByText("CouchDB: working").waitFor();
+  // The backup the Rust side ran before: it succeeded, and the page says where it is.
+  const lastBackup = await page.locator("#last-backup").textContent();
+  expect(/: succeeded, /.test(lastBackup), `the last backup succeeded: ${lastBackup}`);
+  expect(lastBackup.includes(`(${env("BACKUP_KEY")})`), `the backup's object key is shown: ${lastBackup}`);
   await screenshot(page, "overview");
 
   // Apps: revoke one grant (confirmed), then the Rust side checks the app's next request
@@ -175,6 +180,21 @@ try {
 
   // Sessions: log out everywhere (confirmed); the Rust side checks the CLI's session died.
   await goTo(page, "Sessions");
+  // Every session says when it expires (a time in the future, after it started; not "not
+  // recorded"), and one of them is this page.
+  const sessionRows = page.getByRole("table", { name: "Your sessions" }).locator("tbody tr");
+  const sessionCount = await sessionRows.count();
+  expect(sessionCount >= 2, `the CLI's and the console's sessions are listed: ${sessionCount}`);
+  for (let i = 0; i < sessionCount; i += 1) {
+    const row = sessionRows.nth(i);
+    const started = Date.parse(await row.locator('td[data-label="Started"] time').getAttribute("datetime"));
+    const expiresCell = row.locator('td[data-label="Expires"]');
+    const expiresText = await expiresCell.textContent();
+    expect(expiresText !== "not recorded" && (await expiresCell.locator("time").count()) === 1, `session ${i} expires: ${expiresText}`);
+    const expires = Date.parse(await expiresCell.locator("time").getAttribute("datetime"));
+    expect(expires > Date.now() && expires > started, `session ${i} expires at ${expires}, started ${started}`);
+  }
+  await page.getByRole("table", { name: "Your sessions" }).getByRole("cell", { name: "this page" }).waitFor();
   await screenshot(page, "sessions");
   confirmNext(page, "Log out everywhere?");
   await page.getByRole("button", { name: "Log out everywhere" }).click();

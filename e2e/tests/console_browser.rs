@@ -5,7 +5,9 @@
 //! its WebSocket (4003), and deleting the app closes its new WebSocket (4001); a device is
 //! revoked; a document is browsed; a blob is downloaded and deleted; an export is
 //! downloaded; "log out everywhere" ends the CLI's session too; a used and an expired link
-//! are refused; a console session logs out of itself.
+//! are refused; a console session logs out of itself. The Overview shows the backup that
+//! `vibe-dataplane backup` made before (succeeded, its object key), the Sessions page when
+//! every session expires.
 //!
 //! Needs `/usr/bin/chromium` (or `CHROMIUM`) and `npm ci` in `e2e/console`. Without them the
 //! test says so and passes, unless `VIBE_REQUIRE_BROWSER=1` (CI sets it), which makes a
@@ -146,6 +148,28 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
     let mut socket = app_socket(&stack, &app_token, &["notes"]).await;
     assert_eq!(app_read_status(&stack, &app_token).await, 200);
 
+    // The provider's scheduled backup ran once (as the operator's CronJob runs it): the
+    // Overview must show it succeeded, and where the archive is.
+    let s3 = stack.s3.as_ref().expect("S3 started");
+    s3.create_bucket("vibe-backups")
+        .await
+        .expect("backup bucket");
+    let backup = stack
+        .dataplane
+        .run_subcommand(&["backup", "--bucket", "vibe-backups", "--prefix", "owner/"])
+        .await
+        .expect("run the backup");
+    let report: Value = serde_json::from_slice(&backup.stdout).unwrap_or_else(|e| {
+        panic!(
+            "backup report ({e}): {}\n{}",
+            String::from_utf8_lossy(&backup.stdout),
+            String::from_utf8_lossy(&backup.stderr)
+        )
+    });
+    assert!(backup.status.success(), "{report}");
+    assert_eq!(report["outcome"], "Succeeded", "{report}");
+    let backup_key = report["objectKey"].as_str().expect("objectKey").to_string();
+
     // Console links: one to use, and one that expires before it is tried.
     let link = vibe.ok(&["console"]).await["url"]
         .as_str()
@@ -173,6 +197,7 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
         .env("DOC_ID", "notes/22")
         .env("BLOB_NAME", BLOB_NAME)
         .env("BLOB_TEXT", BLOB_TEXT)
+        .env("BACKUP_KEY", &backup_key)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

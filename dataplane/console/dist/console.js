@@ -60,8 +60,10 @@ function bytes(n) {
     }
     return unit === 0 ? `${n} bytes` : `${value.toFixed(1)} ${units[unit]}`;
 }
+/** A moment (UNIX seconds) in the reader's words, machine-readable in `datetime`. */
 function when(seconds) {
-    return new Date(seconds * 1000).toLocaleString();
+    const at = new Date(seconds * 1000);
+    return h("time", { datetime: at.toISOString() }, at.toLocaleString());
 }
 function table(headings, rows, caption) {
     return h("div", { class: "scroll" }, h("table", {}, h("caption", {}, caption), h("thead", {}, h("tr", {}, ...headings.map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, 
@@ -371,8 +373,8 @@ async function sessionsPage() {
     const { sessions } = await getJson("/api/v1/console/sessions");
     const rows = sessions.map((s) => [
         text(s.kind === "console" ? "Console" : "Signed login (vibe, an agent)"),
-        text(when(s.createdAt)),
-        text(s.expiresAt === undefined ? "not recorded" : when(s.expiresAt)),
+        when(s.createdAt),
+        s.expiresAt === undefined ? text("not recorded") : when(s.expiresAt),
         text(s.current ? "this page" : ""),
     ]);
     const everywhere = button("Log out everywhere", async () => {

@@ -77,8 +77,10 @@ function bytes(n: number | null | undefined): string {
   return unit === 0 ? `${n} bytes` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-function when(seconds: number): string {
-  return new Date(seconds * 1000).toLocaleString();
+/** A moment (UNIX seconds) in the reader's words, machine-readable in `datetime`. */
+function when(seconds: number): HTMLElement {
+  const at = new Date(seconds * 1000);
+  return h("time", { datetime: at.toISOString() }, at.toLocaleString());
 }
 
 function table(headings: string[], rows: Node[][], caption: string): HTMLElement {
@@ -591,8 +593,8 @@ async function sessionsPage(): Promise<Node[]> {
   const { sessions } = await getJson<{ sessions: Session[] }>("/api/v1/console/sessions");
   const rows = sessions.map((s) => [
     text(s.kind === "console" ? "Console" : "Signed login (vibe, an agent)"),
-    text(when(s.createdAt)),
-    text(s.expiresAt === undefined ? "not recorded" : when(s.expiresAt)),
+    when(s.createdAt),
+    s.expiresAt === undefined ? text("not recorded") : when(s.expiresAt),
     text(s.current ? "this page" : ""),
   ]);
   const everywhere = button(
