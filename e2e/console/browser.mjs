@@ -8,7 +8,9 @@
 //
 // Environment: CONSOLE_URL and LOGOUT_URL (fresh links from `vibe console`), EXPIRED_URL (a
 // link whose code has expired), BLOB_NAME and BLOB_TEXT (the blob to download), BACKUP_KEY
-// (the object key of the backup made before), APP_NAME,
+// (the object key of the backup made before), KEY_FILE (the owner's key.pem), SEED_FILE
+// (the same key as a base64 seed), KEY_SEED_HEX (its seed, to look for in requests),
+// OTHER_KEY_FILE (somebody else's key), OWNER_DID, APP_NAME,
 // DEVICE_NAME, DOC_ID (a document on the second page of collection `notes`), CHROMIUM
 // (default /usr/bin/chromium), SCREENSHOTS (a folder: screenshots of every page at desktop and phone
 // width are written there when set).
@@ -219,10 +221,91 @@ try {
   await page.getByText("You logged out of the console.").waitFor();
   expect(await page.getByRole("button", { name: "Log out", exact: true }).isHidden(), "log out button hidden");
 
-  // Keyboard only: a new tab order reaches the skip link first.
+  // Keyboard only. Signing out moves the focus to the page's content, whose next stop is
+  // the key file form (reached without a mouse); a new tab order (the page loaded again,
+  // which also forgets any session) reaches the skip link first.
+  await page.keyboard.press("Tab");
+  const formStop = await page.evaluate(() => document.activeElement?.id);
+  expect(formStop === "key-file", `after signing out, the next tab stop: ${formStop}`);
+  await page.reload();
+  await page.getByRole("heading", { level: 1, name: "Signed out" }).waitFor();
   await page.keyboard.press("Tab");
   const focused = await page.evaluate(() => document.activeElement?.textContent);
   expect(focused === "Skip to content", `first tab stop: ${focused}`);
+
+  // Signing in with the key file, for people without the CLI at hand. Every request the
+  // page makes from here on is recorded: none may carry the private key in any form.
+  const sent = [];
+  const record = (request) => sent.push(request);
+  page.on("request", record);
+  const keyInput = page.getByLabel("Owner key file");
+  const keySignIn = page.getByRole("button", { name: "Sign in with the key file" });
+  // Somebody else's key is refused, in words; so is a file that is no key at all.
+  await keyInput.setInputFiles(env("OTHER_KEY_FILE"));
+  await keySignIn.click();
+  await page.getByRole("alert").filter({ hasText: "Identity is not the owner of this instance." }).waitFor();
+  await keyInput.setInputFiles({ name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("not a key\n") });
+  await keySignIn.click();
+  await page.getByRole("alert").filter({ hasText: "This file is not a Vibe key" }).waitFor();
+  expect(await page.getByRole("navigation", { name: "Console sections" }).isHidden(), "still signed out");
+  // The owner's key file, as `vibe keygen` wrote it (PKCS#8 PEM with the public key), then
+  // the same key as a bare seed (base64 text): each makes a console session.
+  for (const file of [env("KEY_FILE"), env("SEED_FILE")]) {
+    await keyInput.setInputFiles(file);
+    await keySignIn.click();
+    await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+    const signedInAs = await page.locator("#owner-did").textContent();
+    expect(signedInAs === env("OWNER_DID"), `signed in with ${file} as ${signedInAs}`);
+    await goTo(page, "Sessions");
+    const mine = page.getByRole("table", { name: "Your sessions" }).locator("tbody tr").filter({ hasText: "this page" });
+    const kind = await mine.locator('td[data-label="Kind"]').textContent();
+    expect(kind === "Console", `the key file's session is a console session: ${kind}`);
+    // Nothing was stored: no cookie, no local or session storage.
+    const stored = await page.evaluate(() => ({
+      local: localStorage.length,
+      session: sessionStorage.length,
+      cookie: document.cookie,
+    }));
+    expect(stored.local === 0 && stored.session === 0 && stored.cookie === "", `stored: ${JSON.stringify(stored)}`);
+    expect((await browser.cookies()).length === 0, "no cookie in the browser");
+    await page.getByRole("button", { name: "Log out", exact: true }).click();
+    await page.getByText("You logged out of the console.").waitFor();
+  }
+  page.off("request", record);
+  const seed = Buffer.from(env("KEY_SEED_HEX"), "hex");
+  const pemBody = readFileSync(env("KEY_FILE"), "utf8")
+    .split("\n")
+    .filter((line) => line && !line.startsWith("-----"));
+  const secrets = [
+    seed.toString("hex"),
+    seed.toString("hex").toUpperCase(),
+    seed.toString("base64"),
+    seed.toString("base64").replace(/=+$/, ""),
+    seed.toString("base64url"),
+    pemBody.join(""),
+    ...pemBody,
+    readFileSync(env("SEED_FILE"), "utf8").trim(),
+  ];
+  const logins = [];
+  for (const request of sent) {
+    const body = request.postDataBuffer() ?? Buffer.alloc(0);
+    const text = [request.url(), JSON.stringify(request.headers()), body.toString("utf8"), body.toString("latin1")].join("\n");
+    expect(!body.includes(seed), `the key's bytes were sent to ${request.url()}`);
+    for (const secret of secrets) {
+      expect(!text.includes(secret) && !text.includes(encodeURIComponent(secret)), `the key was sent to ${request.url()}`);
+    }
+    if (request.url().endsWith("/api/v1/auth/login")) logins.push(JSON.parse(body.toString("utf8")));
+  }
+  // Three signed logins left the page (the stranger's and the owner's two), each only
+  // a DID, a nonce, a timestamp, a signature and the console's name.
+  expect(logins.length === 3, `logins sent: ${logins.length}`);
+  for (const login of logins) {
+    expect(
+      JSON.stringify(Object.keys(login).sort()) === JSON.stringify(["client", "did", "nonce", "signature", "timestamp"]) && login.client === "console",
+      `login body: ${JSON.stringify(login)}`,
+    );
+  }
+  console.error(`key file sign-in: ${sent.length} requests checked, none carried the key`);
 
   const csp = violations.filter((v) => v.includes("Content Security Policy"));
   expect(csp.length === 0, `CSP violations: ${csp.join("; ")}`);

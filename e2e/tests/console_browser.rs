@@ -7,7 +7,9 @@
 //! downloaded; "log out everywhere" ends the CLI's session too; a used and an expired link
 //! are refused; a console session logs out of itself. The Overview shows the backup that
 //! `vibe-dataplane backup` made before (succeeded, its object key), the Sessions page when
-//! every session expires.
+//! every session expires. Signing in with the key file in the page: a stranger's key and a
+//! non-key are refused, the owner's PEM and the same key as a bare seed each make a console
+//! session, and no request the page makes carries the key.
 //!
 //! Needs `/usr/bin/chromium` (or `CHROMIUM`) and `npm ci` in `e2e/console`. Without them the
 //! test says so and passes, unless `VIBE_REQUIRE_BROWSER=1` (CI sets it), which makes a
@@ -184,6 +186,13 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
         .unwrap()
         .to_string();
 
+    // Key files for signing in in the page: the owner's own (the PEM `vibe keygen` wrote),
+    // the same key as a bare seed (base64 text, as `vibe` also reads), somebody else's.
+    let other_key = folder.path().join("other.pem");
+    std::fs::write(&other_key, vibe_identity::Keypair::generate().to_pem()).unwrap();
+    let seed_file = folder.path().join("seed.txt");
+    std::fs::write(&seed_file, key.seed_base64()).unwrap();
+
     let mut command = tokio::process::Command::new("node");
     command
         .arg("browser.mjs")
@@ -198,6 +207,11 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
         .env("BLOB_NAME", BLOB_NAME)
         .env("BLOB_TEXT", BLOB_TEXT)
         .env("BACKUP_KEY", &backup_key)
+        .env("KEY_FILE", vibe.key_path())
+        .env("SEED_FILE", &seed_file)
+        .env("OTHER_KEY_FILE", &other_key)
+        .env("KEY_SEED_HEX", hex::encode(key.seed()))
+        .env("OWNER_DID", key.did().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

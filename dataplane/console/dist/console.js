@@ -4,6 +4,9 @@
 // out of the address bar, exchanges it for an owner session (POST /api/v1/console/session)
 // and keeps the tokens in this module's memory only: no cookie, no storage. A reload or a
 // closed tab ends the page's session. Every request carries `Authorization: Bearer`.
+// Without the CLI, the owner can instead choose their key file on the signed-out page: the
+// page signs the login challenge with it through WebCrypto and forgets it (see "signing in
+// with the key file" below).
 //
 // Everything shown is built with DOM calls and textContent (never innerHTML), so data from
 // the instance (app names, documents, file names) cannot inject markup.
@@ -164,13 +167,23 @@ async function save(response, name) {
     setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 // ---------------------------------------------------------------- signing in and out
-function signedOut(reason) {
+/** Show the signed-out page. `moveFocus` (a session just ended): the focus goes to the
+ *  page's content, so a screen reader reads why; a page just loaded keeps the browser's
+ *  own tab order, whose first stop is the skip link. */
+function signedOut(reason, moveFocus = true) {
     tokens = null;
     nav.hidden = true;
     logoutButton.hidden = true;
     showError(null);
-    show(h("h1", {}, "Signed out"), h("p", { id: "signed-out-reason" }, reason), h("p", {}, "To open the console, run ", h("code", {}, "vibe console"), " on a computer holding your key, and open the link it prints. Each link works once, for two minutes."));
-    main.focus();
+    show(h("h1", {}, "Signed out"), h("p", { id: "signed-out-reason" }, reason), h("p", {}, "To open the console, run ", h("code", {}, "vibe console"), " on a computer holding your key, and open the link it prints. Each link works once, for two minutes."), keyFileSignIn());
+    if (moveFocus)
+        main.focus();
+}
+/** Signed in: show the console (the Overview first). */
+function signedIn(message) {
+    say(message);
+    nav.hidden = false;
+    logoutButton.hidden = false;
 }
 async function exchange(code) {
     say("Signing in…");
@@ -183,13 +196,275 @@ async function exchange(code) {
     if (!response.ok) {
         const error = await failure(response);
         say("");
-        signedOut("This console link cannot be used: " + error.message);
+        signedOut("This console link cannot be used: " + error.message, false);
         return;
     }
     tokens = await response.json();
-    say("Signed in.");
-    nav.hidden = false;
-    logoutButton.hidden = false;
+    signedIn("Signed in.");
+}
+// ---------------------------------------------------------------- signing in with the key file
+//
+// For people without the CLI at hand: the page reads the owner's key file (what `vibe
+// keygen` writes: a PKCS#8 PEM; or a 32-byte seed, raw, base64 or hex, as `vibe` also
+// reads), imports the private key into WebCrypto as a non-extractable Ed25519 key, signs
+// the login challenge (`did|nonce|timestamp`) in the page and logs in like `vibe` does
+// (POST /api/v1/auth/challenge, /api/v1/auth/login with `client: "console"`). Only the DID,
+// the nonce, the timestamp and the signature leave the page. The key is never stored: the
+// file input is cleared as soon as it was read, the byte arrays holding key material are
+// zeroed after the import, and the CryptoKey is a local of the sign-in that nothing keeps
+// once the login answered. No cookie, no storage; a reload forgets everything.
+/** A key file the page cannot use, said in words. */
+class KeyFileError extends Error {
+}
+const NOT_A_KEY = "This file is not a Vibe key: choose the key.pem that `vibe keygen` wrote (a PKCS#8 PEM), or a file holding a 32-byte seed.";
+/** Larger than any key file (a PEM of an Ed25519 key is about 120 bytes). */
+const MAX_KEY_FILE_BYTES = 16 * 1024;
+/** DER of PKCS#8 v1 for an Ed25519 seed (RFC 8410): these 16 bytes, then the 32-byte seed. */
+const PKCS8_ED25519_PREFIX = Uint8Array.of(0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20);
+/** The object identifier of Ed25519 (1.3.101.112), DER content bytes. */
+const ED25519_OID = Uint8Array.of(0x2b, 0x65, 0x70);
+/** A cursor over DER: each `next` reads one element with the expected tag. */
+class Der {
+    bytes;
+    at = 0;
+    constructor(bytes) {
+        this.bytes = bytes;
+    }
+    get done() {
+        return this.at === this.bytes.length;
+    }
+    peek() {
+        return this.bytes[this.at];
+    }
+    next(tag) {
+        const bytes = this.bytes;
+        if (bytes[this.at] !== tag || this.at + 2 > bytes.length)
+            throw new KeyFileError(NOT_A_KEY);
+        let length = bytes[this.at + 1];
+        let start = this.at + 2;
+        if (length & 0x80) {
+            const count = length & 0x7f;
+            if (count < 1 || count > 2 || start + count > bytes.length)
+                throw new KeyFileError(NOT_A_KEY);
+            length = 0;
+            for (let i = 0; i < count; i += 1)
+                length = length * 256 + bytes[start + i];
+            start += count;
+        }
+        if (start + length > bytes.length)
+            throw new KeyFileError(NOT_A_KEY);
+        this.at = start + length;
+        return bytes.subarray(start, start + length);
+    }
+}
+function sameBytes(a, b) {
+    return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+/** The seed (and public key, when present) of a PKCS#8 OneAsymmetricKey for Ed25519. */
+function fromPkcs8(der) {
+    const outer = new Der(der);
+    const body = new Der(outer.next(0x30));
+    if (!outer.done)
+        throw new KeyFileError(NOT_A_KEY);
+    const version = body.next(0x02);
+    if (version.length !== 1 || version[0] > 1)
+        throw new KeyFileError(NOT_A_KEY);
+    const algorithm = new Der(body.next(0x30));
+    if (!sameBytes(algorithm.next(0x06), ED25519_OID) || !algorithm.done) {
+        throw new KeyFileError("This key file holds another kind of key than Ed25519, which Vibe identities use.");
+    }
+    const seed = new Der(body.next(0x04)).next(0x04);
+    if (seed.length !== 32)
+        throw new KeyFileError(NOT_A_KEY);
+    if (body.peek() === 0xa0)
+        body.next(0xa0); // attributes: not needed
+    let publicKey = null;
+    if (body.peek() === 0x81 || body.peek() === 0xa1) {
+        // [1] publicKey, a BIT STRING (IMPLICIT: its content here; EXPLICIT: wrapped once).
+        const bits = body.peek() === 0x81 ? body.next(0x81) : new Der(body.next(0xa1)).next(0x03);
+        if (bits.length !== 33 || bits[0] !== 0)
+            throw new KeyFileError(NOT_A_KEY);
+        publicKey = bits.slice(1);
+    }
+    if (!body.done)
+        throw new KeyFileError(NOT_A_KEY);
+    return { seed: seed.slice(), publicKey };
+}
+/** Bytes of standard or URL-safe base64 (padding optional), or null. */
+function fromBase64(text) {
+    const standard = text.replace(/-/g, "+").replace(/_/g, "/").replace(/=+$/, "");
+    if (!/^[A-Za-z0-9+/]*$/.test(standard) || standard.length % 4 === 1)
+        return null;
+    const binary = atob(standard + "=".repeat((4 - (standard.length % 4)) % 4));
+    return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+function toBase64(bytes) {
+    return btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(""));
+}
+/** What `vibe` reads as a key file: a PKCS#8 PEM, 32 raw bytes, or a seed in base64 or hex. */
+function readKeyFile(bytes) {
+    let text = null;
+    try {
+        text = new TextDecoder("utf-8", { fatal: true }).decode(bytes).trim();
+    }
+    catch {
+        text = null;
+    }
+    if (text?.includes("-----BEGIN ENCRYPTED PRIVATE KEY-----")) {
+        throw new KeyFileError("This key file is encrypted with a passphrase; the console reads unencrypted key files like the one `vibe keygen` writes.");
+    }
+    const pem = text && /^-----BEGIN PRIVATE KEY-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END PRIVATE KEY-----$/.exec(text);
+    if (pem) {
+        const der = fromBase64(pem[1].replace(/\s+/g, ""));
+        if (!der)
+            throw new KeyFileError(NOT_A_KEY);
+        try {
+            return fromPkcs8(der);
+        }
+        finally {
+            der.fill(0);
+        }
+    }
+    if (text !== null) {
+        const seed = /^[0-9a-fA-F]{64}$/.test(text)
+            ? Uint8Array.from(text.match(/../g) ?? [], (pair) => parseInt(pair, 16))
+            : fromBase64(text);
+        if (seed?.length === 32)
+            return { seed, publicKey: null };
+        seed?.fill(0);
+    }
+    if (bytes.length === 32)
+        return { seed: bytes.slice(), publicKey: null };
+    throw new KeyFileError(NOT_A_KEY);
+}
+const BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+/** Base58 (Bitcoin alphabet) of `bytes`. */
+function base58(bytes) {
+    const digits = []; // base 58, least significant first
+    for (const byte of bytes) {
+        let carry = byte;
+        for (let i = 0; i < digits.length; i += 1) {
+            carry += digits[i] * 256;
+            digits[i] = carry % 58;
+            carry = Math.floor(carry / 58);
+        }
+        while (carry > 0) {
+            digits.push(carry % 58);
+            carry = Math.floor(carry / 58);
+        }
+    }
+    let zeros = 0;
+    while (zeros < bytes.length && bytes[zeros] === 0)
+        zeros += 1;
+    return "1".repeat(zeros) + digits.reverse().map((d) => BASE58[d]).join("");
+}
+/** The did:vibe of an Ed25519 public key: multibase base58btc of multicodec 0xed01 + key. */
+function didOf(publicKey) {
+    const prefixed = new Uint8Array(34);
+    prefixed.set([0xed, 0x01]);
+    prefixed.set(publicKey, 2);
+    return `did:vibe:z${base58(prefixed)}`;
+}
+/** The signing key (non-extractable) and the DID of the key in `file`. */
+async function importKeyFile(file) {
+    if (!window.isSecureContext || !crypto.subtle) {
+        throw new KeyFileError("The browser offers WebCrypto only to pages served over HTTPS (or from this computer). Use `vibe console` instead.");
+    }
+    if (file.size > MAX_KEY_FILE_BYTES)
+        throw new KeyFileError(NOT_A_KEY);
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const material = readKeyFile(bytes);
+    bytes.fill(0);
+    const pkcs8 = new Uint8Array(48);
+    pkcs8.set(PKCS8_ED25519_PREFIX);
+    pkcs8.set(material.seed, 16);
+    material.seed.fill(0);
+    const ed25519 = { name: "Ed25519" };
+    try {
+        const key = await crypto.subtle.importKey("pkcs8", pkcs8, ed25519, false, ["sign"]);
+        let publicKey = material.publicKey;
+        if (publicKey === null) {
+            // A seed alone: WebCrypto gives no public half of a non-extractable key, so a
+            // second, extractable import tells it (JWK `x`), and is dropped at once.
+            const copy = await crypto.subtle.importKey("pkcs8", pkcs8, ed25519, true, ["sign"]);
+            const jwk = await crypto.subtle.exportKey("jwk", copy);
+            publicKey = fromBase64(jwk.x ?? "");
+            if (publicKey?.length !== 32)
+                throw new KeyFileError(NOT_A_KEY);
+        }
+        return { key, did: didOf(publicKey) };
+    }
+    catch (error) {
+        if (error instanceof KeyFileError)
+            throw error;
+        if (error instanceof DOMException && error.name === "NotSupportedError") {
+            throw new KeyFileError("This browser cannot sign with Ed25519 keys (WebCrypto). Use `vibe console` instead.");
+        }
+        throw new KeyFileError(NOT_A_KEY);
+    }
+    finally {
+        pkcs8.fill(0);
+    }
+}
+/** Sign in with the key in `file`: challenge, sign in the page, log in as the console. */
+async function signInWithKeyFile(file) {
+    say("Signing in with your key file…");
+    const { key, did } = await importKeyFile(file);
+    const challenge = await fetch("/api/v1/auth/challenge", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: "{}",
+        credentials: "omit",
+    });
+    if (!challenge.ok)
+        throw await failure(challenge);
+    const { nonce } = (await challenge.json());
+    const timestamp = new Date().toISOString();
+    const message = new TextEncoder().encode(`${did}|${nonce}|${timestamp}`);
+    const signature = toBase64(new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, message)));
+    const response = await fetch("/api/v1/auth/login", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ did, nonce, timestamp, signature, client: "console" }),
+        credentials: "omit",
+    });
+    if (!response.ok)
+        throw await failure(response);
+    tokens = await response.json();
+}
+/** The signed-out page's form: choose the key file, sign in with it. */
+function keyFileSignIn() {
+    const input = h("input", { type: "file", id: "key-file", "aria-describedby": "key-file-help" });
+    const start = h("button", { type: "button" }, "Sign in with the key file");
+    start.addEventListener("click", async () => {
+        const file = input.files?.[0];
+        // The page keeps no hold on the file once it is read.
+        input.value = "";
+        if (!file) {
+            showError("Choose your key file first.");
+            return;
+        }
+        showError(null);
+        start.disabled = true;
+        try {
+            await signInWithKeyFile(file);
+        }
+        catch (error) {
+            say("");
+            showError(error instanceof KeyFileError
+                ? error.message
+                : `Signing in with the key file failed: ${error.message}`);
+            return;
+        }
+        finally {
+            start.disabled = false;
+        }
+        signedIn("Signed in with your key file.");
+        history.replaceState(null, "", location.pathname + "#overview");
+        await route();
+        main.focus();
+    });
+    return h("section", { class: "card", "aria-labelledby": "key-file-heading" }, h("h2", { id: "key-file-heading" }, "Sign in with your key file"), h("p", { id: "key-file-help" }, "Without vibe at hand, choose your key file (", h("code", {}, "key.pem"), " in vibe's configuration folder, e.g. ", h("code", {}, "~/.config/vibe/key.pem"), "). This page signs in with it here: the key is not sent to the instance, not stored, and forgotten once you are signed in."), h("p", {}, h("label", { for: "key-file" }, "Owner key file"), " ", input), h("p", {}, start));
 }
 async function logout() {
     if (!tokens)
@@ -453,7 +728,7 @@ async function route() {
             return;
     }
     if (!tokens) {
-        signedOut("Open the console with a link from `vibe console`.");
+        signedOut("Open the console with a link from `vibe console`, or sign in with your key file below.", false);
         return;
     }
     const [name, query] = (location.hash.slice(1) || "overview").split("?", 2);
