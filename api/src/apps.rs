@@ -2,11 +2,16 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A grant setting. Only [`GrantSetting::Always`] allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+use crate::schema;
+
+/// A grant setting. Only `always` allows.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum GrantSetting {
     /// Allowed without asking.
@@ -40,38 +45,47 @@ impl std::str::FromStr for GrantSetting {
 }
 
 /// Body of `POST /api/v1/apps/upsert`: the app's manifest plus its grants.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppUpsert {
-    /// The app's id (usually its origin).
+    /// The app's id (usually its origin): 1 to 512 characters, not only white space, no
+    /// control characters.
+    #[schemars(length(min = 1, max = 512), regex(pattern = schema::APP_ID))]
     pub app_id: String,
-    /// Display name.
+    /// Display name (not only white space).
+    #[schemars(length(min = 1, max = 256), regex(pattern = schema::NOT_BLANK))]
     pub name: String,
     /// Description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub description: Option<String>,
     /// Picture URL (a URI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(url, length(max = 2048))]
     pub picture_url: Option<String>,
     /// Permissions the app asks for: `read:<c>`, `write:<c>`, `blob:read:<c>`,
     /// `blob:write:<c>`, `blob:delete:<c>` or `sync`.
+    #[schemars(inner(regex(pattern = schema::PERMISSION)))]
     pub permissions: Vec<String>,
-    /// Permission → setting; absent or `null`: none.
+    /// Permission → setting; absent or `null`: no grants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema::Grants>")]
     pub grants: Option<BTreeMap<String, GrantSetting>>,
 }
 
 /// `GET /api/v1/apps/status` answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppStatus {
     /// Whether the app is registered.
     pub is_registered: bool,
     /// Its manifest (`appId`, `name`, `description?`, `pictureUrl?`, `permissions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::document")]
     pub manifest: Option<Value>,
     /// Permission → setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "schema::Grants")]
     pub grants: Option<BTreeMap<String, GrantSetting>>,
     /// First registration (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,12 +97,14 @@ pub struct AppStatus {
     /// a minute behind when another replica served it). The instance sends `null` for a
     /// registered app never seen, and leaves it out for an app not registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::optional_date_time")]
     pub last_seen_at: Option<String>,
 }
 
 /// One app in `GET /api/v1/apps`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "App")]
 pub struct AppInfo {
     /// The app's id.
     pub app_id: String,
@@ -105,18 +121,23 @@ pub struct AppInfo {
     pub permissions: Vec<String>,
     /// Permission → setting.
     #[serde(default)]
+    #[schemars(with = "schema::Grants")]
     pub grants: BTreeMap<String, GrantSetting>,
     /// First registration (RFC 3339).
+    #[schemars(schema_with = "schema::date_time")]
     pub registered_at: String,
     /// Last change of grants (RFC 3339).
+    #[schemars(schema_with = "schema::date_time")]
     pub grants_updated_at: String,
-    /// When a request authenticated as the app last came (RFC 3339, to the second; up to
-    /// a minute behind when another replica served it); `None` (`null`): never seen.
+    /// When a request authenticated as the app (its token, an owner token acting as it,
+    /// one of its devices) last came, to the second; up to a minute behind when another
+    /// replica served it; `null`: never seen.
+    #[schemars(schema_with = "schema::optional_date_time")]
     pub last_seen_at: Option<String>,
 }
 
 /// `GET /api/v1/apps` answer, by app id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppList {
     /// The registered apps.
@@ -124,23 +145,25 @@ pub struct AppList {
 }
 
 /// Body of `POST /api/v1/apps/token`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppTokenRequest {
     /// The registered app the token acts as.
+    #[schemars(length(min = 1, max = 512), regex(pattern = schema::APP_ID))]
     pub app_id: String,
 }
 
 /// `POST /api/v1/apps/token` answer: a token bound to one app.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppTokenResponse {
     /// The app-bound access token.
     pub access_token: String,
-    /// Its expiry (UNIX seconds).
+    /// Its expiry (UNIX seconds, despite the name).
     pub access_token_expires_in: i64,
     /// `Bearer`.
     #[serde(default)]
+    #[schemars(schema_with = "schema::bearer")]
     pub token_type: String,
 }
 

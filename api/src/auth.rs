@@ -3,10 +3,13 @@
 //! Request bodies refuse unknown fields; response bodies are read leniently by clients
 //! (an instance may add fields).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::schema;
+
 /// `POST /api/v1/auth/challenge` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChallengeResponse {
     /// Single-use server nonce.
@@ -16,27 +19,31 @@ pub struct ChallengeResponse {
 }
 
 /// Body of `POST /api/v1/auth/login`: the owner's signature over `did|nonce|timestamp`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
-    /// The owner's DID.
+    /// The owner's did:vibe (an Ed25519 key, multibase base58btc).
+    #[schemars(regex(pattern = schema::DID_VIBE), example = schema::DID_VIBE_EXAMPLE)]
     pub did: String,
-    /// The nonce from the challenge.
+    /// The nonce from `POST /api/v1/auth/challenge`.
+    #[schemars(length(min = 1, max = 4096))]
     pub nonce: String,
     /// RFC 3339 time of signing.
+    #[schemars(schema_with = "schema::date_time")]
     pub timestamp: String,
-    /// Base64 Ed25519 signature over `did|nonce|timestamp`.
+    /// Standard base64 Ed25519 signature of `did|nonce|timestamp`.
+    #[schemars(length(min = 1, max = 4096))]
     pub signature: String,
-    /// Which kind of client will hold the session, when it is not a signed login of the
-    /// CLI or an agent: `console` for the owner console signing in with the key file in
-    /// the page. It only names the session in the console's list (`kind`); the session
-    /// is the same. Not signed: it grants nothing.
+    /// Which kind of client will hold the session: absent for a signed login of the CLI or
+    /// an agent; `console` for the owner console signing in with the key file in the page.
+    /// It only names the session in the console's list (`kind`); the session is the same.
+    /// Not signed: it grants nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<LoginClient>,
 }
 
 /// [`LoginRequest::client`]: the kinds of client a login may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LoginClient {
     /// The owner console page (`/console/`), signing in with the owner's key file.
@@ -53,18 +60,19 @@ impl LoginClient {
 }
 
 /// Body of `POST /api/v1/auth/refresh` and `POST /api/v1/auth/logout`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The session's current refresh token.
+    #[schemars(length(min = 1, max = 4096))]
     pub refresh_token: String,
 }
 
 /// Token response of login and refresh. Expiry fields are absolute UNIX seconds.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenResponse {
-    /// Access token (EdDSA JWT).
+    /// Access token: an EdDSA JWT whose issuer and audience are the instance's public URL.
     pub access_token: String,
     /// When the access token expires (UNIX seconds, despite the name — the original's).
     pub access_token_expires_in: i64,
@@ -74,6 +82,7 @@ pub struct TokenResponse {
     pub refresh_token_expires_at: i64,
     /// Always `Bearer`.
     #[serde(default = "bearer")]
+    #[schemars(schema_with = "schema::bearer")]
     pub token_type: String,
 }
 
@@ -94,19 +103,22 @@ impl std::fmt::Debug for TokenResponse {
 }
 
 /// Body of `POST /api/v1/admin/claim`: the claim code signed by the new owner's key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimRequest {
-    /// The claimer's DID.
+    /// The claimer's did:vibe (an Ed25519 key, multibase base58btc).
+    #[schemars(regex(pattern = schema::DID_VIBE), example = schema::DID_VIBE_EXAMPLE)]
     pub did: String,
     /// The code the instance was started with.
+    #[schemars(length(min = 1, max = 1024))]
     pub claim_code: String,
-    /// Base64 Ed25519 signature over the claim code.
+    /// Standard base64 Ed25519 signature of the claim code.
+    #[schemars(length(min = 1, max = 1024))]
     pub signature: String,
 }
 
 /// `POST /api/v1/admin/claim` answer (201).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimResponse {
     /// `Admin account claimed successfully.`

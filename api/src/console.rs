@@ -5,8 +5,11 @@
 //! The page itself also uses the existing owner routes (`/api/v1/apps`, `/api/v1/devices`,
 //! `/api/v1/auth/logout`, `/api/v1/export`); only what they lack is here.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::schema;
 
 /// Shortest and longest lifetime of a console code (seconds), and the default.
 pub const CODE_TTL_SECONDS: std::ops::RangeInclusive<u64> = 1..=600;
@@ -16,7 +19,7 @@ pub const DEFAULT_CODE_TTL_SECONDS: u64 = 120;
 pub const CONSOLE_PATH: &str = "/console/";
 
 /// Body of `POST /api/v1/console/code` (owner token, no app).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsoleCodeRequest {
     /// How long the code lives, in seconds (1 to 600; default 120).
@@ -25,12 +28,14 @@ pub struct ConsoleCodeRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "crate::json::optional_whole_number"
     )]
+    #[schemars(with = "u64", range(min = 1, max = 600))]
     pub ttl_seconds: Option<u64>,
 }
 
 /// `POST /api/v1/console/code` answer: a one-time code for this instance's console.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "ConsoleCode")]
 pub struct ConsoleCodeResponse {
     /// The code (single use).
     pub code: String,
@@ -50,8 +55,8 @@ impl std::fmt::Debug for ConsoleCodeResponse {
 }
 
 /// Body of `POST /api/v1/console/session`: exchange a console code for an owner session
-/// (answered with [`crate::auth::TokenResponse`]).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// (answered with a `TokenResponse`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsoleSessionRequest {
     /// The code from `POST /api/v1/console/code`.
@@ -66,7 +71,7 @@ impl std::fmt::Debug for ConsoleSessionRequest {
 }
 
 /// The state of one backing service in the overview.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceHealth {
     /// `couchdb` or `s3`.
@@ -79,7 +84,7 @@ pub struct ServiceHealth {
 }
 
 /// Storage used, in bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageUsage {
     /// Bytes of the owner's document database (CouchDB's active size; absent when
@@ -95,7 +100,7 @@ pub struct StorageUsage {
 }
 
 /// `GET /api/v1/console/overview` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsoleOverview {
     /// The owner's DID.
@@ -110,25 +115,27 @@ pub struct ConsoleOverview {
     /// Storage used.
     #[serde(default)]
     pub storage: StorageUsage,
-    /// The last scheduled backup, as `vibe-dataplane backup` recorded it (`None`: none
-    /// recorded on this instance).
+    /// The last scheduled backup, as `vibe-dataplane backup` recorded it; `null`: none
+    /// recorded on this instance.
     #[serde(default)]
     pub last_backup: Option<BackupRecord>,
-    /// The last scheduled backup that succeeded (the same as `last_backup` when that one
-    /// did).
+    /// The last scheduled backup that succeeded (the same as `lastBackup` when that one
+    /// did); `null`: none recorded.
     #[serde(default)]
     pub last_successful_backup: Option<BackupRecord>,
 }
 
 /// A scheduled backup's outcome as the instance recorded it (from the backup's report).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupRecord {
     /// `Succeeded` or `Failed`.
     pub outcome: crate::export::BackupOutcome,
     /// When it started (RFC 3339, UTC).
+    #[schemars(schema_with = "schema::date_time")]
     pub started_at: String,
     /// When it ended (RFC 3339, UTC).
+    #[schemars(schema_with = "schema::date_time")]
     pub finished_at: String,
     /// The archive's object key in the backup bucket (a backup that succeeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,7 +149,7 @@ pub struct BackupRecord {
 }
 
 /// One owner session (a refresh-token family) in `GET /api/v1/console/sessions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     /// The family's id.
@@ -156,6 +163,7 @@ pub struct SessionInfo {
     pub expires_at: Option<i64>,
     /// `console` for a console session (a `vibe console` link, or the key file signed in
     /// with in the page), `login` for a signed login (the CLI, an agent).
+    #[schemars(extend("enum" = ["console", "login"]))]
     pub kind: String,
     /// Whether this is the session making the request.
     pub current: bool,
@@ -163,8 +171,9 @@ pub struct SessionInfo {
 
 /// `GET /api/v1/console/sessions` answer: sessions neither revoked nor expired, newest
 /// first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "ConsoleSessions")]
 pub struct SessionList {
     /// The sessions.
     #[serde(default)]
@@ -172,7 +181,7 @@ pub struct SessionList {
 }
 
 /// `POST /api/v1/console/sessions/logout-all` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogoutAllResponse {
     /// How many sessions were ended (the caller's own included).
@@ -180,7 +189,7 @@ pub struct LogoutAllResponse {
 }
 
 /// One collection in `GET /api/v1/console/collections`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectionCount {
     /// The collection's name.
@@ -190,8 +199,9 @@ pub struct CollectionCount {
 }
 
 /// `GET /api/v1/console/collections` answer, by name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "ConsoleCollections")]
 pub struct CollectionList {
     /// The collections.
     #[serde(default)]
@@ -204,11 +214,13 @@ pub struct CollectionList {
 
 /// `GET /api/v1/console/collections/{c}/documents?after=&limit=` answer: documents in id
 /// order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "ConsoleDocuments")]
 pub struct DocumentList {
     /// The documents, whole.
     #[serde(default)]
+    #[schemars(schema_with = "schema::documents")]
     pub docs: Vec<Value>,
     /// The `after` of the next page; absent on the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,7 +228,7 @@ pub struct DocumentList {
 }
 
 /// One blob in `GET /api/v1/console/blobs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlobInfo {
     /// The object key (what download and delete take).
@@ -230,6 +242,7 @@ pub struct BlobInfo {
     /// Its size in bytes.
     pub size: u64,
     /// When it was uploaded (RFC 3339).
+    #[schemars(schema_with = "schema::date_time")]
     pub uploaded_at: String,
     /// The app that uploaded it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,8 +250,9 @@ pub struct BlobInfo {
 }
 
 /// `GET /api/v1/console/blobs?after=&limit=` answer, in upload order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "ConsoleBlobs")]
 pub struct BlobList {
     /// The blobs.
     #[serde(default)]

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -140,7 +141,7 @@ pub struct ManifestEntry {
 }
 
 /// What an archive holds, counted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Counts {
     /// Distinct document ids (tombstones included).
@@ -171,9 +172,10 @@ pub struct Manifest {
     pub entries: Vec<ManifestEntry>,
 }
 
-/// The answer of a successful `POST /api/v1/import`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// The answer of a successful `POST /api/v1/import`. Read leniently, like every answer: a
+/// newer instance may add fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ImportReport {
     /// The archive's export id.
     pub export_id: String,
@@ -188,7 +190,7 @@ pub struct ImportReport {
 pub const BACKUP_SUFFIX: &str = ".vibe.age";
 
 /// How a scheduled backup (`vibe-dataplane backup`) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum BackupOutcome {
     /// The archive was written and retention applied.
     Succeeded,
@@ -243,7 +245,7 @@ pub struct BackupReport {
 pub const RESTORE_OUTCOME_KEY: &str = "vibe-restore-outcome.json";
 
 /// How a restore from a backup (`spec.restoreFrom`) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RestoreEnd {
     /// An import into the instance completed (`vibe restore`, or any `vibe import`).
     Restored,
@@ -251,14 +253,15 @@ pub enum RestoreEnd {
     Abandoned,
 }
 
-/// The end of a restore, as `POST /api/v1/restore/abandon` answers
-/// it and as the data plane stores it at [`RESTORE_OUTCOME_KEY`] for the operator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The end of a restore, as `POST /api/v1/restore/abandon` answers it and as the data plane
+/// stores it for the operator (`vibe-restore-outcome.json` in the instance's bucket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreOutcome {
     /// How it ended.
     pub outcome: RestoreEnd,
     /// When (RFC 3339, UTC).
+    #[schemars(schema_with = "crate::schema::date_time")]
     pub time: String,
     /// Bucket of the backup the instance was to be restored from.
     pub bucket: String,

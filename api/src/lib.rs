@@ -13,15 +13,18 @@
 //!   plane's export/import and the `vibe` CLI;
 //! - [`setting::SettingError`]: a setting that is wrong, named;
 //! - [`json`]: strict JSON parsing of request bodies into any type (duplicate keys and
-//!   trailing data refused, the field at fault named).
+//!   trailing data refused, the field at fault named);
+//! - [`schema`]: the JSON Schema of those bodies (`#[derive(JsonSchema)]` with the
+//!   constraints the data plane enforces), from which the data plane's OpenAPI document
+//!   takes its component schemas.
 //!
 //! Request and response bodies of the data plane's HTTP API, shared by the data plane and
 //! its clients ([`auth`], [`apps`], [`blobs`], [`devices`], [`documents`], [`console`]): request bodies
 //! refuse unknown fields (`#[serde(deny_unknown_fields)]`) and are read with [`json`];
 //! responses are read leniently by clients, so an instance may add fields.
 //!
-//! The crate is deliberately light (serde and thiserror only): the operator, the data plane
-//! and every client depend on it.
+//! The crate is deliberately light (serde, schemars and thiserror): the operator, the data
+//! plane and every client depend on it.
 
 pub mod app_id;
 pub mod apps;
@@ -35,6 +38,7 @@ pub mod documents;
 pub mod export;
 pub mod host;
 pub mod json;
+pub mod schema;
 pub mod setting;
 
 pub use collection::Collection;

@@ -318,3 +318,105 @@ async fn the_documented_429_is_what_a_flood_gets() {
     }
     panic!("no 429 after 100,000 challenges");
 }
+
+/// The schemas generated from `vibe-api`'s types are the ones in the committed document.
+#[test]
+fn the_generated_schemas_are_up_to_date() {
+    let spliced = vibe_dataplane::openapi::components::splice(OPENAPI_JSON).expect("splice");
+    assert!(
+        spliced == OPENAPI_JSON,
+        "dataplane/openapi.json is stale: run `cargo run -p vibe-dataplane --bin openapigen`"
+    );
+}
+
+/// Every `$ref` of the document names a schema it has (a renamed type would leave paths
+/// pointing at nothing).
+#[test]
+fn every_reference_resolves() {
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("$ref", Value::String(target)) => out.push(target),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc: Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.len() > 40, "{} references", found.len());
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for target in found {
+        let name = target
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{target} is not a component schema"));
+        assert!(schemas.contains_key(name), "{target} does not resolve");
+    }
+}
+
+/// Every request body and every JSON answer of a success names a generated schema or is
+/// written inline on purpose (the few below).
+#[test]
+fn json_bodies_use_the_generated_schemas() {
+    let generated = vibe_dataplane::openapi::components::generated();
+    let doc: Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
+    // Inline on purpose: no type describes them (health, the document itself, raw documents,
+    // CouchDB's bulk answers, the device registration's one-time secret, …).
+    let inline: BTreeSet<(&str, &str, &str)> = [
+        ("get", "/health", "200"),
+        ("get", "/ready", "200"),
+        ("get", "/api/v1/openapi.json", "200"),
+        ("post", "/api/v1/devices", "201"),
+        ("post", "/api/v1/data/write", "200"),
+        ("post", "/api/v1/data/write", "207"),
+        ("get", "/api/v1/data/{collection}/{id}", "200"),
+        ("get", "/api/v1/blob/download-url/{objectKey}", "200"),
+        ("get", "/api/v1/blob", "200"),
+        (
+            "get",
+            "/api/v1/console/collections/{collection}/documents/{rest}",
+            "200",
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let mut bodies = Vec::new();
+            if let Some(body) =
+                operation["requestBody"]["content"]["application/json"].get("schema")
+            {
+                bodies.push(("request", body));
+            }
+            for (code, answer) in operation["responses"].as_object().into_iter().flatten() {
+                if !code.starts_with('2') {
+                    continue;
+                }
+                if let Some(body) = answer["content"]["application/json"].get("schema") {
+                    if !inline.contains(&(method.as_str(), path.as_str(), code.as_str())) {
+                        bodies.push((code.as_str(), body));
+                    }
+                }
+            }
+            for (which, body) in bodies {
+                let name = body["$ref"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    .unwrap_or_else(|| panic!("{method} {path} {which}: an inline schema"));
+                assert!(
+                    generated.contains_key(name),
+                    "{method} {path} {which}: {name} is not generated"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 30, "{checked} bodies checked");
+}

@@ -25,20 +25,7 @@ pub type BlobMeta = Value;
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// `POST /api/v1/blob/upload-url` answer.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UploadUrl {
-    /// Presigned PUT URL (binds content type and length).
-    pub presigned_url: String,
-    /// Server-chosen object key.
-    pub object_key: String,
-    /// Expiry (UNIX seconds or RFC 3339, as the instance sends it).
-    #[serde(default)]
-    pub expires_at: Value,
-    /// Headers the PUT must carry (bound into the signature).
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-}
+pub type UploadUrl = vibe_api::blobs::UploadUrlResponse;
 
 /// Guess a content type from a file name's extension.
 pub fn guess_content_type(path: &Path) -> &'static str {

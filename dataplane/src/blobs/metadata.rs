@@ -9,7 +9,6 @@
 
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ObjectKey;
@@ -21,38 +20,8 @@ pub const BLOBS_COLLECTION: &str = "blobs";
 /// Page size used when reading every metadata document (the sweep).
 const SCAN_PAGE: u64 = 500;
 
-/// A blob metadata document.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct BlobMetadata {
-    /// `blobs/<uuid>`.
-    #[serde(rename = "_id")]
-    pub id: String,
-    /// CouchDB revision.
-    #[serde(rename = "_rev", default, skip_serializing_if = "Option::is_none")]
-    pub rev: Option<String>,
-    /// Always [`BLOBS_COLLECTION`].
-    pub collection: String,
-    /// The user collection the blob belongs to (grants `blob:*:<collectionName>`).
-    pub collection_name: String,
-    /// The S3 object key.
-    pub object_key: String,
-    /// The filename the client gave.
-    pub original_filename: String,
-    /// Content type, as verified on the stored object.
-    pub content_type: String,
-    /// Size in bytes, as verified on the stored object.
-    pub size: u64,
-    /// The owner's DID.
-    pub owner_did: String,
-    /// When the upload was finalised (RFC 3339).
-    pub upload_timestamp: String,
-    /// Bucket holding the object.
-    pub bucket: String,
-    /// The app that uploaded it, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<String>,
-}
+/// A blob metadata document (the contract type: its answers are the same bytes).
+pub use vibe_api::blobs::BlobMetadata;
 
 /// Stores a new metadata document; 409 when the blob was already finalised.
 pub async fn create(db: &Database, meta: &BlobMetadata) -> ApiResult<BlobMetadata> {

@@ -116,7 +116,9 @@ async fn upload_url(
 }
 
 /// The answer of `POST /api/v1/blob/upload-url`, serialised straight from the presigned
-/// request (no JSON tree in between); members in the order a JSON map had them.
+/// request (no JSON tree in between); members in the order a JSON map had them. The same
+/// JSON as the contract type [`vibe_api::blobs::UploadUrlResponse`], without copying the
+/// URL and headers into it (a test holds the two together).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct UploadUrlAnswer<'a> {
@@ -514,4 +516,30 @@ fn same_content_type(stored: Option<&str>, declared: &str) -> bool {
 
 fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upload_url_answer_is_the_contract_type() {
+        let headers = vec![
+            ("content-length".to_string(), "5".to_string()),
+            ("content-type".to_string(), "text/plain".to_string()),
+        ];
+        let answer = UploadUrlAnswer {
+            expires_at: 1_800_000_000,
+            headers: PresignedHeaders(&headers),
+            method: "PUT",
+            object_key: "i/notes/k",
+            presigned_url: "http://s3/b/i/notes/k?X-Amz-Signature=s",
+        };
+        let json = serde_json::to_value(&answer).unwrap();
+        let contract: vibe_api::blobs::UploadUrlResponse =
+            serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&contract).unwrap(), json);
+        assert_eq!(contract.headers["content-type"], "text/plain");
+        assert_eq!(contract.method, "PUT");
+    }
 }

@@ -1,7 +1,13 @@
-//! `GET /api/v1/openapi.json`: the hand-maintained OpenAPI 3.1 document in
-//! `dataplane/openapi.json`. Tests check that every route in the source appears there, that
-//! every documented operation is routed, and that every status the test suites see a route
-//! answer is documented for it ([`documents_status`]) — add your routes and statuses to it.
+//! `GET /api/v1/openapi.json`: the OpenAPI 3.1 document in `dataplane/openapi.json`.
+//!
+//! Its paths are written by hand; the schemas of request and answer bodies are generated
+//! from `vibe-api`'s types ([`components`]; `cargo run -p vibe-dataplane --bin openapigen`
+//! rewrites them, and a test fails while the file is stale). Tests check that every route
+//! in the source appears there, that every documented operation is routed, that every
+//! `$ref` resolves, and that every status the test suites see a route answer is documented
+//! for it ([`documents_status`]) — add your routes and statuses to it.
+
+pub mod components;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::LazyLock;
@@ -15,7 +21,7 @@ use serde_json::Value;
 use crate::state::AppState;
 
 /// The OpenAPI document, as served.
-pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
 
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
