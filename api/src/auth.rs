@@ -42,7 +42,7 @@ pub struct LoginRequest {
     pub client: Option<LoginClient>,
 }
 
-/// [`LoginRequest::client`]: the kinds of client a login may name.
+/// The kinds of client a login may name (its `client`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LoginClient {
