@@ -224,7 +224,11 @@ async fn dids_of_the_documented_shape_are_well_formed() {
     );
     assert_eq!(
         doc["paths"]["/api/v1/admin/claim"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-            ["properties"]["did"]["pattern"],
+            ["$ref"],
+        "#/components/schemas/ClaimRequest"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["ClaimRequest"]["properties"]["did"]["pattern"],
         pattern
     );
     // Of the shape, but not keys: all `1`s decodes to the wrong multicodec, all `z`s too.

@@ -670,7 +670,7 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
 /// access tokens died long before. A refresh moves a session's expiry on.
 #[tokio::test]
 async fn sessions_whose_refresh_token_expired_are_not_listed() {
-    const TTL: Duration = Duration::from_secs(4);
+    const TTL: Duration = Duration::from_secs(8);
     let instance = TestInstance::start_with(|c| c.limits.refresh_token_ttl = TTL).await;
     let started = std::time::Instant::now();
     let lapsed = instance.login().await;

@@ -399,10 +399,10 @@ fn json_bodies_use_the_generated_schemas() {
                 if !code.starts_with('2') {
                     continue;
                 }
-                if let Some(body) = answer["content"]["application/json"].get("schema") {
-                    if !inline.contains(&(method.as_str(), path.as_str(), code.as_str())) {
-                        bodies.push((code.as_str(), body));
-                    }
+                if let Some(body) = answer["content"]["application/json"].get("schema")
+                    && !inline.contains(&(method.as_str(), path.as_str(), code.as_str()))
+                {
+                    bodies.push((code.as_str(), body));
                 }
             }
             for (which, body) in bodies {
