@@ -74,13 +74,39 @@ fn harness(policy: RegistrationPolicy) -> Harness {
     )
 }
 
+/// What a request got: status, JSON body (`null` when not JSON) and headers.
+type Answer = (StatusCode, Value, HeaderMap);
+
+/// Requests to the harness's control plane, by method; `_as` sends a bearer token.
+impl Harness {
+    async fn get(&self, path: &str) -> Answer {
+        call(&self.app, "GET", path, None, None).await
+    }
+
+    async fn get_as(&self, path: &str, token: &str) -> Answer {
+        call(&self.app, "GET", path, None, Some(token)).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        call(&self.app, "POST", path, Some(body), None).await
+    }
+
+    async fn put_as(&self, path: &str, body: Value, token: &str) -> Answer {
+        call(&self.app, "PUT", path, Some(body), Some(token)).await
+    }
+
+    async fn delete_as(&self, path: &str, token: &str) -> Answer {
+        call(&self.app, "DELETE", path, None, Some(token)).await
+    }
+}
+
 async fn call(
     app: &Router,
     method: &str,
     path: &str,
     body: Option<Value>,
     bearer: Option<&str>,
-) -> (StatusCode, Value, HeaderMap) {
+) -> Answer {
     let mut request = Request::builder().method(method).uri(path);
     if let Some(token) = bearer {
         request = request.header("authorization", format!("Bearer {token}"));
@@ -135,14 +161,9 @@ fn error(value: &Value) -> &str {
 }
 
 async fn register(h: &Harness, key: &Keypair) -> Value {
-    let (status, body, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(register_body(key, &uuid(), None)),
-        None,
-    )
-    .await;
+    let (status, body, _) = h
+        .post("/api/v1/auth/register", register_body(key, &uuid(), None))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body
 }
@@ -158,11 +179,11 @@ fn instance_name(body: &Value) -> String {
 #[tokio::test]
 async fn health_answers() {
     let h = harness(RegistrationPolicy::Open);
-    let (status, body, _) = call(&h.app, "GET", "/health", None, None).await;
+    let (status, body, _) = h.get("/health").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
     assert_eq!(body["service"], "control-plane");
-    let (status, body, _) = call(&h.app, "GET", "/nope", None, None).await;
+    let (status, body, _) = h.get("/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error(&body), "NOT_FOUND");
 }
@@ -237,7 +258,7 @@ async fn registration_errors_keep_the_original_strings() {
     let key = Keypair::generate();
     let mut body = register_body(&key, "n1", None);
     body["signature"] = json!(Keypair::generate().sign_base64("x"));
-    let (status, answer, _) = call(&h.app, "POST", "/api/v1/auth/register", Some(body), None).await;
+    let (status, answer, _) = h.post("/api/v1/auth/register", body).await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -250,8 +271,7 @@ async fn registration_errors_keep_the_original_strings() {
     let old = (Utc::now() - Duration::minutes(10)).to_rfc3339();
     let stale = json!({"did": did, "nonce": "n2", "timestamp": old,
                        "signature": key.sign_base64(&signed::register_message(&did, "n2", &old, None))});
-    let (status, answer, _) =
-        call(&h.app, "POST", "/api/v1/auth/register", Some(stale), None).await;
+    let (status, answer, _) = h.post("/api/v1/auth/register", stale).await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -260,14 +280,7 @@ async fn registration_errors_keep_the_original_strings() {
         )
     );
 
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(json!({"did": did})),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h.post("/api/v1/auth/register", json!({"did": did})).await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::BAD_REQUEST, "Validation failed")
@@ -276,7 +289,7 @@ async fn registration_errors_keep_the_original_strings() {
 
     let mut picture = register_body(&key, "n3", None);
     picture["profilePictureUrl"] = json!("javascript:alert(1)");
-    let (status, _, _) = call(&h.app, "POST", "/api/v1/auth/register", Some(picture), None).await;
+    let (status, _, _) = h.post("/api/v1/auth/register", picture).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(h.fake.all("vibeinstances").is_empty());
 }
@@ -298,14 +311,7 @@ async fn replayed_signed_requests_are_refused_on_every_replica() {
     );
     let key = Keypair::generate();
     let body = register_body(&key, "same-nonce", None);
-    let (status, _, _) = call(
-        &a.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(body.clone()),
-        None,
-    )
-    .await;
+    let (status, _, _) = a.post("/api/v1/auth/register", body.clone()).await;
     assert_eq!(status, StatusCode::CREATED);
     for app in [&a.app, &b.app] {
         let (status, answer, _) = call(
@@ -322,16 +328,9 @@ async fn replayed_signed_requests_are_refused_on_every_replica() {
         );
     }
     let login = login_body(&key, "login-nonce");
-    let (status, _, _) = call(
-        &a.app,
-        "POST",
-        "/api/v1/auth/login",
-        Some(login.clone()),
-        None,
-    )
-    .await;
+    let (status, _, _) = a.post("/api/v1/auth/login", login.clone()).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, answer, _) = call(&b.app, "POST", "/api/v1/auth/login", Some(login), None).await;
+    let (status, answer, _) = b.post("/api/v1/auth/login", login).await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::UNAUTHORIZED, "Request has already been used.")
@@ -342,28 +341,18 @@ async fn replayed_signed_requests_are_refused_on_every_replica() {
 async fn registration_policy_closed_and_invite_only() {
     let closed = harness(RegistrationPolicy::Closed);
     let key = Keypair::generate();
-    let (status, answer, _) = call(
-        &closed.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(register_body(&key, "a", None)),
-        None,
-    )
-    .await;
+    let (status, answer, _) = closed
+        .post("/api/v1/auth/register", register_body(&key, "a", None))
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::FORBIDDEN, "Registration is closed.")
     );
 
     let h = harness(RegistrationPolicy::InviteOnly);
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(register_body(&key, "b", None)),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post("/api/v1/auth/register", register_body(&key, "b", None))
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -371,14 +360,12 @@ async fn registration_policy_closed_and_invite_only() {
             "Registration requires an invite code."
         )
     );
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(register_body(&key, "c", Some("NOPE"))),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post(
+            "/api/v1/auth/register",
+            register_body(&key, "c", Some("NOPE")),
+        )
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::BAD_REQUEST, "Invalid or unknown claim code.")
@@ -389,38 +376,29 @@ async fn registration_policy_closed_and_invite_only() {
         .create_claim_code(ClaimPurpose::Invite, None, None)
         .await
         .unwrap();
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(register_body(&key, "d", Some(&invite))),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post(
+            "/api/v1/auth/register",
+            register_body(&key, "d", Some(&invite)),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     assert_eq!(answer["identity"]["isAdmin"], false);
     let other = Keypair::generate();
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(register_body(&other, "e", Some(&invite))),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post(
+            "/api/v1/auth/register",
+            register_body(&other, "e", Some(&invite)),
+        )
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::BAD_REQUEST, "Claim code has already been used.")
     );
     // An existing identity signs in again without an invite.
-    let (status, _, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(register_body(&key, "f", None)),
-        None,
-    )
-    .await;
+    let (status, _, _) = h
+        .post("/api/v1/auth/register", register_body(&key, "f", None))
+        .await;
     assert_eq!(status, StatusCode::CREATED);
 
     let admin_code = h
@@ -428,14 +406,12 @@ async fn registration_policy_closed_and_invite_only() {
         .create_claim_code(ClaimPurpose::Admin, None, None)
         .await
         .unwrap();
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(register_body(&other, "g", Some(&admin_code))),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post(
+            "/api/v1/auth/register",
+            register_body(&other, "g", Some(&admin_code)),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(answer["identity"]["isAdmin"], true);
     // The plain code is stored nowhere.
@@ -450,14 +426,7 @@ async fn registration_policy_closed_and_invite_only() {
 async fn login_routes_and_errors() {
     let h = harness(RegistrationPolicy::Open);
     let key = Keypair::generate();
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/login",
-        Some(login_body(&key, "l1")),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h.post("/api/v1/auth/login", login_body(&key, "l1")).await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -467,7 +436,7 @@ async fn login_routes_and_errors() {
     );
     let mut bad = login_body(&key, "l2");
     bad["signature"] = json!(key.sign_base64("other"));
-    let (status, answer, _) = call(&h.app, "POST", "/api/v1/auth/login", Some(bad), None).await;
+    let (status, answer, _) = h.post("/api/v1/auth/login", bad).await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -476,14 +445,7 @@ async fn login_routes_and_errors() {
         )
     );
     register(&h, &key).await;
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/login",
-        Some(login_body(&key, "l3")),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h.post("/api/v1/auth/login", login_body(&key, "l3")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["identity"]["identityDid"], key.did().to_string());
     assert!(answer["tokenDetails"]["accessToken"].is_string());
@@ -497,52 +459,32 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
         .as_str()
         .unwrap()
         .to_string();
-    let (status, next, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/refresh",
-        Some(json!({"refreshToken": first})),
-        None,
-    )
-    .await;
+    let (status, next, _) = h
+        .post("/api/v1/auth/refresh", json!({"refreshToken": first}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{next}");
     assert_eq!(next["tokenType"], "Bearer");
     let second = next["refreshToken"].as_str().unwrap().to_string();
     assert_ne!(second, first);
     // Reusing the first token: refused, and the family (including the second token) is revoked.
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/refresh",
-        Some(json!({"refreshToken": first})),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post("/api/v1/auth/refresh", json!({"refreshToken": first}))
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::UNAUTHORIZED, "Refresh token has been revoked.")
     );
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/refresh",
-        Some(json!({"refreshToken": second})),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post("/api/v1/auth/refresh", json!({"refreshToken": second}))
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::UNAUTHORIZED, "Refresh token has been revoked.")
     );
 
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/refresh",
-        Some(json!({"refreshToken": "garbage"})),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post("/api/v1/auth/refresh", json!({"refreshToken": "garbage"}))
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::UNAUTHORIZED, "Invalid refresh token.")
@@ -551,14 +493,9 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
         .as_str()
         .unwrap()
         .to_string();
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/refresh",
-        Some(json!({"refreshToken": access})),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post("/api/v1/auth/refresh", json!({"refreshToken": access}))
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::UNAUTHORIZED, "Invalid refresh token.")
@@ -574,14 +511,12 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
             .family("abc"),
         )
         .unwrap();
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/refresh",
-        Some(json!({"refreshToken": expired.token})),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refreshToken": expired.token}),
+        )
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::UNAUTHORIZED, "Refresh token expired.")
@@ -626,14 +561,7 @@ async fn identity_routes_and_status_from_the_instance() {
     let h = harness(RegistrationPolicy::Open);
     let alice = Keypair::generate();
     let did = alice.did().to_string();
-    let (status, answer, _) = call(
-        &h.app,
-        "GET",
-        &format!("/api/v1/identities/{did}/status"),
-        None,
-        None,
-    )
-    .await;
+    let (status, answer, _) = h.get(&format!("/api/v1/identities/{did}/status")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer, json!({"isActive": false}));
 
@@ -643,14 +571,7 @@ async fn identity_routes_and_status_from_the_instance() {
         .unwrap()
         .to_string();
     let name = instance_name(&registered);
-    let (_, answer, _) = call(
-        &h.app,
-        "GET",
-        &format!("/api/v1/identities/{did}/status"),
-        None,
-        None,
-    )
-    .await;
+    let (_, answer, _) = h.get(&format!("/api/v1/identities/{did}/status")).await;
     assert_eq!(
         answer,
         json!({"isActive": true, "instanceStatus": "pending"})
@@ -668,37 +589,16 @@ async fn identity_routes_and_status_from_the_instance() {
             json!({"phase": phase, "conditions": [{"type": "Ready", "status": "False", "reason": "X",
                     "message": "bucket unreachable", "lastTransitionTime": "2026-11-25T12:05:00Z"}]}),
         );
-        let (_, answer, _) = call(
-            &h.app,
-            "GET",
-            &format!("/api/v1/identities/{did}/status"),
-            None,
-            None,
-        )
-        .await;
+        let (_, answer, _) = h.get(&format!("/api/v1/identities/{did}/status")).await;
         assert_eq!(answer["instanceStatus"], expected);
     }
-    let (status, answer, _) = call(
-        &h.app,
-        "GET",
-        &format!("/api/v1/identities/{did}"),
-        None,
-        Some(&token),
-    )
-    .await;
+    let (status, answer, _) = h.get_as(&format!("/api/v1/identities/{did}"), &token).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["instanceStatus"], "failed");
     assert_eq!(answer["instanceErrorDetails"], "bucket unreachable");
     assert_eq!(answer["instanceId"], name);
 
-    let (status, answer, _) = call(
-        &h.app,
-        "GET",
-        &format!("/api/v1/identities/{did}"),
-        None,
-        None,
-    )
-    .await;
+    let (status, answer, _) = h.get(&format!("/api/v1/identities/{did}")).await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -706,14 +606,9 @@ async fn identity_routes_and_status_from_the_instance() {
             "Unauthorized: Missing Bearer token."
         )
     );
-    let (status, answer, _) = call(
-        &h.app,
-        "GET",
-        &format!("/api/v1/identities/{did}"),
-        None,
-        Some("x.y.z"),
-    )
-    .await;
+    let (status, answer, _) = h
+        .get_as(&format!("/api/v1/identities/{did}"), "x.y.z")
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(error(&answer).starts_with("Unauthorized: "));
     let bob = Keypair::generate();
@@ -721,20 +616,14 @@ async fn identity_routes_and_status_from_the_instance() {
         .as_str()
         .unwrap()
         .to_string();
-    let (status, answer, _) = call(
-        &h.app,
-        "GET",
-        &format!("/api/v1/identities/{did}"),
-        None,
-        Some(&bob_token),
-    )
-    .await;
+    let (status, answer, _) = h
+        .get_as(&format!("/api/v1/identities/{did}"), &bob_token)
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::FORBIDDEN, "Forbidden: Access denied.")
     );
-    let (status, answer, _) =
-        call(&h.app, "GET", "/api/v1/identities", None, Some(&bob_token)).await;
+    let (status, answer, _) = h.get_as("/api/v1/identities", &bob_token).await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -744,26 +633,14 @@ async fn identity_routes_and_status_from_the_instance() {
     );
     let ghost = Keypair::generate().did().to_string();
     let admin = make_admin(&h).await;
-    let (status, answer, _) = call(
-        &h.app,
-        "GET",
-        &format!("/api/v1/identities/{ghost}"),
-        None,
-        Some(&admin),
-    )
-    .await;
+    let (status, answer, _) = h
+        .get_as(&format!("/api/v1/identities/{ghost}"), &admin)
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::NOT_FOUND, "Identity not found.")
     );
-    let (status, answer, _) = call(
-        &h.app,
-        "GET",
-        &format!("/api/v1/identities/{did}"),
-        None,
-        Some(&admin),
-    )
-    .await;
+    let (status, answer, _) = h.get_as(&format!("/api/v1/identities/{did}"), &admin).await;
     assert_eq!(status, StatusCode::OK, "admins read any identity: {answer}");
 }
 
@@ -774,14 +651,7 @@ async fn make_admin(h: &Harness) -> String {
         .create_claim_code(ClaimPurpose::Admin, None, None)
         .await
         .unwrap();
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/admin/claim",
-        Some(claim_body(&key, &code)),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h.post("/api/v1/admin/claim", claim_body(&key, &code)).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     answer["token"].as_str().unwrap().to_string()
 }
@@ -793,14 +663,7 @@ async fn admins_list_identities_page_by_page() {
         register(&h, &Keypair::generate()).await;
     }
     let admin = make_admin(&h).await;
-    let (status, page, headers) = call(
-        &h.app,
-        "GET",
-        "/api/v1/identities?limit=3",
-        None,
-        Some(&admin),
-    )
-    .await;
+    let (status, page, headers) = h.get_as("/api/v1/identities?limit=3", &admin).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page.as_array().unwrap().len(), 3);
     let next = headers
@@ -809,14 +672,12 @@ async fn admins_list_identities_page_by_page() {
         .to_str()
         .unwrap()
         .to_string();
-    let (_, rest, headers) = call(
-        &h.app,
-        "GET",
-        &format!("/api/v1/identities?limit=3&continue={next}"),
-        None,
-        Some(&admin),
-    )
-    .await;
+    let (_, rest, headers) = h
+        .get_as(
+            &format!("/api/v1/identities?limit=3&continue={next}"),
+            &admin,
+        )
+        .await;
     assert_eq!(
         rest.as_array().unwrap().len(),
         1,
@@ -835,14 +696,7 @@ async fn owners_update_their_profile_with_a_signed_request() {
         .unwrap()
         .to_string();
     let path = format!("/api/v1/identities/{did}");
-    let (status, answer, _) = call(
-        &h.app,
-        "PUT",
-        &path,
-        Some(json!({"profileName": "Al"})),
-        Some(&token),
-    )
-    .await;
+    let (status, answer, _) = h.put_as(&path, json!({"profileName": "Al"}), &token).await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -860,14 +714,13 @@ async fn owners_update_their_profile_with_a_signed_request() {
         }
         body
     };
-    let (status, answer, _) = call(
-        &h.app,
-        "PUT",
-        &path,
-        Some(signed_body("Al", "p1", "", &Keypair::generate())),
-        Some(&token),
-    )
-    .await;
+    let (status, answer, _) = h
+        .put_as(
+            &path,
+            signed_body("Al", "p1", "", &Keypair::generate()),
+            &token,
+        )
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -876,11 +729,11 @@ async fn owners_update_their_profile_with_a_signed_request() {
         )
     );
     let body = signed_body("Al", "p2", "", &key);
-    let (status, answer, _) = call(&h.app, "PUT", &path, Some(body.clone()), Some(&token)).await;
+    let (status, answer, _) = h.put_as(&path, body.clone(), &token).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["profileName"], "Al");
     assert!(answer.get("token").is_none());
-    let (status, answer, _) = call(&h.app, "PUT", &path, Some(body), Some(&token)).await;
+    let (status, answer, _) = h.put_as(&path, body, &token).await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::UNAUTHORIZED, "Request has already been used.")
@@ -891,14 +744,9 @@ async fn owners_update_their_profile_with_a_signed_request() {
         .create_claim_code(ClaimPurpose::Admin, None, None)
         .await
         .unwrap();
-    let (status, answer, _) = call(
-        &h.app,
-        "PUT",
-        &path,
-        Some(signed_body("Al", "p3", &code, &key)),
-        Some(&token),
-    )
-    .await;
+    let (status, answer, _) = h
+        .put_as(&path, signed_body("Al", "p3", &code, &key), &token)
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["isAdmin"], true);
     assert!(
@@ -911,14 +759,9 @@ async fn owners_update_their_profile_with_a_signed_request() {
         .as_str()
         .unwrap()
         .to_string();
-    let (status, answer, _) = call(
-        &h.app,
-        "PUT",
-        &path,
-        Some(json!({"profileName": "x"})),
-        Some(&bob_token),
-    )
-    .await;
+    let (status, answer, _) = h
+        .put_as(&path, json!({"profileName": "x"}), &bob_token)
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -927,14 +770,13 @@ async fn owners_update_their_profile_with_a_signed_request() {
         )
     );
     // Alice is admin now: she may change Bob's profile without a signature.
-    let (status, answer, _) = call(
-        &h.app,
-        "PUT",
-        &format!("/api/v1/identities/{}", bob.did()),
-        Some(json!({"profileName": "Robert"})),
-        Some(&token),
-    )
-    .await;
+    let (status, answer, _) = h
+        .put_as(
+            &format!("/api/v1/identities/{}", bob.did()),
+            json!({"profileName": "Robert"}),
+            &token,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["profileName"], "Robert");
 }
@@ -964,31 +806,26 @@ async fn deleting_an_identity_deprovisions_its_instance() {
         .unwrap()
         .to_string();
     let path = format!("/api/v1/identities/{did}");
-    let (status, answer, _) = call(&h.app, "DELETE", &path, None, Some(&bob_token)).await;
+    let (status, answer, _) = h.delete_as(&path, &bob_token).await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::FORBIDDEN, "Forbidden: Access denied.")
     );
 
-    let (status, answer, _) = call(&h.app, "DELETE", &path, None, Some(&token)).await;
+    let (status, answer, _) = h.delete_as(&path, &token).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(
         answer["message"],
         format!("Deprovisioning process initiated for identity {did} and instance {name}.")
     );
-    let (_, answer, _) = call(&h.app, "GET", &format!("{path}/status"), None, None).await;
+    let (_, answer, _) = h.get(&format!("{path}/status")).await;
     assert_eq!(
         answer,
         json!({"isActive": true, "instanceStatus": "deprovisioning"})
     );
-    let (status, _, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/refresh",
-        Some(json!({"refreshToken": refresh})),
-        None,
-    )
-    .await;
+    let (status, _, _) = h
+        .post("/api/v1/auth/refresh", json!({"refreshToken": refresh}))
+        .await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
@@ -996,9 +833,9 @@ async fn deleting_an_identity_deprovisions_its_instance() {
     );
 
     h.fake.remove("vibeinstances", Some(TENANTS), &name);
-    let (_, answer, _) = call(&h.app, "GET", &format!("{path}/status"), None, None).await;
+    let (_, answer, _) = h.get(&format!("{path}/status")).await;
     assert_eq!(answer, json!({"isActive": false}));
-    let (status, answer, _) = call(&h.app, "DELETE", &path, None, Some(&token)).await;
+    let (status, answer, _) = h.delete_as(&path, &token).await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::NOT_FOUND, "Identity not found.")
@@ -1010,14 +847,9 @@ async fn deleting_an_identity_deprovisions_its_instance() {
         .verify(&admin, TokenKind::Access)
         .unwrap()
         .sub;
-    let (status, answer, _) = call(
-        &h.app,
-        "DELETE",
-        &format!("/api/v1/identities/{admin_did}"),
-        None,
-        Some(&admin),
-    )
-    .await;
+    let (status, answer, _) = h
+        .delete_as(&format!("/api/v1/identities/{admin_did}"), &admin)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         answer["message"],
@@ -1203,28 +1035,22 @@ async fn owner_claims_set_spec_owner_once() {
     );
     let key = Keypair::generate();
     let path = "/api/v1/instances/claim";
-    let (status, answer, _) =
-        call(&h.app, "POST", path, Some(claim_body(&key, "WRONG")), None).await;
+    let (status, answer, _) = h.post(path, claim_body(&key, "WRONG")).await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::BAD_REQUEST, "Invalid or unknown claim code.")
     );
     let mut forged = claim_body(&key, "K7QX2-M9TPA-AAAAA-BBBBB");
     forged["signature"] = json!(Keypair::generate().sign_base64("K7QX2-M9TPA-AAAAA-BBBBB"));
-    let (status, answer, _) = call(&h.app, "POST", path, Some(forged), None).await;
+    let (status, answer, _) = h.post(path, forged).await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::BAD_REQUEST, "Invalid signature.")
     );
 
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        path,
-        Some(claim_body(&key, "K7QX2-M9TPA-AAAAA-BBBBB")),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post(path, claim_body(&key, "K7QX2-M9TPA-AAAAA-BBBBB"))
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["message"], "Instance claimed successfully.");
     assert_eq!(answer["identity"]["instanceId"], "alice");
@@ -1233,27 +1059,18 @@ async fn owner_claims_set_spec_owner_once() {
     assert_eq!(stored["spec"]["owner"]["did"], key.did().to_string());
     assert_eq!(stored["status"]["phase"], "Ready", "status untouched");
 
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        path,
-        Some(claim_body(&Keypair::generate(), "K7QX2-M9TPA-AAAAA-BBBBB")),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post(
+            path,
+            claim_body(&Keypair::generate(), "K7QX2-M9TPA-AAAAA-BBBBB"),
+        )
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::BAD_REQUEST, "Claim code has already been used.")
     );
     // The new owner can sign in although registration is closed.
-    let (status, _, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/login",
-        Some(login_body(&key, "x")),
-        None,
-    )
-    .await;
+    let (status, _, _) = h.post("/api/v1/auth/login", login_body(&key, "x")).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -1309,14 +1126,9 @@ async fn rate_limits_and_body_limits() {
     let mut last = StatusCode::OK;
     let mut retry_after = None;
     for i in 0..3 {
-        let (status, _, headers) = call(
-            &h.app,
-            "POST",
-            "/api/v1/auth/login",
-            Some(login_body(&key, &format!("r{i}"))),
-            None,
-        )
-        .await;
+        let (status, _, headers) = h
+            .post("/api/v1/auth/login", login_body(&key, &format!("r{i}")))
+            .await;
         last = status;
         retry_after = headers.get("retry-after").cloned();
     }
@@ -1325,7 +1137,7 @@ async fn rate_limits_and_body_limits() {
 
     let h = harness(RegistrationPolicy::Open);
     let big = json!({"did": "x", "nonce": "n", "timestamp": "t", "signature": "s", "profileName": "a".repeat(20_000)});
-    let (status, answer, _) = call(&h.app, "POST", "/api/v1/auth/register", Some(big), None).await;
+    let (status, answer, _) = h.post("/api/v1/auth/register", big).await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
@@ -1337,26 +1149,14 @@ async fn internal_errors_are_not_echoed() {
     let h = harness(RegistrationPolicy::Open);
     h.fake.fail(Some("secrets"));
     let key = Keypair::generate();
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(register_body(&key, "i1", None)),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .post("/api/v1/auth/register", register_body(&key, "i1", None))
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (StatusCode::INTERNAL_SERVER_ERROR, "Registration failed.")
     );
-    let (status, answer, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/login",
-        Some(login_body(&key, "i2")),
-        None,
-    )
-    .await;
+    let (status, answer, _) = h.post("/api/v1/auth/login", login_body(&key, "i2")).await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -1364,14 +1164,9 @@ async fn internal_errors_are_not_echoed() {
             "Login failed due to an internal error."
         )
     );
-    let (status, answer, _) = call(
-        &h.app,
-        "GET",
-        &format!("/api/v1/identities/{}/status", key.did()),
-        None,
-        None,
-    )
-    .await;
+    let (status, answer, _) = h
+        .get(&format!("/api/v1/identities/{}/status", key.did()))
+        .await;
     assert_eq!(
         (status, error(&answer)),
         (
@@ -1412,14 +1207,12 @@ async fn secrets_and_tokens_never_reach_the_logs() {
         .create_claim_code(ClaimPurpose::Admin, None, None)
         .await
         .unwrap();
-    let (_, registered, _) = call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/register",
-        Some(register_body(&key, "s1", Some(&code))),
-        None,
-    )
-    .await;
+    let (_, registered, _) = h
+        .post(
+            "/api/v1/auth/register",
+            register_body(&key, "s1", Some(&code)),
+        )
+        .await;
     let refresh = registered["tokenDetails"]["refreshToken"]
         .as_str()
         .unwrap()
@@ -1428,31 +1221,18 @@ async fn secrets_and_tokens_never_reach_the_logs() {
         .as_str()
         .unwrap()
         .to_string();
-    call(
-        &h.app,
-        "POST",
+    h.post(
         "/api/v1/auth/refresh",
-        Some(json!({"refreshToken": refresh.clone()})),
-        None,
+        json!({"refreshToken": refresh.clone()}),
     )
     .await;
-    call(
-        &h.app,
-        "POST",
+    h.post(
         "/api/v1/auth/refresh",
-        Some(json!({"refreshToken": refresh.clone()})),
-        None,
+        json!({"refreshToken": refresh.clone()}),
     )
     .await;
     h.fake.fail(Some("secrets"));
-    call(
-        &h.app,
-        "POST",
-        "/api/v1/auth/login",
-        Some(login_body(&key, "s2")),
-        None,
-    )
-    .await;
+    h.post("/api/v1/auth/login", login_body(&key, "s2")).await;
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(
         logs.contains("identity registered"),
