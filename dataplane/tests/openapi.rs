@@ -98,20 +98,7 @@ fn route_calls(text: &str) -> Vec<Vec<(String, String)>> {
 /// A path with its parameter names erased (`/a/{x}/{*y}` → `/a/{}/{}`): Rust and OpenAPI
 /// may name parameters differently (`object_key` / `objectKey`).
 fn openapi_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut in_param = false;
-    for c in path.chars() {
-        match c {
-            '{' => {
-                in_param = true;
-                out.push_str("{}");
-            }
-            '}' => in_param = false,
-            _ if in_param => {}
-            _ => out.push(c),
-        }
-    }
-    out
+    vibe_dataplane::openapi::route_shape(path)
 }
 
 #[test]

@@ -156,21 +156,7 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
     s3.create_bucket("vibe-backups")
         .await
         .expect("backup bucket");
-    let backup = stack
-        .dataplane
-        .run_subcommand(&["backup", "--bucket", "vibe-backups", "--prefix", "owner/"])
-        .await
-        .expect("run the backup");
-    let report: Value = serde_json::from_slice(&backup.stdout).unwrap_or_else(|e| {
-        panic!(
-            "backup report ({e}): {}\n{}",
-            String::from_utf8_lossy(&backup.stdout),
-            String::from_utf8_lossy(&backup.stderr)
-        )
-    });
-    assert!(backup.status.success(), "{report}");
-    assert_eq!(report["outcome"], "Succeeded", "{report}");
-    let backup_key = report["objectKey"].as_str().expect("objectKey").to_string();
+    let (_, backup_key) = common::run_backup(&stack.dataplane, "vibe-backups", "owner/").await;
 
     // Console links: one to use, and one that expires before it is tried.
     let link = vibe.ok(&["console"]).await["url"]

@@ -55,21 +55,7 @@ async fn a_backup_is_restored_into_a_new_instance_by_its_owner_with_vibe_restore
     s3.create_bucket("vibe-backups")
         .await
         .expect("backup bucket");
-    let backup = old
-        .dataplane
-        .run_subcommand(&["backup", "--bucket", "vibe-backups", "--prefix", "alice/"])
-        .await
-        .expect("run the backup");
-    let report: serde_json::Value = serde_json::from_slice(&backup.stdout).unwrap_or_else(|e| {
-        panic!(
-            "backup report ({e}): {}\n{}",
-            String::from_utf8_lossy(&backup.stdout),
-            String::from_utf8_lossy(&backup.stderr)
-        )
-    });
-    assert!(backup.status.success(), "{report}");
-    assert_eq!(report["outcome"], "Succeeded", "{report}");
-    let backup_key = report["objectKey"].as_str().expect("objectKey").to_string();
+    let (_, backup_key) = common::run_backup(&old.dataplane, "vibe-backups", "alice/").await;
 
     // A new instance the operator created with spec.restoreFrom pointing at that backup.
     let couch = CouchServer::start()

@@ -91,7 +91,7 @@ pub fn documents_status(method: &Method, route: &str, status: StatusCode) -> Opt
 
 /// A route with its parameter names erased (`/a/{x}/{*y}` → `/a/{}/{}`): Rust and OpenAPI
 /// name parameters differently (`object_key` / `objectKey`).
-fn route_shape(route: &str) -> String {
+pub fn route_shape(route: &str) -> String {
     let mut out = String::with_capacity(route.len());
     let mut in_param = false;
     for c in route.chars() {

@@ -6,8 +6,29 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vibe_cli::client::{Client, TokenSource};
-use vibe_e2e::stack::Stack;
+use vibe_e2e::stack::{DataPlane, Stack};
 use vibe_identity::Keypair;
+
+/// Runs the data plane's scheduled backup once, as the operator's CronJob does, into
+/// `bucket` under `prefix`; checks that it succeeded and returns its report (one JSON line
+/// on standard output) and the archive's object key.
+pub async fn run_backup(dataplane: &DataPlane, bucket: &str, prefix: &str) -> (Value, String) {
+    let backup = dataplane
+        .run_subcommand(&["backup", "--bucket", bucket, "--prefix", prefix])
+        .await
+        .expect("run the backup");
+    let report: Value = serde_json::from_slice(&backup.stdout).unwrap_or_else(|e| {
+        panic!(
+            "backup report ({e}): {}\n{}",
+            String::from_utf8_lossy(&backup.stdout),
+            String::from_utf8_lossy(&backup.stderr)
+        )
+    });
+    assert!(backup.status.success(), "{report}");
+    assert_eq!(report["outcome"], "Succeeded", "{report}");
+    let key = report["objectKey"].as_str().expect("objectKey").to_string();
+    (report, key)
+}
 
 /// Claim the stack's instance with a new key and log in through the library.
 pub async fn claim_and_login(stack: &Stack) -> (Keypair, Client) {
