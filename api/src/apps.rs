@@ -1,4 +1,5 @@
-//! App registration bodies (owner only): upsert with grants, status, app tokens.
+//! App registration bodies (owner only): upsert with grants, one grant changed, status, app
+//! tokens.
 
 use std::collections::BTreeMap;
 
@@ -71,6 +72,27 @@ pub struct AppUpsert {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<schema::Grants>")]
     pub grants: Option<BTreeMap<String, GrantSetting>>,
+}
+
+/// Body of `POST /api/v1/apps/grant`: set one permission of one registered app, leaving
+/// its other grants as they are stored (so a change made elsewhere meanwhile is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppGrantChange {
+    /// The registered app's id.
+    #[schemars(length(min = 1, max = 512), regex(pattern = schema::APP_ID))]
+    pub app_id: String,
+    /// The permission to set: `read:<c>`, `write:<c>`, `blob:read:<c>`, `blob:write:<c>`,
+    /// `blob:delete:<c>` or `sync`.
+    #[schemars(regex(pattern = schema::PERMISSION))]
+    pub permission: String,
+    /// Its new setting.
+    pub setting: GrantSetting,
+    /// Precondition: the setting the caller last saw for this permission (a permission
+    /// without a setting counts as `ask`). When the stored setting differs, nothing changes
+    /// and the answer is 409. Absent: no precondition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<GrantSetting>,
 }
 
 /// `GET /api/v1/apps/status` answer.
@@ -187,6 +209,29 @@ mod tests {
             assert_eq!(serde_json::to_value(setting).unwrap(), setting.as_str());
         }
         assert!("sometimes".parse::<GrantSetting>().is_err());
+    }
+
+    #[test]
+    fn a_grant_change_names_one_permission_and_refuses_strangers() {
+        let change: AppGrantChange = from_slice(
+            br#"{"appId":"a","permission":"read:notes","setting":"never","expected":"always"}"#,
+        )
+        .unwrap();
+        assert_eq!(change.setting, GrantSetting::Never);
+        assert_eq!(change.expected, Some(GrantSetting::Always));
+        let bare: AppGrantChange =
+            from_slice(br#"{"appId":"a","permission":"sync","setting":"always"}"#).unwrap();
+        assert_eq!(bare.expected, None);
+        assert_eq!(
+            from_slice::<AppGrantChange>(
+                br#"{"appId":"a","permission":"sync","setting":"always","grants":{}}"#
+            ),
+            Err(BodyError::Invalid("Unknown field 'grants'.".into()))
+        );
+        assert!(
+            from_slice::<AppGrantChange>(br#"{"appId":"a","permission":"sync"}"#).is_err(),
+            "the setting is required"
+        );
     }
 
     #[test]

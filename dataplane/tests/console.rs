@@ -197,6 +197,12 @@ async fn console_routes_refuse_app_tokens_agents_and_strangers() {
         (Method::GET, "/api/v1/console/blobs", None),
         (Method::GET, "/api/v1/console/blobs/content/x/notes/y", None),
         (Method::DELETE, "/api/v1/console/blobs/x/notes/y", None),
+        // The page's grant button (owner itself only, like the console's own routes).
+        (
+            Method::POST,
+            "/api/v1/apps/grant",
+            Some(json!({ "appId": APP, "permission": "read:notes", "setting": "never" })),
+        ),
     ];
     for (method, path, body) in &routes {
         // An app token, with or without its app header.
@@ -228,6 +234,9 @@ async fn console_routes_refuse_app_tokens_agents_and_strangers() {
         );
         assert!(response.headers().get("set-cookie").is_none());
     }
+    // Nobody but the owner itself changed the grant.
+    let apps = listed(&instance, &owner, "/api/v1/apps").await;
+    assert_eq!(apps["apps"][0]["grants"]["read:notes"], "always", "{apps}");
     // The cross-site logout-all did nothing: the owner's session lives.
     let (status, _) = instance
         .get("/api/v1/console/sessions", Some(&owner), None)
@@ -886,4 +895,199 @@ async fn apps_and_devices_are_shown_as_last_seen_across_a_restart() {
         seen_at(&devices["devices"][0]["lastSeenAt"]),
         seen_at(&device_seen)
     );
+}
+
+/// `POST /api/v1/apps/grant` as `token`: one permission of [`APP`] set to `setting`, with
+/// `expected` as the precondition when given.
+async fn set_grant(
+    instance: &TestInstance,
+    token: &str,
+    permission: &str,
+    setting: &str,
+    expected: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut body = json!({ "appId": APP, "permission": permission, "setting": setting });
+    if let Some(expected) = expected {
+        body["expected"] = json!(expected);
+    }
+    instance
+        .post("/api/v1/apps/grant", Some(token), None, body)
+        .await
+}
+
+/// [`APP`]'s grants as `GET /api/v1/apps` lists them.
+async fn grants_of(instance: &TestInstance, owner: &str) -> Value {
+    let apps = listed(instance, owner, "/api/v1/apps").await;
+    apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["appId"] == APP)
+        .map(|a| a["grants"].clone())
+        .unwrap_or_else(|| panic!("{APP} is listed: {apps}"))
+}
+
+/// Issue 19 and issue 15's promise: a click in a console page loaded before a grant was
+/// revoked elsewhere (the CLI's upsert here) changes only the permission clicked, so the
+/// revoked grant stays revoked; and a click on a permission changed since the page loaded
+/// changes nothing (409), so a page can never undo a change it has not shown.
+#[tokio::test]
+async fn a_grant_click_changes_one_permission_and_never_undoes_a_change_made_elsewhere() {
+    let instance = TestInstance::start().await;
+    let owner = instance.owner_token().await;
+    let page = access(&console_session(&instance).await).to_string();
+    let granted = [
+        ("read:x", "always"),
+        ("write:x", "ask"),
+        ("read:notes", "always"),
+        ("write:notes", "ask"),
+    ];
+    instance.upsert_app(&owner, APP, &granted).await;
+    // The page loads the apps.
+    let shown = grants_of(&instance, &page).await;
+    assert_eq!(shown["read:x"], "always");
+
+    // Meanwhile the owner revokes `read:x` with the CLI (a whole-set upsert).
+    let revoked = [
+        ("read:x", "never"),
+        ("write:x", "ask"),
+        ("read:notes", "always"),
+        ("write:notes", "ask"),
+    ];
+    instance.upsert_app(&owner, APP, &revoked).await;
+    // The page, still showing `read:x` granted, grants `write:x`.
+    let (status, answer) = set_grant(&instance, &page, "write:x", "always", Some("ask")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["appId"], APP);
+    assert_eq!(answer["grants"]["write:x"], "always", "{answer}");
+    assert_eq!(answer["grants"]["read:x"], "never", "{answer}");
+    let now = grants_of(&instance, &owner).await;
+    assert_eq!(
+        now,
+        json!({"read:x": "never", "write:x": "always", "read:notes": "always", "write:notes": "ask"})
+    );
+    // The app: `read:x` refused, `write:x` allowed.
+    let (status, _) = instance
+        .post(
+            "/api/v1/data/read",
+            Some(&owner),
+            Some(APP),
+            json!({ "collection": "x" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "read:x stays revoked");
+    let (status, written) = instance
+        .post(
+            "/api/v1/data/write",
+            Some(&owner),
+            Some(APP),
+            json!({ "collection": "x", "data": { "n": 1 } }),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {written}");
+
+    // A click on what changed since the page loaded: `read:x` shown granted, revoked by
+    // the CLI; the page's "Revoke" (expected always) and a "Grant" of `write:notes` that
+    // the CLI refused meanwhile (expected ask, now never) change nothing.
+    let (status, answer) = set_grant(&instance, &page, "read:x", "never", Some("always")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("is no longer always"),
+        "{answer}"
+    );
+    instance
+        .upsert_app(
+            &owner,
+            APP,
+            &[
+                ("read:x", "never"),
+                ("write:x", "always"),
+                ("read:notes", "always"),
+                ("write:notes", "never"),
+            ],
+        )
+        .await;
+    let (status, answer) = set_grant(&instance, &page, "write:notes", "always", Some("ask")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(grants_of(&instance, &owner).await["write:notes"], "never");
+    // A permission with no setting counts as `ask`; one the app never asked for can be
+    // set (the page lists requested and set ones alike); setting what is already so is fine.
+    let (status, answer) = set_grant(&instance, &page, "blob:read:x", "always", Some("ask")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = set_grant(&instance, &page, "blob:read:x", "always", None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        grants_of(&instance, &owner).await,
+        json!({
+            "read:x": "never",
+            "write:x": "always",
+            "read:notes": "always",
+            "write:notes": "never",
+            "blob:read:x": "always"
+        })
+    );
+
+    // Refused: an app not registered (404), a made-up permission or setting, a field the
+    // route does not know (400) — each changing nothing.
+    let (status, answer) = instance
+        .post(
+            "/api/v1/apps/grant",
+            Some(&page),
+            None,
+            json!({ "appId": "https://stranger.example", "permission": "read:x", "setting": "always" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    for body in [
+        json!({ "appId": APP, "permission": "delete:x", "setting": "always" }),
+        json!({ "appId": APP, "permission": "read:x", "setting": "sometimes" }),
+        json!({ "appId": APP, "permission": "read:x", "setting": "always", "grants": {} }),
+        json!({ "appId": APP, "permission": "read:x" }),
+    ] {
+        let (status, answer) = instance
+            .post("/api/v1/apps/grant", Some(&page), None, body.clone())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+    }
+    assert_eq!(grants_of(&instance, &owner).await["read:x"], "never");
+}
+
+/// Issue 19: changes to different permissions of one app made at the same moment (two
+/// pages, the CLI, another replica) all survive: each is written at the revision it read,
+/// and read again on a conflict.
+#[tokio::test]
+async fn concurrent_changes_to_different_permissions_all_survive() {
+    let instance = TestInstance::start().await;
+    let owner = instance.owner_token().await;
+    let permissions: Vec<String> = (0..8).map(|i| format!("read:c{i}")).collect();
+    let asked: Vec<(&str, &str)> = permissions.iter().map(|p| (p.as_str(), "ask")).collect();
+    instance.upsert_app(&owner, APP, &asked).await;
+    let mut pages = Vec::new();
+    for _ in 0..2 {
+        pages.push(access(&console_session(&instance).await).to_string());
+    }
+    for (round, (from, to)) in [("ask", "always"), ("always", "never"), ("never", "always")]
+        .into_iter()
+        .enumerate()
+    {
+        let answers =
+            futures::future::join_all(permissions.iter().enumerate().map(|(i, permission)| {
+                set_grant(&instance, &pages[i % 2], permission, to, Some(from))
+            }))
+            .await;
+        for (permission, (status, answer)) in permissions.iter().zip(answers) {
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "round {round}, {permission}: {answer}"
+            );
+        }
+        let grants = grants_of(&instance, &owner).await;
+        for permission in &permissions {
+            assert_eq!(grants[permission], to, "round {round}: {grants}");
+        }
+    }
 }

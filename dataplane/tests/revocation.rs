@@ -99,14 +99,18 @@ enum Revocation {
     Logout,
     RefreshReuse,
     AppDeleted,
+    /// The whole set of grants sent again with one of them `never` (`vibe apps`' upsert).
     GrantRevoked,
+    /// One grant set to `never` with `POST /api/v1/apps/grant` (the console's button).
+    OneGrantSetToNever,
 }
 
-const ALL: [Revocation; 4] = [
+const ALL: [Revocation; 5] = [
     Revocation::Logout,
     Revocation::RefreshReuse,
     Revocation::AppDeleted,
     Revocation::GrantRevoked,
+    Revocation::OneGrantSetToNever,
 ];
 
 /// A fresh registration of [`APP`] with `grants` and an app token minted from a fresh
@@ -151,9 +155,30 @@ impl Victim {
                 ];
                 instance.upsert_app(&self.owner, APP, &grants).await;
             }
+            Revocation::OneGrantSetToNever => {
+                let (status, answer) = set_one_grant(instance, &self.owner, grant, "never").await;
+                assert_eq!(status, StatusCode::OK, "{answer}");
+            }
         }
         started
     }
+}
+
+/// `POST /api/v1/apps/grant`: one permission of [`APP`] set to `setting`.
+async fn set_one_grant(
+    instance: &TestInstance,
+    owner: &str,
+    permission: &str,
+    setting: &str,
+) -> (StatusCode, Value) {
+    instance
+        .post(
+            "/api/v1/apps/grant",
+            Some(owner),
+            None,
+            json!({ "appId": APP, "permission": permission, "setting": setting }),
+        )
+        .await
 }
 
 fn urlencode(s: &str) -> String {
@@ -299,7 +324,9 @@ async fn revocation_closes_websockets_within_a_second() {
         };
         let elapsed = started.elapsed();
         match kind {
-            Revocation::GrantRevoked => assert_eq!(outcome, "revoked", "{kind:?}"),
+            Revocation::GrantRevoked | Revocation::OneGrantSetToNever => {
+                assert_eq!(outcome, "revoked", "{kind:?}")
+            }
             _ => assert_eq!(outcome, "close 4001", "{kind:?}"),
         }
         figures.push((kind, elapsed));
@@ -850,4 +877,67 @@ async fn ask_to_never_ends_nothing_and_always_to_ask_ends_the_streams() {
         read(&instance, &victim.token, "notes").await,
         StatusCode::FORBIDDEN
     );
+}
+
+/// Issue 19: the console's grant button (`POST /api/v1/apps/grant`) reaches open streams
+/// exactly as an upsert does: setting one grant the app holds to `never` closes its
+/// WebSocket with 4003 within a second, while granting one more ends nothing; the other
+/// grants are kept, so the token still reads what it may.
+#[tokio::test]
+async fn one_grant_set_to_never_through_the_grant_route_closes_the_apps_websocket() {
+    let instance = TestInstance::start().await;
+    let victim = Victim::new(
+        &instance,
+        &[
+            ("read:notes", "always"),
+            ("write:notes", "always"),
+            ("read:diary", "ask"),
+        ],
+    )
+    .await;
+    let mut ws = open_socket(&instance, &victim.token).await;
+
+    // Granting more takes nothing away: the socket stays open.
+    let (status, answer) = set_one_grant(&instance, &victim.owner, "read:diary", "always").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), ws.next()).await;
+    assert!(quiet.is_err(), "the socket heard something: {quiet:?}");
+
+    let started = Instant::now();
+    let (status, answer) = set_one_grant(&instance, &victim.owner, "write:notes", "never").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (code, reason) = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("closes") {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                break (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(Message::Text(text))) => panic!("only a close was due: {text}"),
+            Some(Ok(_)) => continue,
+            other => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    };
+    let took = started.elapsed();
+    eprintln!("one grant set to never closed the socket after {took:?}");
+    assert_eq!(
+        (code, reason.as_str()),
+        (4003, "Grants revoked; reconnect.")
+    );
+    assert!(took < WITHIN, "closed {took:?} after the revocation");
+    // Only `write:notes` went: the token still reads both collections.
+    for collection in ["notes", "diary"] {
+        assert_eq!(
+            read(&instance, &victim.token, collection).await,
+            StatusCode::OK,
+            "{collection}"
+        );
+    }
+    let (status, _) = instance
+        .post(
+            "/api/v1/data/write",
+            Some(&victim.token),
+            None,
+            json!({ "collection": "notes", "data": { "n": 1 } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

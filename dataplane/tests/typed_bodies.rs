@@ -44,6 +44,11 @@ async fn unknown_fields_are_refused_on_every_typed_body() {
             Some(owner.as_str()),
             json!({"appId": "https://app.example", "name": "App", "permissions": [], "extra": 1}),
         ),
+        (
+            "/api/v1/apps/grant",
+            Some(owner.as_str()),
+            json!({"appId": "https://app.example", "permission": "sync", "setting": "always", "extra": 1}),
+        ),
     ];
     for (path, token, body) in cases {
         let (status, answer) = t.post(path, token, None, body).await;

@@ -117,6 +117,21 @@ try {
   await page.getByRole("status").filter({ hasText: "Revoked read:notes" }).waitFor();
   await step("grant-revoked");
 
+  // While the page shows write:notes granted, the owner revokes it with the CLI (the Rust
+  // side). A click on another permission in the page must not put it back: the page sends
+  // only the one change, and then shows write:notes refused.
+  const card = page.getByRole("region", { name: app });
+  const writeRow = card.getByRole("row").filter({ has: page.getByText("write:notes", { exact: true }) });
+  await card.getByRole("button", { name: `Revoke write:notes for ${app}` }).waitFor();
+  await step("cli-revoked-write");
+  await page.getByRole("button", { name: `Grant read:notes for ${app}` }).click();
+  await page.getByRole("status").filter({ hasText: "Granted read:notes" }).waitFor();
+  await page.getByRole("button", { name: `Revoke read:notes for ${app}` }).waitFor();
+  await page.getByRole("button", { name: `Grant write:notes for ${app}` }).waitFor();
+  const writeState = await writeRow.textContent();
+  expect(writeState.includes("refused"), `write:notes stays revoked: ${writeState}`);
+  await step("granted-another");
+
   // Devices: revoke one.
   const device = env("DEVICE_NAME");
   await goTo(page, "Devices");

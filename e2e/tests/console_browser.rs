@@ -2,7 +2,9 @@
 //! pouchdb-server and s3s-fs, and Debian's headless Chromium driven by playwright-core
 //! (`e2e/console/browser.mjs`). The `vibe console` link logs in; revoking an app's grant
 //! in the page makes the app's next request 403, ends its realtime subscription and closes
-//! its WebSocket (4003), and deleting the app closes its new WebSocket (4001); a device is
+//! its WebSocket (4003); a grant revoked with `vibe apps revoke` while the page is open stays
+//! revoked after a click on another permission in the page (the page sends only that one
+//! change); deleting the app closes its new WebSocket (4001); a device is
 //! revoked; a document is browsed; a blob is downloaded and deleted; an export is
 //! downloaded; "log out everywhere" ends the CLI's session too; a used and an expired link
 //! are refused; a console session logs out of itself. The Overview shows the backup that
@@ -27,6 +29,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
+use vibe_api::apps::GrantSetting;
 use vibe_cli::client::{Client, TokenSource};
 use vibe_e2e::stack::Stack;
 
@@ -237,6 +240,38 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
                 // The token still authenticates a new socket (what deleting the app ends).
                 socket = app_socket(&stack, &app_token, &[]).await;
             }
+            "cli-revoked-write" => {
+                // Revoked with `vibe` while the page is open: the app's socket ends (4003).
+                let revoked = vibe.ok(&["apps", "revoke", APP, "write:notes"]).await;
+                assert_eq!(revoked["grants"]["write:notes"], "never", "{revoked}");
+                let end = next_text(&mut socket).await;
+                assert!(
+                    end.starts_with("closed") && end.contains("4003"),
+                    "the socket closed: {end}"
+                );
+                socket = app_socket(&stack, &app_token, &[]).await;
+            }
+            "granted-another" => {
+                // The page granted read:notes; write:notes stayed revoked.
+                assert_eq!(app_read_status(&stack, &app_token).await, 200);
+                let status = reqwest::Client::new()
+                    .post(format!("{}/api/v1/data/write", stack.dataplane.url))
+                    .bearer_auth(&app_token)
+                    .json(&json!({ "collection": "notes", "data": { "title": "after" } }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status.as_u16(), 403, "write:notes stays revoked");
+                let grants = owner.app_status(APP).await.unwrap().grants.unwrap();
+                assert_eq!(grants["write:notes"], GrantSetting::Never, "{grants:?}");
+                assert_eq!(grants["read:notes"], GrantSetting::Always, "{grants:?}");
+                assert_eq!(
+                    grants["blob:write:files"],
+                    GrantSetting::Always,
+                    "{grants:?}"
+                );
+            }
             "device-revoked" => {
                 let status = reqwest::Client::new()
                     .get(&device.sync_url)
@@ -275,7 +310,7 @@ async fn the_owner_runs_the_instance_from_the_console_in_a_browser() {
         "the browser test failed after steps {steps:?}"
     );
     assert!(done, "the browser test did not finish: {steps:?}");
-    assert_eq!(steps.len(), 5, "{steps:?}");
+    assert_eq!(steps.len(), 7, "{steps:?}");
 }
 
 /// The console's blob listing, for checks from outside the page.

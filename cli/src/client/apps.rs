@@ -1,8 +1,9 @@
-//! Apps and grants (owner only): register/update, status, list, remove, app tokens.
+//! Apps and grants (owner only): register/update, one grant changed, status, list, remove,
+//! app tokens.
 
 use reqwest::Method;
-use serde_json::{Value, json};
-use vibe_api::apps::{AppTokenRequest, AppTokenResponse, AppUpsert, GrantSetting};
+use serde_json::Value;
+use vibe_api::apps::{AppGrantChange, AppTokenRequest, AppTokenResponse, AppUpsert, GrantSetting};
 
 use super::{Client, TokenSource};
 use crate::error::{ClientError, Result};
@@ -79,9 +80,36 @@ impl Client {
         Ok(())
     }
 
-    /// Set `permissions` to `setting` (`always`, `ask`, `never`) for `app_id`, registering
-    /// the app when it is new (with `name`, defaulting to the id) and keeping every other
-    /// permission and grant it has. Returns the status after the change.
+    /// `POST /api/v1/apps/grant` `{appId, permission, setting, expected?}`: set one
+    /// permission of a registered app; the instance keeps every other grant as stored.
+    /// With `expected`, nothing changes (409) unless the permission's setting is still that
+    /// (`ask` when it has none). Returns the app as `GET /api/v1/apps` lists it.
+    pub async fn set_grant(
+        &self,
+        app_id: &str,
+        permission: &str,
+        setting: GrantSetting,
+        expected: Option<GrantSetting>,
+    ) -> Result<Value> {
+        check_permission(permission)?;
+        let change = AppGrantChange {
+            app_id: app_id.to_string(),
+            permission: permission.to_string(),
+            setting,
+            expected,
+        };
+        self.as_owner()
+            .send_json("POST /api/v1/apps/grant", |i| {
+                i.request(Method::POST, "api/v1/apps/grant").json(&change)
+            })
+            .await
+    }
+
+    /// Set `permissions` to `setting` (`always`, `ask`, `never`) for `app_id`. A registered
+    /// app gets one `POST /api/v1/apps/grant` per permission, so a grant changed elsewhere
+    /// meanwhile is never put back (its name stays; `name` is for a new app). A new app is
+    /// registered (with `name`, defaulting to the id) asking for `permissions`. Returns the
+    /// status after the change.
     pub async fn set_grants(
         &self,
         app_id: &str,
@@ -94,37 +122,21 @@ impl Client {
         }
         let setting: GrantSetting = setting.parse().map_err(ClientError::Usage)?;
         let current = self.app_status(app_id).await?;
-        let manifest = current.manifest.clone().unwrap_or_else(|| json!({}));
-        let mut requested: Vec<String> = manifest["permissions"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for permission in permissions {
-            if !requested.contains(permission) {
-                requested.push(permission.clone());
+        if current.is_registered {
+            for permission in permissions {
+                self.set_grant(app_id, permission, setting, None).await?;
             }
+        } else {
+            let body = AppUpsert {
+                app_id: app_id.to_string(),
+                name: name.unwrap_or(app_id).to_string(),
+                description: None,
+                picture_url: None,
+                permissions: permissions.to_vec(),
+                grants: Some(permissions.iter().map(|p| (p.clone(), setting)).collect()),
+            };
+            self.upsert_app(&body).await?;
         }
-        let mut grants = current.grants.clone().unwrap_or_default();
-        for permission in permissions {
-            grants.insert(permission.clone(), setting);
-        }
-        let text = |key: &str| manifest[key].as_str().map(str::to_string);
-        let body = AppUpsert {
-            app_id: app_id.to_string(),
-            name: name
-                .map(str::to_string)
-                .or_else(|| text("name"))
-                .unwrap_or_else(|| app_id.to_string()),
-            description: text("description"),
-            picture_url: text("pictureUrl"),
-            permissions: requested,
-            grants: Some(grants),
-        };
-        self.upsert_app(&body).await?;
         self.app_status(app_id).await
     }
 

@@ -290,7 +290,7 @@ pub enum AppsCommand {
         /// Permissions to grant.
         #[arg(required = true)]
         permissions: Vec<String>,
-        /// Display name when registering.
+        /// Display name when registering (a registered app keeps its name).
         #[arg(long)]
         name: Option<String>,
         /// Grant setting; only `always` allows access.

@@ -641,13 +641,15 @@ function lastSeen(at: string | null): string {
   return at === null ? "never" : new Date(at).toLocaleString();
 }
 
+/**
+ * Set one permission of one app, and nothing else: the instance changes that grant in the
+ * registration as stored now, so a change made elsewhere since the page loaded (the CLI,
+ * another tab) is kept. `expected` is the setting the page showed; when it is no longer
+ * so, nothing changes and the instance says why (409).
+ */
 async function setGrant(app: App, permission: string, setting: string): Promise<void> {
-  const grants = { ...app.grants, [permission]: setting };
-  const permissions = app.permissions.includes(permission) ? app.permissions : [...app.permissions, permission];
-  const body: { [key: string]: Json } = { appId: app.appId, name: app.name, permissions, grants };
-  if (app.description) body.description = app.description;
-  if (app.pictureUrl) body.pictureUrl = app.pictureUrl;
-  await call("POST", "/api/v1/apps/upsert", body);
+  const expected = app.grants[permission] ?? "ask";
+  await call("POST", "/api/v1/apps/grant", { appId: app.appId, permission, setting, expected });
 }
 
 async function appsPage(): Promise<Node[]> {
@@ -951,7 +953,10 @@ async function act(question: string | null, work: () => Promise<void>, done: str
     say(done);
     if (redraw) await route();
   } catch (error) {
-    if (tokens) showError((error as Error).message);
+    if (!tokens) return;
+    showError((error as Error).message);
+    // A conflict means the page showed something that changed meanwhile: show what is so now.
+    if (redraw && error instanceof ApiFailure && error.status === 409) await route();
   }
 }
 

@@ -1,5 +1,5 @@
-//! Owner-only app routes: register/update with grants, status, list, delete, and minting
-//! app-bound tokens.
+//! Owner-only app routes: register/update with grants, change one grant, status, list,
+//! delete, and minting app-bound tokens.
 
 use axum::Json;
 use axum::Router;
@@ -7,7 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
-use vibe_api::apps::{AppInfo, AppList, AppTokenRequest, AppTokenResponse, AppUpsert};
+use vibe_api::apps::{
+    AppGrantChange, AppInfo, AppList, AppTokenRequest, AppTokenResponse, AppUpsert, GrantSetting,
+};
 use vibe_api::documents::WriteResult;
 
 use super::{APP_DOC_PREFIX, AppRecord, is_valid_permission};
@@ -23,6 +25,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/apps", get(list))
         .route("/api/v1/apps/upsert", post(upsert))
+        .route("/api/v1/apps/grant", post(grant))
         .route("/api/v1/apps/status", get(status))
         .route("/api/v1/apps/token", post(app_token))
         .route("/api/v1/apps/{appId}", delete(remove))
@@ -177,6 +180,98 @@ async fn upsert(
     ))
 }
 
+/// Attempts at a grant change before giving up on a registration that keeps changing.
+const GRANT_ATTEMPTS: usize = 20;
+
+/// `POST /api/v1/apps/grant` `{appId, permission, setting, expected?}` → 200 with the app
+/// as listed by `GET /api/v1/apps`.
+///
+/// Changes exactly one permission: the stored registration is read and written back at
+/// the revision read with only that grant (and `grantsUpdatedAt`) changed, again on a
+/// revision conflict, so a change made meanwhile elsewhere (CLI, another page, another
+/// replica) is never undone. The owner itself only, like the console's routes: no app
+/// token, device or owner token acting as an app.
+async fn grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    StrictJson(body): StrictJson<AppGrantChange>,
+) -> ApiResult<Json<AppInfo>> {
+    crate::console::owner_itself(&caller)?;
+    let AppGrantChange {
+        app_id,
+        permission,
+        setting,
+        expected,
+    } = body;
+    if !validate_app_id(&app_id) {
+        return Err(ApiError::Validation(vibe_api::app_id::RULE.into()));
+    }
+    if !is_valid_permission(&permission) {
+        return Err(ApiError::Validation(format!(
+            "Invalid permission {}: expected read:<c>, write:<c>, blob:read:<c>, blob:write:<c>, blob:delete:<c> or sync.",
+            json!(permission)
+        )));
+    }
+    crate::export::restore::refuse_before_restore(&state).await?;
+    let db = state.system_db().await?;
+    let id = doc_id(&app_id);
+    for _ in 0..GRANT_ATTEMPTS {
+        let Some(mut doc) = db.get(&id).await? else {
+            return Err(ApiError::NotFound("App not registered.".into()));
+        };
+        let stored: AppRecord = serde_json::from_value(doc.clone()).map_err(ApiError::internal)?;
+        let current = stored.grants.get(&permission).copied();
+        if let Some(expected) = expected
+            && current.unwrap_or(GrantSetting::Ask) != expected
+        {
+            return Err(ApiError::Conflict(format!(
+                "{permission} of {app_id} is no longer {}: it is {} now. Nothing was changed.",
+                expected.as_str(),
+                current.unwrap_or(GrantSetting::Ask).as_str()
+            )));
+        }
+        if current == Some(setting) {
+            // Already so: nothing to write, nothing to tell the streams.
+            return Ok(Json(app_info(&state, &stored)));
+        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        if !doc["grants"].is_object() {
+            doc["grants"] = json!({});
+        }
+        doc["grants"][permission.as_str()] = json!(setting.as_str());
+        doc["grantsUpdatedAt"] = json!(now);
+        let app: AppRecord = serde_json::from_value(doc.clone()).map_err(ApiError::internal)?;
+        match db.put(&id, &doc).await {
+            Ok(_) => {
+                // Like an upsert: the cache's change reaches every open stream of the app,
+                // which ends when this took a grant away.
+                state.grants.put(app.clone());
+                tracing::info!(setting = setting.as_str(), "one grant of an app changed");
+                return Ok(Json(app_info(&state, &app)));
+            }
+            Err(CouchError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Conflict(
+        "App registration changed concurrently; retry.".into(),
+    ))
+}
+
+fn app_info(state: &AppState, app: &AppRecord) -> AppInfo {
+    AppInfo {
+        app_id: app.app_id.clone(),
+        name: app.name.clone(),
+        description: app.description.clone(),
+        picture_url: app.picture_url.clone(),
+        permissions: app.permissions.clone(),
+        grants: app.grants.clone(),
+        registered_at: app.registered_at.clone(),
+        grants_updated_at: app.grants_updated_at.clone(),
+        last_seen_at: state.last_seen.get_rfc3339(Seen::App, &app.app_id),
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct StatusQuery {
     #[serde(rename = "appId")]
@@ -219,17 +314,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<A
         .grants
         .all()
         .iter()
-        .map(|app| AppInfo {
-            app_id: app.app_id.clone(),
-            name: app.name.clone(),
-            description: app.description.clone(),
-            picture_url: app.picture_url.clone(),
-            permissions: app.permissions.clone(),
-            grants: app.grants.clone(),
-            registered_at: app.registered_at.clone(),
-            grants_updated_at: app.grants_updated_at.clone(),
-            last_seen_at: state.last_seen.get_rfc3339(Seen::App, &app.app_id),
-        })
+        .map(|app| app_info(&state, app))
         .collect();
     Ok(Json(AppList { apps }))
 }

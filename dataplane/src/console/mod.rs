@@ -25,6 +25,7 @@ pub mod codes;
 mod routes;
 
 pub use assets::CONTENT_SECURITY_POLICY;
+pub(crate) use routes::owner_itself;
 
 use axum::Router;
 use axum::routing::{get, post};

@@ -41,6 +41,7 @@ pub fn generated() -> Map<String, Value> {
     add::<auth::RefreshRequest>(&mut requests);
     add::<auth::ClaimRequest>(&mut requests);
     add::<apps::AppUpsert>(&mut requests);
+    add::<apps::AppGrantChange>(&mut requests);
     add::<apps::AppTokenRequest>(&mut requests);
     add::<documents::ReadQuery>(&mut requests);
     add::<documents::WriteRequest>(&mut requests);
