@@ -123,7 +123,12 @@ impl Client {
         let setting: GrantSetting = setting.parse().map_err(ClientError::Usage)?;
         let current = self.app_status(app_id).await?;
         if current.is_registered {
-            for permission in permissions {
+            // One change at a time, and the first that takes access away ends the app's
+            // open streams. So reads go first: a WebSocket then hears which of its
+            // subscriptions lost their grant (`{"status":"revoked"}`) before it closes.
+            let mut ordered: Vec<&String> = permissions.iter().collect();
+            ordered.sort_by_key(|p| !p.starts_with("read:"));
+            for permission in ordered {
                 self.set_grant(app_id, permission, setting, None).await?;
             }
         } else {
