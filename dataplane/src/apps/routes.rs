@@ -59,6 +59,14 @@ fn manifest_json(app: &AppRecord) -> Value {
     manifest
 }
 
+/// The refusal of a permission that is not one of the known shapes.
+fn invalid_permission(permission: &str) -> ApiError {
+    ApiError::Validation(format!(
+        "Invalid permission {}: expected read:<c>, write:<c>, blob:read:<c>, blob:write:<c>, blob:delete:<c> or sync.",
+        json!(permission)
+    ))
+}
+
 /// Validate an upsert body into a registration (its dates and registration id are filled
 /// in by [`upsert`]).
 fn parse_upsert(body: AppUpsert) -> ApiResult<AppRecord> {
@@ -97,10 +105,7 @@ fn parse_upsert(body: AppUpsert) -> ApiResult<AppRecord> {
         return Err(ApiError::Validation("'pictureUrl' must be a URI.".into()));
     }
     if let Some(p) = permissions.iter().find(|p| !is_valid_permission(p)) {
-        return Err(ApiError::Validation(format!(
-            "Invalid permission {}: expected read:<c>, write:<c>, blob:read:<c>, blob:write:<c>, blob:delete:<c> or sync.",
-            json!(p)
-        )));
+        return Err(invalid_permission(p));
     }
     let grants = grants.unwrap_or_default();
     if let Some(permission) = grants.keys().find(|p| !is_valid_permission(p)) {
@@ -207,10 +212,7 @@ async fn grant(
         return Err(ApiError::Validation(vibe_api::app_id::RULE.into()));
     }
     if !is_valid_permission(&permission) {
-        return Err(ApiError::Validation(format!(
-            "Invalid permission {}: expected read:<c>, write:<c>, blob:read:<c>, blob:write:<c>, blob:delete:<c> or sync.",
-            json!(permission)
-        )));
+        return Err(invalid_permission(&permission));
     }
     crate::export::restore::refuse_before_restore(&state).await?;
     let db = state.system_db().await?;
@@ -240,7 +242,9 @@ async fn grant(
         }
         doc["grants"][permission.as_str()] = json!(setting.as_str());
         doc["grantsUpdatedAt"] = json!(now);
-        let app: AppRecord = serde_json::from_value(doc.clone()).map_err(ApiError::internal)?;
+        let mut app = stored;
+        app.grants.insert(permission.clone(), setting);
+        app.grants_updated_at = now;
         match db.put(&id, &doc).await {
             Ok(_) => {
                 // Like an upsert: the cache's change reaches every open stream of the app,
