@@ -65,7 +65,7 @@ pub struct StateInner {
     pub startup: crate::startup::Startup,
     /// Writes wait for the restore from a backup ([`crate::export::restore`]).
     pub restore_gate: crate::export::restore::RestoreGate,
-    owner: RwLock<Option<Did>>,
+    owner: RwLock<Option<Owner>>,
     indexes: Mutex<HashSet<String>>,
     data_ready: OnceCell<Database>,
 }
@@ -74,6 +74,21 @@ impl Deref for AppState {
     type Target = StateInner;
     fn deref(&self) -> &StateInner {
         &self.inner
+    }
+}
+
+/// The owner's DID with its text, encoded once when the owner became known.
+struct Owner {
+    did: Did,
+    text: Box<str>,
+}
+
+impl Owner {
+    fn new(did: Did) -> Self {
+        Self {
+            text: did.to_string().into_boxed_str(),
+            did,
+        }
     }
 }
 
@@ -90,7 +105,7 @@ impl AppState {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let couch = CouchClient::new(config.couch.clone())?.with_metrics(metrics.clone());
         let tokens = TokenService::new(&config);
-        let owner = RwLock::new(config.owner);
+        let owner = RwLock::new(config.owner.map(Owner::new));
         let blobs = config.s3.as_ref().map(|s3| {
             let store = crate::blobs::BlobStore::with_metrics(s3, Some(metrics.clone()));
             Arc::new(crate::blobs::Blobs::with_store(store, config.blobs.clone()))
@@ -119,11 +134,19 @@ impl AppState {
 
     /// The current owner, if the instance has one.
     pub fn owner(&self) -> Option<Did> {
-        *self.owner.read().unwrap_or_else(|e| e.into_inner())
+        let owner = self.owner.read().unwrap_or_else(|e| e.into_inner());
+        owner.as_ref().map(|o| o.did)
+    }
+
+    /// Whether `did` is the current owner's DID as text (a token's subject), compared without
+    /// encoding the owner's key again on every request.
+    pub fn is_owner_text(&self, did: &str) -> bool {
+        let owner = self.owner.read().unwrap_or_else(|e| e.into_inner());
+        owner.as_ref().is_some_and(|o| *o.text == *did)
     }
 
     pub(crate) fn set_owner(&self, did: Did) {
-        *self.owner.write().unwrap_or_else(|e| e.into_inner()) = Some(did);
+        *self.owner.write().unwrap_or_else(|e| e.into_inner()) = Some(Owner::new(did));
     }
 
     /// The system database, once start-up ([`crate::startup`]) has created and loaded it

@@ -234,7 +234,7 @@ pub async fn authenticate(
     {
         return Err(ApiError::Unauthorized(UNAUTHORIZED_TOKEN.into()));
     }
-    if claims.sub != owner.to_string() {
+    if !state.is_owner_text(&claims.sub) {
         return Err(ApiError::Forbidden(
             "Forbidden: Token identity does not match this instance.".into(),
         ));
