@@ -270,8 +270,10 @@ async fn staging_databases(inst: &TestInstance) -> Vec<String> {
         .json()
         .await
         .unwrap();
+    // Only this instance's: on a shared CouchDB other tests stage their own imports.
+    let staging = format!("{}vibe_import_", inst.state.config.db_prefix);
     all.into_iter()
-        .filter(|n| n.contains("vibe_import_"))
+        .filter(|n| n.starts_with(&staging))
         .collect()
 }
 

@@ -587,7 +587,7 @@ async fn app_bound_token_acts_only_as_its_app() {
 
 #[tokio::test]
 async fn expired_token_closes_4001_unless_the_client_reauthenticates() {
-    let s = Setup::with(|config| config.limits.access_token_ttl = Duration::from_secs(3)).await;
+    let s = Setup::with(|config| config.limits.access_token_ttl = Duration::from_secs(5)).await;
 
     // No re-auth: closed with 4001 once the token expires.
     let mut ws = s.socket_with(&s.instance.owner_token().await).await;
@@ -600,12 +600,19 @@ async fn expired_token_closes_4001_unless_the_client_reauthenticates() {
     ws.send(json!({"action": "subscribe", "collection": "notes"}))
         .await;
     assert_eq!(ws.next().await["status"], "subscribed");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Expiry is in whole seconds: 2 s between the two tokens leaves the fresh one at least
+    // 1 s of life after the first one's `exp` (a loaded machine or a store with a slower
+    // change feed still delivers the push in time).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let fresh = s.instance.owner_token().await;
     ws.send(json!({"action": "auth", "token": fresh, "appId": APP}))
         .await;
     assert_eq!(ws.next().await, json!({"status": "authenticated"}));
-    tokio::time::sleep(Duration::from_millis(2500)).await; // past the first token's expiry
+    // Past the first token's expiry, by the server's own figure.
+    let first_expires = std::time::UNIX_EPOCH + Duration::from_secs(expiry_of(&first));
+    if let Ok(left) = first_expires.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left + Duration::from_millis(300)).await;
+    }
     let (status, body) = s
         .instance
         .post(
@@ -618,6 +625,17 @@ async fn expired_token_closes_4001_unless_the_client_reauthenticates() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(ws.next().await["data"]["n"], 1);
     assert_eq!(ws.closed().await.0, 4001, "the fresh token expires too");
+}
+
+/// The `exp` claim (seconds since the epoch) of a JWT, read without verifying it.
+fn expiry_of(token: &str) -> u64 {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    let claims: Value = serde_json::from_slice(&bytes).expect("JSON claims");
+    claims["exp"].as_u64().expect("an exp claim")
 }
 
 // ---- bad input and limits ----
