@@ -8,17 +8,18 @@
 mod cluster_support;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::store::Writer;
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 use vibe_operator::bucket::BucketClient;
 use vibe_operator::config::{OperatorConfig, S3Config};
-use vibe_operator::controller::cache::{ChildCaches, insert};
+use vibe_operator::controller::cache::{Cached, ChildCaches, insert};
 use vibe_operator::controller::{Context, reconcile};
 use vibe_operator::crd::{DeletionPolicy, VibeInstance, VibeInstanceSpec};
 use vibe_operator::leader::Leadership;
@@ -51,6 +52,27 @@ async fn teardown(client: &Client, ns: &str) {
     assert!(left.is_empty(), "namespace left behind: {left:?}");
 }
 
+/// Lists the operator's children of one kind in `ns` into their cache, as the watch's first
+/// list does.
+async fn fill<K>(client: &Client, ns: &str, writer: &mut Writer<Cached<K>>)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + 'static,
+{
+    let lp = kube::api::ListParams::default().labels(vibe_operator::naming::MANAGED_SELECTOR);
+    for object in Api::<K>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await
+        .unwrap()
+    {
+        insert(writer, object);
+    }
+}
+
 /// A context whose caches are filled from the cluster before each reconcile (what the watches do).
 async fn context(client: &Client, ns: &str, s3: &S3Config) -> Arc<Context> {
     context_with(client, ns, s3, |_| {}).await
@@ -64,70 +86,15 @@ async fn context_with(
     configure: impl FnOnce(&mut OperatorConfig),
 ) -> Arc<Context> {
     let (caches, mut w) = ChildCaches::new();
-    let lp = kube::api::ListParams::default().labels(vibe_operator::naming::MANAGED_SELECTOR);
-    for s in Api::<Secret>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        insert(&mut w.secrets, s);
-    }
-    for s in Api::<StatefulSet>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        insert(&mut w.stateful_sets, s);
-    }
-    for d in Api::<Deployment>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        insert(&mut w.deployments, d);
-    }
-    for o in Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        insert(&mut w.config_maps, o);
-    }
-    for o in Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        insert(&mut w.services, o);
-    }
-    for o in Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        insert(&mut w.ingresses, o);
-    }
-    for o in Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        insert(&mut w.network_policies, o);
-    }
-    for o in Api::<CronJob>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        insert(&mut w.cron_jobs, o);
-    }
-    for o in Api::<Job>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        insert(&mut w.jobs, o);
-    }
+    fill(client, ns, &mut w.secrets).await;
+    fill(client, ns, &mut w.stateful_sets).await;
+    fill(client, ns, &mut w.deployments).await;
+    fill(client, ns, &mut w.config_maps).await;
+    fill(client, ns, &mut w.services).await;
+    fill(client, ns, &mut w.ingresses).await;
+    fill(client, ns, &mut w.network_policies).await;
+    fill(client, ns, &mut w.cron_jobs).await;
+    fill(client, ns, &mut w.jobs).await;
     w.synced.mark_all();
     drop(w);
     let mut config = OperatorConfig {
